@@ -1,0 +1,60 @@
+# tickwatch: `make demo` runs the whole pipeline on the built-in replay feed; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TW := $(BIN)/tickwatch
+export MLFLOW_DISABLE_TELEMETRY := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration up down status lint bench drill feast-apply lock compose-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . >/dev/null 2>&1
+	@touch $(STAMP)
+
+install: $(STAMP) ## create the venv and install pinned dependencies (idempotent)
+
+demo: $(STAMP) ## set up everything and run the live pipeline on the replay feed (Ctrl-C stops it)
+	@$(TW) demo
+
+test: $(STAMP) ## run unit, integration and end-to-end tests against the real local stack
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: $(STAMP) ## unit tests only (no services)
+	@$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP) ## integration and e2e tests only
+	@$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+up: $(STAMP) ## start Kafka, Redis, Prometheus and MLflow (installs what is missing)
+	@$(TW) stack up
+
+down: $(STAMP) ## stop what `make up` started
+	@$(TW) stack down
+
+status: $(STAMP) ## health of every stack service
+	@$(TW) stack status
+
+lint: $(STAMP) ## ruff check and format check
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+bench: $(STAMP) ## run every benchmark and rewrite benchmarks/RESULTS.md
+	@$(TW) bench
+
+drill: $(STAMP) ## fault drills (kill -9, broker restart, WebSocket drop, Redis outage, bad frames)
+	@$(TW) drill
+
+lock: ## re-freeze requirements.lock from the current venv
+	@(echo "# Full pinned set that resolves together (pip freeze of a working venv). Regenerate: make lock"; $(BIN)/pip freeze --exclude-editable | grep -v '^tickwatch') > requirements.lock
+
+clean: ## remove the run folder (data, logs) after `make down`
+	rm -rf .run

@@ -1,0 +1,45 @@
+"""Real services for integration tests: the local stack, started once (or reused) per test run."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tickwatch import stack
+from tickwatch.kafka import admin, ensure_topics
+from tickwatch.settings import Settings
+from tickwatch.topics import ALL_TOPICS, topic_name
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Start Kafka, Redis, Prometheus and MLflow unless already healthy; stop what we started."""
+    settings = Settings(_env_file=None)
+    started = stack.up(settings)
+    yield settings
+    if started:
+        stack.down(settings, only=started)
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
+    """Settings isolated for one test: its own topic prefix (topics created), Redis db, run folder."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    db = random.randint(1, 63)
+    s = stack_settings.model_copy(update={
+        "topic_prefix": prefix,
+        "redis": stack_settings.redis.model_copy(update={"db": db}),
+        "run_dir": tmp_path / "run",
+        "mlflow": stack_settings.mlflow.model_copy(
+            update={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}),
+    })
+    ensure_topics(s)
+    r = redis.Redis(s.redis.host, s.redis.port, db=db)
+    r.flushdb()
+    yield s
+    r.flushdb()
+    admin(s).delete_topics([topic_name(t, s) for t in ALL_TOPICS])

@@ -1,0 +1,86 @@
+"""The `tickwatch` command: one subcommand per service or tool; each imports its service lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from tickwatch.settings import Settings, get_settings
+
+app = typer.Typer(help="tickwatch: minute-by-minute market anomaly detection.", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack: Kafka 4, Redis, Prometheus, MLflow.")
+app.add_typer(stack_app, name="stack")
+
+
+def _setup(level: str = "INFO") -> Settings:
+    """Logging and the runtime folders a service needs; called by commands, never at import."""
+    logging.basicConfig(
+        level=os.environ.get("TICKWATCH_LOG_LEVEL", level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = get_settings()
+    run = settings.run_dir.resolve()
+    for var, sub in (("KERAS_HOME", "keras"), ("MPLCONFIGDIR", "matplotlib")):
+        os.environ.setdefault(var, str(run / sub))
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    return settings
+
+
+@stack_app.command("up")
+def stack_up(only: list[str] = typer.Option(None, help="kafka, redis, prometheus, mlflow")) -> None:
+    """Install what is missing, start every service, wait until healthy, create the topics."""
+    from tickwatch import stack
+    from tickwatch.kafka import ensure_topics
+
+    settings = _setup()
+    started = stack.up(settings, only or None)
+    if not only or "kafka" in only:
+        created = ensure_topics(settings)
+        if created:
+            typer.echo(f"created topics: {', '.join(created)}")
+    typer.echo(f"started: {', '.join(started) or 'nothing (already up)'}")
+    _print_status(settings)
+
+
+@stack_app.command("down")
+def stack_down(only: list[str] = typer.Option(None)) -> None:
+    """Stop the services this stack started."""
+    from tickwatch import stack
+
+    stopped = stack.down(_setup(), only or None)
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Print each service, its endpoint and health; exit 1 if any is unhealthy."""
+    if not _print_status(_setup("WARNING")):
+        raise typer.Exit(1)
+
+
+def _print_status(settings: Settings) -> bool:
+    from tickwatch import stack
+
+    ok = True
+    for name, endpoint, healthy, pid in stack.status(settings):
+        ok &= healthy
+        owner = f"pid {pid}" if pid else "not ours"
+        typer.echo(f"{name:<11} {endpoint:<28} {'healthy' if healthy else 'DOWN':<8} {owner}")
+    return ok
+
+
+@stack_app.command("roundtrip")
+def stack_roundtrip() -> None:
+    """Send one message through Kafka and read it back (a smoke test of the stack)."""
+    from tickwatch.stack.roundtrip import run
+
+    run(_setup())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,144 @@
+"""Kafka clients for every service: idempotent acks=all producers, batch consumers, topic creation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer as _Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tickwatch.settings import Settings
+from tickwatch.topics import ALL_TOPICS, TopicSpec, partitions_for, topic_name
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
+    """Idempotent, acks=all, compressed, batched producer settings."""
+    cfg: dict[str, object] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": settings.kafka.compression,
+        "linger.ms": settings.kafka.linger_ms,
+        "batch.size": settings.kafka.batch_size,
+        "queue.buffering.max.messages": 1_000_000,
+        "message.timeout.ms": 120_000,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: object) -> dict[str, object]:
+    """Consumer settings: manual commits after processing, read from the beginning."""
+    cfg: dict[str, object] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def make_producer(settings: Settings, **overrides: object) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: object) -> _Consumer:
+    return _Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | str | None = None,
+    timestamp_ms: int | None = None,
+    on_delivery: DeliveryCallback | None = None,
+) -> None:
+    """Produce one message; when the local queue is full, serve callbacks and retry (never drop)."""
+    kwargs: dict[str, object] = {"key": key, "value": value}
+    if timestamp_ms is not None:
+        kwargs["timestamp"] = timestamp_ms
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:
+    """Flush and fail loudly if anything is still undelivered."""
+    left = producer.flush(timeout_s)
+    if left:
+        raise KafkaException(f"{left} messages still undelivered after {timeout_s}s")
+
+
+def consume_batch(consumer: _Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to `max_messages` messages without errors; partition-EOF events are skipped, errors raised."""
+    msgs = consumer.consume(max_messages, timeout_s)
+    out = []
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            out.append(m)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer error: %s", err)
+    return out
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+
+def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0
+) -> list[str]:
+    """Create missing topics with their configured layout; existing ones are left alone."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=timeout_s).topics)
+    new = [
+        NewTopic(
+            topic_name(s, settings),
+            num_partitions=partitions_for(s, settings),
+            replication_factor=1,
+            config=s.config(),
+        )
+        for s in specs
+        if topic_name(s, settings) not in existing
+    ]
+    created = []
+    if new:
+        for name, fut in client.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                fut.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    return created
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> bool:
+    """True once a metadata request succeeds."""
+    deadline = time.monotonic() + timeout_s
+    client = AdminClient({"bootstrap.servers": bootstrap})
+    while time.monotonic() < deadline:
+        try:
+            client.list_topics(timeout=2)
+            return True
+        except KafkaException:
+            time.sleep(0.5)
+    return False

@@ -1,0 +1,151 @@
+"""Settings for every tickwatch service, read from `TICKWATCH_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYMBOLS = ["AAPL", "GOOGL", "MSFT", "TSLA", "VOO"]
+
+
+class KafkaSettings(BaseModel):
+    """Broker address and client tuning shared by every producer and consumer."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = 9093
+    heap: str = "512m"
+    version: str = "4.1.1"
+    linger_ms: int = 5
+    batch_size: int = 262_144
+    compression: str = "lz4"
+    consume_batch: int = 1000
+    default_partitions: int = 6
+
+
+class RedisSettings(BaseModel):
+    """Redis server used as Feast's online store, the anomaly store and the API cache."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class PrometheusSettings(BaseModel):
+    """Prometheus server and the ports each tickwatch service exposes metrics on."""
+
+    port: int = 9090
+    producer_metrics_port: int = 9101
+    features_metrics_port: int = 9102
+    score_metrics_port: int = 9103
+    sink_metrics_port: int = 9104
+    replay_metrics_port: int = 9105
+    scrape_interval_s: int = 5
+
+
+class MlflowSettings(BaseModel):
+    """MLflow tracking: a sqlite store and a local artifact folder unless a server URI is given."""
+
+    tracking_uri: str | None = None  # None: sqlite file under the run folder
+    port: int = 5000
+    experiment: str = "tickwatch"
+    iforest_model_name: str = "tickwatch-iforest"
+    lstm_model_name: str = "tickwatch-lstm-ae"
+    champion_alias: str = "champion"
+
+
+class PolygonSettings(BaseModel):
+    """Market-data source: Polygon/Massive with a key, else the built-in replay server."""
+
+    api_key: SecretStr | None = None  # unset: the built-in replay server is used
+    ws_url: str = "wss://delayed.polygon.io/stocks"
+    rest_url: str = "https://api.polygon.io"
+    channels: list[str] = Field(default_factory=lambda: ["AM", "T"])
+
+
+class ReplaySettings(BaseModel):
+    """The built-in Polygon-protocol replay server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    seed: int = 7
+    speed: float = 60.0  # simulated minutes per real minute; 0 = as fast as the consumer reads
+    days: int = 2
+    history_days: int = 20
+    required_key: SecretStr | None = None  # unset: any key is accepted
+    csv_path: Path | None = None
+
+
+class FeatureSettings(BaseModel):
+    """Streaming feature computation."""
+
+    market_symbol: str = "VOO"
+    beta_window: int = 60
+    allowed_lateness_s: int = 120
+    push_batch: int = 500
+
+
+class ModelSettings(BaseModel):
+    """Training and scoring."""
+
+    sequence_length: int = 16
+    false_alarm_rate: float = 0.002
+    cooldown_minutes: int = 5
+    top_features: int = 3
+    epochs: int = 8
+
+
+class ApiSettings(BaseModel):
+    """The query API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: SecretStr = SecretStr("dev-key-change-me")
+    cache_ttl_s: float = 2.0
+    anomaly_retention_days: int = 30
+    max_page_size: int = 500
+
+
+class Settings(BaseSettings):
+    """All tickwatch settings; nested fields use `__`, e.g. `TICKWATCH_KAFKA__BOOTSTRAP_SERVERS`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKWATCH_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    environment: str = "development"
+    run_dir: Path = Path(".run")
+    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    topic_prefix: str = ""
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    polygon: PolygonSettings = PolygonSettings()
+    replay: ReplaySettings = ReplaySettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The explicit tracking URI, or the local sqlite store under the run folder."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.run_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_dir(self) -> Path:
+        return (self.run_dir / "mlflow" / "artifacts").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

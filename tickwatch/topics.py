@@ -1,0 +1,56 @@
+"""Every Kafka topic tickwatch uses: name, partitions, retention, cleanup policy and key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tickwatch.settings import Settings
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic's layout; `name` is the base name before the configured prefix."""
+
+    name: str
+    key: str
+    value: str
+    partitions: int | None = None  # None: the configured default
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+    doc: str = ""
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.cleanup_policy == "delete":
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+TRADES = TopicSpec("trades", "symbol", "Trade", doc="Polygon T events")
+QUOTES = TopicSpec("quotes", "symbol", "Quote", retention_ms=1 * DAY_MS, doc="Polygon Q events")
+BARS = TopicSpec("bars", "symbol", "MinuteBar", retention_ms=30 * DAY_MS, doc="closed minute bars")
+FEATURES = TopicSpec("features", "symbol", "FeatureVector", doc="rolling features per bar")
+ANOMALIES = TopicSpec(
+    "anomalies", "event_id", "AnomalyEvent", retention_ms=90 * DAY_MS, doc="explained anomalies"
+)
+LABELS = TopicSpec(
+    "labels", "symbol", "AnomalyLabel", partitions=1, retention_ms=90 * DAY_MS,
+    doc="injected-anomaly labels from the replay server",
+)
+DEAD_LETTER = TopicSpec(
+    "dead-letter", "source", "DeadLetter", partitions=1, retention_ms=30 * DAY_MS,
+    doc="raw records refused by any stage, with the reason",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (TRADES, QUOTES, BARS, FEATURES, ANOMALIES, LABELS, DEAD_LETTER)
+
+
+def topic_name(spec: TopicSpec, settings: Settings) -> str:
+    """The full topic name for this deployment (`topic_prefix` + base name)."""
+    return f"{settings.topic_prefix}{spec.name}"
+
+
+def partitions_for(spec: TopicSpec, settings: Settings) -> int:
+    return spec.partitions or settings.kafka.default_partitions
