@@ -15,6 +15,10 @@ from tickwatch.topics import ALL_TOPICS, TopicSpec, partitions_for, topic_name
 
 log = logging.getLogger(__name__)
 
+# Wall-clock ms at which the producer received the upstream event; every stage copies it to its
+# outputs so pipeline latency (ingest -> this stage's output) is measurable with any event clock.
+INGEST_HEADER = "tw-ingest-ms"
+
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 

@@ -24,7 +24,7 @@ CONSUMER_LAG = Gauge(
 )
 EVENT_TO_EMIT = Histogram(
     "tickwatch_event_to_emit_seconds",
-    "Event time (bar end or trade time) to the stage's acknowledged output",
+    "Ingest (header tw-ingest-ms) to the stage's acknowledged output",
     ["stage"], buckets=LATENCY_BUCKETS,
 )
 DELIVERY_LATENCY = Histogram(

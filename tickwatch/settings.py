@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.run_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
     @property
+    def data_dir(self) -> Path:
+        """Parquet bars (`bars/`), offline features (`features/`), labels, backtest output."""
+        return (self.run_dir / "data").resolve()
+
+    @property
     def mlflow_artifact_dir(self) -> Path:
         return (self.run_dir / "mlflow" / "artifacts").resolve()
 
