@@ -66,9 +66,12 @@ def produce(
     key: bytes | str | None = None,
     timestamp_ms: int | None = None,
     on_delivery: DeliveryCallback | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """Produce one message; when the local queue is full, serve callbacks and retry (never drop)."""
     kwargs: dict[str, object] = {"key": key, "value": value}
+    if headers:
+        kwargs["headers"] = headers
     if timestamp_ms is not None:
         kwargs["timestamp"] = timestamp_ms
     if on_delivery is not None:
