@@ -74,6 +74,19 @@ def _print_status(settings: Settings) -> bool:
     return ok
 
 
+@stack_app.command("topics")
+def stack_topics() -> None:
+    """Create every missing Kafka topic (waits for the broker; existing topics are left alone)."""
+    from tickwatch.kafka import ensure_topics, wait_for_broker
+
+    settings = _setup()
+    if not wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=120):
+        typer.echo(f"Kafka not reachable at {settings.kafka.bootstrap_servers}", err=True)
+        raise typer.Exit(1)
+    created = ensure_topics(settings)
+    typer.echo(f"created topics: {', '.join(created) or 'none (all exist)'}")
+
+
 @stack_app.command("roundtrip")
 def stack_roundtrip() -> None:
     """Send one message through Kafka and read it back (a smoke test of the stack)."""
