@@ -1,0 +1,36 @@
+"""Topic registry and settings: names, prefixes, env overrides, secrets masked."""
+
+from __future__ import annotations
+
+from tickwatch.settings import Settings
+from tickwatch.topics import ALL_TOPICS, DEAD_LETTER, partitions_for, topic_name
+
+
+def test_topic_names_unique_and_prefixed() -> None:
+    s = Settings(_env_file=None, topic_prefix="x-")
+    names = [topic_name(t, s) for t in ALL_TOPICS]
+    assert len(set(names)) == len(names)
+    assert all(n.startswith("x-") for n in names)
+    assert "x-dead-letter" in names
+
+
+def test_partitions_default_and_override() -> None:
+    s = Settings(_env_file=None)
+    assert partitions_for(DEAD_LETTER, s) == 1
+    assert all(partitions_for(t, s) >= 1 for t in ALL_TOPICS)
+
+
+def test_env_overrides_nested_settings(monkeypatch) -> None:
+    monkeypatch.setenv("TICKWATCH_KAFKA__BOOTSTRAP_SERVERS", "broker:29092")
+    monkeypatch.setenv("TICKWATCH_SYMBOLS", '["AAPL","NVDA"]')
+    monkeypatch.setenv("TICKWATCH_POLYGON__API_KEY", "s3cret")
+    s = Settings(_env_file=None)
+    assert s.kafka.bootstrap_servers == "broker:29092"
+    assert s.symbols == ["AAPL", "NVDA"]
+    assert s.polygon.api_key is not None and s.polygon.api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in s.model_dump_json()
+
+
+def test_mlflow_uri_defaults_to_sqlite_under_run_dir(tmp_path) -> None:
+    s = Settings(_env_file=None, run_dir=tmp_path)
+    assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
