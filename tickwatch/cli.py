@@ -95,5 +95,17 @@ def stack_roundtrip() -> None:
     run(_setup())
 
 
+@app.command()
+def demo(
+    polygon: bool = typer.Option(False, help="use Polygon/Massive with TICKWATCH_POLYGON__API_KEY"),
+    duration: float = typer.Option(0, help="stop after this many seconds (0: until Ctrl-C)"),
+    retrain: bool = typer.Option(False, help="train even if a champion is registered"),
+) -> None:
+    """Start the stack and the whole pipeline, train if needed, and show anomalies live."""
+    from tickwatch.demo import run
+
+    run(_setup("WARNING"), polygon=polygon, duration_s=duration or None, retrain=retrain)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,5 @@
+"""`python -m tickwatch` runs the CLI."""
+
+from tickwatch.cli import app
+
+app()

@@ -1,0 +1,127 @@
+"""`tickwatch demo`: set everything up, start every service, and show anomalies live."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from tickwatch.settings import Settings
+from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
+
+log = logging.getLogger(__name__)
+
+
+def _tickwatch() -> list[str]:
+    exe = shutil.which("tickwatch")
+    return [exe] if exe else [sys.executable, "-m", "tickwatch"]
+
+
+@dataclass
+class Pipeline:
+    """The pipeline's services as background processes, started in order and stopped together."""
+
+    settings: Settings
+    polygon: bool = False
+    started: list[ManagedProcess] = field(default_factory=list)
+
+    def _start(self, name: str, *args: str, ready_port: int | None = None,
+               timeout_s: float = 90.0) -> ManagedProcess:
+        proc = ManagedProcess(f"demo-{name}", self.settings.run_dir)
+        proc.stop(timeout_s=5)  # a leftover from an earlier demo
+        proc.start([*_tickwatch(), *args], env=_child_env(self.settings))
+        self.started.append(proc)
+        if ready_port and not wait_until(lambda: port_open("127.0.0.1", ready_port) or
+                                         proc.pid() is None, timeout_s):
+            raise RuntimeError(f"{name} did not open port {ready_port}; see {proc.log_file}")
+        if proc.pid() is None:
+            raise RuntimeError(f"{name} exited at start; see {proc.log_file}")
+        return proc
+
+    def start_source(self) -> None:
+        if not self.polygon:
+            self._start("replay-server", "replay-server", ready_port=self.settings.replay.port)
+
+    def start_services(self) -> None:
+        s = self.settings
+        self._start("features", "features", ready_port=s.prometheus.features_metrics_port)
+        self._start("score", "score", ready_port=s.prometheus.score_metrics_port,
+                    timeout_s=180)
+        self._start("sink", "sink", ready_port=s.prometheus.sink_metrics_port)
+        self._start("api", "api", ready_port=s.api.port)
+        self._start("producer", "produce", ready_port=s.prometheus.producer_metrics_port)
+
+    def check(self) -> list[str]:
+        """Names of started services that have died."""
+        return [p.name for p in self.started if p.pid() is None]
+
+    def stop(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop(timeout_s=15)
+        self.started.clear()
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+           "MLFLOW_DISABLE_TELEMETRY": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve())}
+    return {k: v for k, v in env.items() if k not in os.environ or k == "TICKWATCH_RUN_DIR"}
+
+
+def champion_exists(settings: Settings) -> bool:
+    """True if both models have a version under the champion alias."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    try:
+        for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
+            client.get_model_version_by_alias(name, settings.mlflow.champion_alias)
+    except MlflowException:
+        return False
+    return True
+
+
+def _run_step(settings: Settings, title: str, *args: str) -> None:
+    print(f"==> {title}", flush=True)
+    subprocess.run([*_tickwatch(), *args], check=True, env={**os.environ,
+                                                             **_child_env(settings)})
+
+
+def run(settings: Settings, polygon: bool = False, duration_s: float | None = None,
+        retrain: bool = False) -> None:
+    """Stack up, train if needed, start every service, show the live view until Ctrl-C."""
+    from tickwatch import stack
+    from tickwatch.kafka import ensure_topics
+
+    if polygon and settings.polygon.api_key is None:
+        raise SystemExit("--polygon needs TICKWATCH_POLYGON__API_KEY (or .env)")
+    print("==> starting the local stack (Kafka 4, Redis, Prometheus, MLflow)", flush=True)
+    stack.up(settings)
+    ensure_topics(settings)
+    pipeline = Pipeline(settings, polygon=polygon)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        pipeline.start_source()
+        if retrain or not champion_exists(settings):
+            _run_step(settings, "fetching history from the market-data REST endpoint", "backfill")
+            _run_step(settings, "computing offline features", "features", "materialize")
+            _run_step(settings, "training the models (no champion registered yet)", "train")
+        pipeline.start_services()
+        from tickwatch.live_view import show
+
+        show(settings, pipeline, duration_s=duration_s)
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+    finally:
+        pipeline.stop()
+        print("pipeline stopped; the stack keeps running (`make down` stops it).", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the demo like Ctrl-C does."""
+    raise KeyboardInterrupt
