@@ -1,0 +1,66 @@
+"""Read a user's CSV of minute bars (symbol, timestamp, OHLC, volume, vwap, transactions)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
+
+REQUIRED = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class CsvRowError:
+    """One refused CSV row: its line number, the raw text and why."""
+
+    line: int
+    raw: str
+    reason: str
+
+
+def parse_timestamp(text: str) -> int:
+    """Unix ms from Unix ms digits or an ISO-8601 time (UTC unless an offset is given)."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
+    """Valid bars (source="csv", sorted by start then symbol) and the refused rows with reasons."""
+    bars: list[MinuteBar] = []
+    errors: list[CsvRowError] = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; need {', '.join(REQUIRED)}")
+        for row in reader:
+            line = reader.line_num
+            raw = ",".join(str(row.get(c, "")) for c in reader.fieldnames or [])
+            try:
+                bars.append(_row_to_bar(row))
+            except ValidationError as exc:
+                errors.append(CsvRowError(line, raw, describe_error(MinuteBar, exc)))
+            except (ValueError, TypeError) as exc:
+                errors.append(CsvRowError(line, raw, str(exc)))
+    bars.sort(key=lambda b: (b.start_ms, b.symbol))
+    return bars, errors
+
+
+def _row_to_bar(row: dict[str, str]) -> MinuteBar:
+    start = parse_timestamp(row["timestamp"] or "")
+    o, h, lo, c = (float(row[k]) for k in ("open", "high", "low", "close"))
+    vwap = float(row["vwap"]) if row.get("vwap") else (h + lo + c) / 3
+    tx = int(float(row["transactions"])) if row.get("transactions") else 0
+    return MinuteBar(symbol=(row["symbol"] or "").strip(), start_ms=start,
+                     end_ms=start + MINUTE_MS, open=o, high=h, low=lo, close=c,
+                     volume=float(row["volume"]), vwap=vwap, transactions=tx, source="csv")

@@ -1,0 +1,226 @@
+"""Deterministic simulated market: realistic minute bars with labelled injected anomalies.
+
+Per-symbol annual volatility, a common market factor (VOO is the market proxy) with per-symbol
+beta, Student-t tails, a U-shaped intraday volume and volatility profile; 09:30-16:00 New York on
+weekdays, 390 bars a day. The same seed always gives the same bars, labels and trades.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from producers import anomaly_injection as inj
+from tickwatch.bar_store import bars_to_frame, labels_to_frame
+from tickwatch.schemas import MINUTE_MS, AnomalyLabel, MinuteBar, Trade
+
+NEW_YORK = ZoneInfo("America/New_York")
+BARS_PER_DAY = inj.BARS_PER_DAY
+DEFAULT_START_DAY = dt.date(2025, 3, 3)  # a Monday; fixed so every run is reproducible
+MARKET_SYMBOL = "VOO"
+_MINUTES_PER_YEAR = 252 * BARS_PER_DAY
+_DF = 5  # Student-t degrees of freedom for fat tails
+__all__ = ["SimResult", "bars_to_frame", "labels_to_frame", "simulate", "trades_for"]
+
+
+@dataclass(frozen=True)
+class SymbolProfile:
+    """How one symbol behaves: annual vol, market beta, start price, daily volume, trade size."""
+
+    annual_vol: float
+    beta: float
+    price: float
+    daily_volume: float
+    trade_size: float
+
+
+PROFILES: dict[str, SymbolProfile] = {
+    "AAPL": SymbolProfile(0.16, 1.1, 190.0, 50e6, 2500),
+    "GOOGL": SymbolProfile(0.20, 1.15, 140.0, 25e6, 1500),
+    "MSFT": SymbolProfile(0.18, 1.0, 410.0, 20e6, 1000),
+    "TSLA": SymbolProfile(0.48, 1.8, 250.0, 90e6, 4000),
+    "VOO": SymbolProfile(0.07, 1.0, 470.0, 5e6, 400),
+}
+
+
+def profile_for(symbol: str) -> SymbolProfile:
+    """The symbol's profile; unknown symbols get a stable made-up one."""
+    if symbol in PROFILES:
+        return PROFILES[symbol]
+    h = zlib.crc32(symbol.encode())
+    return SymbolProfile(0.15 + (h % 30) / 100, 0.8 + (h % 7) / 10, 20.0 + h % 300,
+                         5e6 + (h % 20) * 1e6, 500 + h % 1000)
+
+
+@dataclass
+class SimResult:
+    """Simulated bars (sorted by start then symbol) and the injected-anomaly labels."""
+
+    bars: list[MinuteBar]
+    labels: list[AnomalyLabel]
+    trading_days: list[dt.date] = field(default_factory=list)
+
+
+def trading_days(start: dt.date, count: int) -> list[dt.date]:
+    """`count` weekdays from `start` (inclusive)."""
+    out, day = [], start
+    while len(out) < count:
+        if day.weekday() < 5:
+            out.append(day)
+        day += dt.timedelta(days=1)
+    return out
+
+
+def session_open_ms(day: dt.date) -> int:
+    """09:30 New York on `day`, in Unix ms."""
+    return int(dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).timestamp() * 1000)
+
+
+def trading_day_of(start_ms: int) -> dt.date:
+    """The New York calendar day a bar start belongs to."""
+    return dt.datetime.fromtimestamp(start_ms / 1000, NEW_YORK).date()
+
+
+def _intraday_shape() -> np.ndarray:
+    """U-shaped activity over the session, mean 1 (busy open, quiet lunch, busy close)."""
+    x = np.linspace(0, 1, BARS_PER_DAY)
+    shape = 0.55 + 2.2 * (x - 0.5) ** 2 + 1.2 * np.exp(-x * 25) + 0.5 * np.exp(-(1 - x) * 30)
+    return shape / shape.mean()
+
+
+def _t_noise(rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+    """Unit-variance Student-t noise."""
+    return rng.standard_t(_DF, size) / np.sqrt(_DF / (_DF - 2))
+
+
+def simulate(symbols: list[str], days: int, seed: int, start_day: dt.date | None = None,
+             inject: bool = True) -> SimResult:
+    """Simulate `days` trading days of minute bars for `symbols`, with labelled anomalies."""
+    rng = np.random.default_rng(seed)
+    days_list = trading_days(start_day or DEFAULT_START_DAY, days)
+    shape = _intraday_shape()
+    vol_shape = np.sqrt(shape)  # volatility follows activity, less steeply
+    market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
+    market = _t_noise(rng, (days, BARS_PER_DAY)) * market_sigma
+    plans = {s: [inj.plan_day(rng, s != MARKET_SYMBOL) if inject else [] for _ in range(days)]
+             for s in symbols}
+    drifts: dict[tuple[str, int], np.ndarray] = {}
+    for s in symbols:
+        for d, plan in enumerate(plans[s]):
+            for i in plan:
+                if i.kind == "decoupling":
+                    drifts[(s, d)] = inj.market_drift(rng, i, market_sigma)
+                    market[d] += drifts[(s, d)]
+    bars: list[MinuteBar] = []
+    labels: list[AnomalyLabel] = []
+    opens = np.array([session_open_ms(d) for d in days_list], dtype=np.int64)
+    for s in symbols:
+        sym_bars, sym_labels = _simulate_symbol(rng, s, market, plans[s], drifts, opens, shape)
+        bars += sym_bars
+        labels += sym_labels
+    bars.sort(key=lambda b: (b.start_ms, b.symbol))
+    labels.sort(key=lambda lb: (lb.start_ms, lb.symbol))
+    return SimResult(bars, labels, days_list)
+
+
+def _simulate_symbol(rng: np.random.Generator, symbol: str, market: np.ndarray,
+                     plans: list[list[inj.Injection]], drifts: dict, opens: np.ndarray,
+                     shape: np.ndarray) -> tuple[list[MinuteBar], list[AnomalyLabel]]:
+    """One symbol's bars over all days, anomalies applied."""
+    p = profile_for(symbol)
+    days = market.shape[0]
+    vol_shape = np.sqrt(shape)
+    sigma = p.annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
+    if symbol == MARKET_SYMBOL:
+        idio_sigma = sigma * 0.15
+        beta = 1.0
+    else:
+        market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
+        idio_sigma = np.sqrt(np.maximum(sigma**2 - (p.beta * market_sigma) ** 2, (0.3 * sigma)**2))
+        beta = p.beta
+    returns = beta * market + _t_noise(rng, market.shape) * idio_sigma
+    volume = (p.daily_volume / BARS_PER_DAY * shape
+              * np.exp(rng.normal(-0.045, 0.3, market.shape) + 0.15 * np.abs(returns / sigma)))
+    range_scale = np.ones(market.shape)
+    stale = np.zeros(market.shape, dtype=bool)
+    labels = []
+    for d in range(days):
+        day = inj.DayPaths(returns[d], volume[d], range_scale[d], stale[d])
+        for i in plans[d]:
+            inj.apply(rng, i, day, sigma, beta, drifts.get((symbol, d)))
+            labels.append(AnomalyLabel(
+                symbol=symbol, start_ms=int(opens[d]) + i.start * MINUTE_MS,
+                end_ms=int(opens[d]) + i.end * MINUTE_MS, kind=i.kind))
+    overnight = rng.normal(0, p.annual_vol / np.sqrt(252) * 0.4, days)
+    overnight[0] = 0.0
+    log_close = np.log(p.price) + np.cumsum((returns + _day_start(overnight)).ravel())
+    close = np.exp(log_close)
+    open_ = np.exp(np.concatenate([[np.log(p.price)], log_close[:-1]]) + _day_start(overnight)
+                   .ravel())
+    spread = (np.abs(rng.standard_normal((2, close.size))) * 0.6
+              * (sigma[None, :] * range_scale).ravel())
+    high = np.maximum(open_, close) * np.exp(spread[0])
+    low = np.minimum(open_, close) * np.exp(-spread[1])
+    return _to_bars(symbol, opens, open_, high, low, close, np.round(volume.ravel()),
+                    stale.ravel(), p.trade_size), labels
+
+
+def _day_start(overnight: np.ndarray) -> np.ndarray:
+    """Overnight gaps placed on the first bar of each day."""
+    out = np.zeros((overnight.size, BARS_PER_DAY))
+    out[:, 0] = overnight
+    return out
+
+
+def _to_bars(symbol: str, opens: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
+             c: np.ndarray, v: np.ndarray, stale: np.ndarray, trade_size: float
+             ) -> list[MinuteBar]:
+    """Rounded, validated MinuteBar records."""
+    o, h, lo, c = (np.round(x, 2) for x in (o, h, lo, c))
+    for i in np.flatnonzero(stale):  # stale: the price does not move at all
+        prev = c[i - 1] if i else o[i]
+        o[i] = h[i] = lo[i] = c[i] = prev
+    vwap = np.round(np.clip((o + h + lo + 2 * c) / 5, lo, h), 4)
+    tx = np.where(v > 0, np.maximum(1, np.round(v / trade_size)), 0).astype(np.int64)
+    starts = (opens[:, None] + np.arange(BARS_PER_DAY, dtype=np.int64) * MINUTE_MS).ravel()
+    return [
+        MinuteBar(symbol=symbol, start_ms=int(s), end_ms=int(s) + MINUTE_MS, open=float(oo),
+                  high=float(hh), low=float(ll), close=float(cc), volume=float(vv),
+                  vwap=float(ww), transactions=int(tt), source="replay")
+        for s, oo, hh, ll, cc, vv, ww, tt in zip(starts, o, h, lo, c, v, vwap, tx, strict=True)
+    ]
+
+
+def trades_for(bar: MinuteBar) -> list[Trade]:
+    """The bar's trades, deterministic per bar: `transactions` trades summing to its volume.
+
+    The first trade is at the open, the last at the close, and the high and low are both traded.
+    """
+    n = min(bar.transactions, int(bar.volume))
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(zlib.crc32(f"{bar.symbol}|{bar.start_ms}".encode()))
+    times = np.sort(rng.integers(bar.start_ms, bar.start_ms + MINUTE_MS, n))
+    walk = np.cumsum(rng.standard_normal(n))
+    bridge = walk - np.linspace(0, 1, n) * walk[-1] if n > 1 else np.zeros(1)
+    span = np.ptp(bridge) or 1.0
+    prices = bar.open + (bar.close - bar.open) * np.linspace(0, 1, n) + bridge / span * (
+        bar.high - bar.low) / 2
+    prices = np.clip(prices, bar.low, bar.high)
+    if n >= 4:
+        mid = rng.choice(np.arange(1, n - 1), 2, replace=False)
+        prices[mid[0]], prices[mid[1]] = bar.high, bar.low
+    prices[0], prices[-1] = bar.open, bar.close
+    sizes = rng.multinomial(int(bar.volume) - n, np.full(n, 1 / n)) + 1
+    tape = 2 if bar.symbol == MARKET_SYMBOL else 3
+    exchanges = rng.choice([4, 8, 10, 11, 12, 15, 19, 21], n)
+    return [
+        Trade(symbol=bar.symbol, price=round(float(p), 4), size=float(sz), timestamp_ms=int(t),
+              exchange=int(x), trade_id=f"{bar.start_ms // 1000 % 10**7}{i:05d}", tape=tape,
+              sequence=i)
+        for i, (p, sz, t, x) in enumerate(zip(prices, sizes, times, exchanges, strict=True))
+    ]
