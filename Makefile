@@ -23,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP) ## create the venv and install pinned dependencies (idempotent)
 
 demo: $(STAMP) ## set up everything and run the live pipeline on the replay feed (Ctrl-C stops it)
-	@$(TW) demo
+	@$(TW) demo $(ARGS)
 
 test: $(STAMP) ## run unit, integration and end-to-end tests against the real local stack
 	@$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import typer
@@ -87,6 +89,17 @@ def stack_topics() -> None:
     typer.echo(f"created topics: {', '.join(created) or 'none (all exist)'}")
 
 
+@stack_app.command("init")
+def stack_init(
+    retrain: bool = typer.Option(False, help="train even if a champion is registered"),
+) -> None:
+    """Prepare a deployment: create topics; fetch history and train unless a champion exists."""
+    from tickwatch.stack.bootstrap import run
+
+    steps = run(_setup(), retrain=retrain)
+    typer.echo(f"ran: {', '.join(steps)}" if steps else "ready: topics exist, champion registered")
+
+
 @stack_app.command("roundtrip")
 def stack_roundtrip() -> None:
     """Send one message through Kafka and read it back (a smoke test of the stack)."""
@@ -105,6 +118,24 @@ def demo(
     from tickwatch.demo import run
 
     run(_setup("WARNING"), polygon=polygon, duration_s=duration or None, retrain=retrain)
+
+
+@app.command()
+def bench(only: list[str] = typer.Argument(None, help="names like ingest, features, scoring")) -> None:
+    """Run the benchmarks in benchmarks/ (each beside its raw baseline) and update RESULTS.md."""
+    from tickwatch.stack.services import REPO_ROOT
+
+    _setup("WARNING")
+    names = sorted(p.stem for p in (REPO_ROOT / "benchmarks").glob("bench_*.py"))
+    chosen = [n for n in names if not only or n.removeprefix("bench_") in only]
+    failed = []
+    for name in chosen:
+        typer.echo(f"==> {name}")
+        rc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], cwd=REPO_ROOT).returncode
+        if rc:
+            failed.append(name)
+    if failed:
+        raise typer.Exit(f"failed: {', '.join(failed)}")
 
 
 def main() -> None:
