@@ -1,0 +1,43 @@
+"""`tickwatch stack init` on a deployment that already has champions: topics only, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tickwatch.kafka import admin
+from tickwatch.settings import Settings
+from tickwatch.stack import bootstrap
+from tickwatch.stack.processes import wait_until
+from tickwatch.topics import ALL_TOPICS, topic_name
+
+
+def _register_champions(settings: Settings, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    source = tmp_path / "model"
+    source.mkdir()
+    for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
+        client.create_registered_model(name)
+        version = client.create_model_version(name, source=source.as_uri())
+        client.set_registered_model_alias(name, settings.mlflow.champion_alias, version.version)
+
+
+def test_init_creates_missing_topics_and_skips_training_when_champions_exist(
+    settings: Settings, tmp_path: Path
+) -> None:
+    names = [topic_name(t, settings) for t in ALL_TOPICS]
+    client = admin(settings)
+    for fut in client.delete_topics(names[:2]).values():
+        fut.result()
+
+    def deleted() -> bool:
+        return not set(names[:2]) & set(client.list_topics(timeout=10).topics)
+
+    assert wait_until(deleted, 30)
+    _register_champions(settings, tmp_path)
+
+    assert bootstrap.run(settings, broker_timeout_s=30) == []
+
+    existing = set(client.list_topics(timeout=10).topics)
+    assert set(names) <= existing
