@@ -1,0 +1,106 @@
+"""The query API: `create_app(settings)` builds the FastAPI app; `run(settings)` serves it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.cache import ResponseCache
+from api.errors import install_error_handlers
+from api.online_features import OnlineFeatures
+from api.routes import anomalies, health, models, score, symbols
+from tickwatch.metrics import API_LATENCY, API_REQUESTS
+from tickwatch.settings import Settings
+
+DESCRIPTION = """Anomalies found by tickwatch, the features and models behind them.
+
+Every `/v1` endpoint needs the `X-API-Key` header. Errors: 401 (key missing or wrong),
+422 (a parameter is invalid; `message` names it), 503 (a dependency is down; `dependency` names it).
+"""
+
+
+class RequestMetrics:
+    """ASGI middleware: request count by status and latency, labelled by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            API_REQUESTS.labels(route, method, str(status)).inc()
+            API_LATENCY.labels(route, method).observe(time.perf_counter() - start)
+
+
+def make_redis(settings: Settings) -> Redis:
+    """Async client that fails fast when Redis is down and reconnects on its own when it returns."""
+    return Redis(
+        host=settings.redis.host,
+        port=settings.redis.port,
+        db=settings.redis.db,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        max_connections=200,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API app for these settings (its Redis client connects lazily)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="tickwatch API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = make_redis(settings)
+    app.state.cache = ResponseCache(app.state.redis, settings.api.cache_ttl_s)
+    app.state.online_features = OnlineFeatures(settings)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics)
+    app.include_router(health.router)
+    for module in (anomalies, symbols, models, score):
+        app.include_router(module.router, prefix="/v1")
+    return app
+
+
+def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve the API with uvicorn (access log on; it never includes headers)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+    )

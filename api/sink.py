@@ -1,0 +1,166 @@
+"""`tickwatch sink`: anomaly events from Kafka into the Redis store, batch by batch, idempotently.
+
+Offsets are committed only after a batch is in Redis, so a crash replays the batch, and the store
+write is idempotent, so the replay changes nothing. When Redis is down the batch is retried until
+it lands; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import redis
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from api.store import AnomalyStore
+from tickwatch.dead_letter import DeadLetterSink
+from tickwatch.kafka import INGEST_HEADER, consume_batch, make_consumer, make_producer
+from tickwatch.metrics import (
+    CONSUMER_LAG,
+    ERRORS,
+    EVENT_TO_EMIT,
+    EVENTS_IN,
+    EVENTS_OUT,
+    LAST_EVENT_TS,
+    serve_metrics,
+)
+from tickwatch.schemas import AnomalyEvent, SchemaError, decode
+from tickwatch.settings import Settings
+from tickwatch.topics import ANOMALIES, topic_name
+
+log = logging.getLogger(__name__)
+STAGE = "sink"
+GROUP = "tickwatch-sink"
+LAG_EVERY_S = 5.0
+
+
+def ingest_ms(msg: Message) -> int | None:
+    """The tw-ingest-ms header of a message, if present and numeric."""
+    for key, value in msg.headers() or []:
+        if key == INGEST_HEADER and value:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class AnomalySink:
+    """Consumes the anomalies topic and writes each batch to the store in one atomic call."""
+
+    def __init__(self, settings: Settings, consumer: Consumer | None = None) -> None:
+        self.settings = settings
+        self.topic = topic_name(ANOMALIES, settings)
+        self.consumer = consumer or make_consumer(settings, f"{settings.topic_prefix}{GROUP}")
+        self.producer = make_producer(settings)
+        self.dead_letters = DeadLetterSink(self.producer, settings, STAGE)
+        client = redis.Redis(
+            settings.redis.host,
+            settings.redis.port,
+            db=settings.redis.db,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        self.store = AnomalyStore(client, settings.api.anomaly_retention_days)
+        self.stop_event = threading.Event()
+        self._lag_at = 0.0
+
+    def decode_batch(self, msgs: list[Message]) -> list[tuple[AnomalyEvent, Message]]:
+        """Valid events with their messages; invalid ones go to the dead-letter topic."""
+        out = []
+        for msg in msgs:
+            raw = msg.value() or b""
+            try:
+                out.append((decode(AnomalyEvent, raw), msg))
+            except SchemaError as exc:
+                self.dead_letters.send(
+                    raw,
+                    str(exc),
+                    kind="schema",
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    key=(msg.key() or b"").decode("utf-8", "replace"),
+                )
+        EVENTS_IN.labels(STAGE, "AnomalyEvent").inc(len(msgs))
+        return out
+
+    def write(self, events: list[AnomalyEvent]) -> bool:
+        """Store the batch, retrying with backoff while Redis is unavailable; False if stopped."""
+        delay = 0.2
+        while True:
+            try:
+                result = self.store.write_batch(events)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ERRORS.labels(STAGE, "redis").inc()
+                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+                if self.stop_event.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+        if result.expired or result.trimmed:
+            log.info(
+                "retention: %d late events older than the window, %d trimmed",
+                result.expired,
+                result.trimmed,
+            )
+        return True
+
+    def process(self, msgs: list[Message]) -> int:
+        """Decode, store, then commit; returns the number of valid events written."""
+        decoded = self.decode_batch(msgs)
+        events = [e for e, _ in decoded]
+        if not self.write(events):
+            return 0  # stopping: not committed, the batch is read again on restart
+        self.producer.flush(30)
+        self.consumer.commit(asynchronous=False)
+        now_ms = time.time() * 1000
+        EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
+        for _, msg in decoded:
+            start = ingest_ms(msg)
+            if start is not None:
+                EVENT_TO_EMIT.labels(STAGE).observe(max(0.0, (now_ms - start) / 1000))
+        if events:
+            LAST_EVENT_TS.labels(STAGE).set(max(e.bar_start_ms for e in events) / 1000)
+        return len(events)
+
+    def update_lag(self) -> None:
+        """Consumer lag per assigned partition (log end minus committed position)."""
+        if time.monotonic() - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = time.monotonic()
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        for tp in self.consumer.position(assigned):
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=2, cached=False
+            )
+            pos = tp.offset if tp.offset >= 0 else 0
+            CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(0, high - pos))
+
+    def run_forever(self) -> None:
+        """Consume until `stop_event` is set; commits after every stored batch."""
+        self.consumer.subscribe([self.topic])
+        log.info("sink: %s -> Redis %s", self.topic, self.settings.redis.url)
+        try:
+            while not self.stop_event.is_set():
+                msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
+                if msgs:
+                    self.process(msgs)
+                self.update_lag()
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+
+def run(settings: Settings) -> None:
+    """Serve sink metrics and run the sink until SIGINT/SIGTERM."""
+    serve_metrics(settings.prometheus.sink_metrics_port)
+    sink = AnomalySink(settings)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sink.stop_event.set())
+    sink.run_forever()
