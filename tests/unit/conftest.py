@@ -33,3 +33,26 @@ def settings_env_names() -> frozenset[str]:
 def known_env_names(settings_env_names: frozenset[str]) -> frozenset[str]:
     """Settings' variables plus the few the CLI reads itself."""
     return settings_env_names | EXTRA_ENV_VARS
+
+
+def resolve_subcommand(words: list[str]) -> object:
+    """The click command `tickwatch <words>` runs; KeyError if a word is no subcommand."""
+    import typer.main
+
+    from tickwatch.cli import app
+
+    cmd: object = typer.main.get_command(app)
+    for word in words:
+        if word.startswith("-") or not hasattr(cmd, "commands"):
+            break
+        sub = cmd.commands.get(word)
+        if sub is None:
+            raise KeyError(f"`tickwatch {' '.join(words)}`: no subcommand {word!r}")
+        cmd = sub
+    return cmd
+
+
+@pytest.fixture(scope="session")
+def tickwatch_subcommand() -> object:
+    """`resolve_subcommand`: checks that `tickwatch <words>` names a real subcommand."""
+    return resolve_subcommand

@@ -7,10 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import typer.main
 import yaml
 
-from tickwatch.cli import app
 from tickwatch.settings import Settings
 from tickwatch.stack.services import Kafka, Prometheus
 
@@ -99,26 +97,12 @@ def test_container_addresses(services: dict) -> None:
     assert _env(services["api"])["TICKWATCH_API__HOST"] == "0.0.0.0"
 
 
-def _resolve(group: object, words: list[str]) -> object:
-    """The (click) command `tickwatch <words>` runs; KeyError if a word is no subcommand."""
-    cmd = group
-    for word in words:
-        if word.startswith("-") or not hasattr(cmd, "commands"):
-            break
-        sub = cmd.commands.get(word)
-        if sub is None:
-            raise KeyError(f"`tickwatch {' '.join(words)}`: no subcommand {word!r}")
-        cmd = sub
-    return cmd
-
-
-def test_every_command_is_a_real_subcommand(services: dict) -> None:
+def test_every_command_is_a_real_subcommand(services: dict, tickwatch_subcommand) -> None:
     # Fails while a service's engineer has not yet added its subcommand to tickwatch/cli.py.
-    root = typer.main.get_command(app)
     for name, expected in TICKWATCH_COMMANDS.items():
         command = [str(w) for w in services[name]["command"]]
         assert command[: len(expected)] == expected, f"{name} runs {command}"
-        _resolve(root, command)
+        tickwatch_subcommand(command)
 
 
 def _kafka_properties(service: dict) -> dict[str, str]:
