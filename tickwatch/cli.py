@@ -15,6 +15,8 @@ from tickwatch.settings import Settings, get_settings
 app = typer.Typer(help="tickwatch: minute-by-minute market anomaly detection.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack: Kafka 4, Redis, Prometheus, MLflow.")
 app.add_typer(stack_app, name="stack")
+grafana_app = typer.Typer(help="Grafana dashboards and alert rules.")
+app.add_typer(grafana_app, name="grafana")
 
 
 def _setup(level: str = "INFO") -> Settings:
@@ -136,6 +138,86 @@ def bench(only: list[str] = typer.Argument(None, help="names like ingest, featur
             failed.append(name)
     if failed:
         raise typer.Exit(f"failed: {', '.join(failed)}")
+
+
+@app.command()
+def api(
+    host: str = typer.Option(None, help="default: settings.api.host"),
+    port: int = typer.Option(None, help="default: settings.api.port"),
+) -> None:
+    """Serve the query API (FastAPI under /v1, /healthz, /readyz, /metrics)."""
+    from api.main import run
+
+    run(_setup(), host=host, port=port)
+
+
+@app.command()
+def sink() -> None:
+    """Write anomaly events from Kafka into the Redis store the API reads (idempotent)."""
+    from api.sink import run
+
+    run(_setup())
+
+
+@grafana_app.command("publish")
+def grafana_publish(
+    url: str = typer.Option(..., help="Grafana base URL, e.g. http://localhost:3000"),
+    token: str = typer.Option(..., envvar="GRAFANA_TOKEN", help="service-account token"),
+    folder: str = typer.Option("tickwatch", help="folder title for the dashboards"),
+) -> None:
+    """Push the dashboards in grafana/dashboards and the alert rules to a Grafana."""
+    from api.grafana_publish import run
+
+    run(_setup(), url=url, token=token, folder=folder)
+
+
+@app.command("replay-server")
+def replay_server() -> None:
+    """Serve the simulated (or CSV) market over the Polygon protocol: WebSocket + REST."""
+    from producers.replay_server import run
+
+    run(_setup())
+
+
+@app.command()
+def produce(
+    exit_at_end: bool = typer.Option(False, help="exit when the replay server's data ends"),
+) -> None:
+    """Stream Polygon (with a key) or the replay server (without) into Kafka."""
+    from producers.polygon_ws import UpstreamRefused, run
+
+    try:
+        run(_setup(), exit_at_end=exit_at_end)
+    except UpstreamRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def backfill(
+    symbols: list[str] = typer.Option(None, help="default: settings.symbols"),
+    start: str = typer.Option(None, help="first day, YYYY-MM-DD (default: the replay start)"),
+    end: str = typer.Option(None, help="last day, YYYY-MM-DD (default: today)"),
+) -> None:
+    """Fetch REST minute bars into the bars topic and the Parquet store (idempotent)."""
+    import datetime as dt
+
+    from producers.backfill import run
+    from producers.market_sim import DEFAULT_START_DAY
+    from producers.rest import RestError
+
+    settings = _setup()
+    if start is None and settings.polygon.api_key is not None:
+        raise typer.BadParameter("--start is required with a Polygon key", param_hint="--start")
+    first = dt.date.fromisoformat(start) if start else DEFAULT_START_DAY
+    last = dt.date.fromisoformat(end) if end else dt.date.today()
+    try:
+        report = run(settings, symbols or settings.symbols, first, last)
+    except RestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"fetched {report.fetched}, published {report.published}, "
+               f"already stored {report.already_stored}, refused {report.refused}")
 
 
 def main() -> None:

@@ -1,0 +1,167 @@
+"""The `tickwatch produce` service: Polygon (or replay) WebSocket -> Kafka, with reconnect+backfill.
+
+After a dropped connection it reconnects with exponential backoff and jitter, resubscribes, then
+fetches the minute bars it missed from REST (from the last published bar of each symbol) before
+reading the stream again; the publisher drops bars it already sent, so the bars topic ends up
+with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+import time
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from producers.publisher import Publisher
+from producers.rest import RestError, fetch_minute_bars
+from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
+from tickwatch.metrics import RECONNECTS, serve_metrics
+from tickwatch.schemas import MINUTE_MS, MinuteBar
+from tickwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+FATAL_STATUSES = {"auth_failed", "max_connections", "auth_timeout"}
+MAX_BACKOFF_S = 30.0
+
+
+class UpstreamRefused(RuntimeError):
+    """The feed refused us for good (bad key, too many connections): retrying cannot help."""
+
+
+def subscription(settings: Settings) -> str:
+    """`EV.SYM` channel list for every configured channel and symbol (`*` = all symbols)."""
+    symbols = ["*"] if "*" in settings.symbols else settings.symbols
+    return ",".join(f"{ch}.{sym}" for ch in settings.polygon.channels for sym in symbols)
+
+
+def backoff_s(attempt: int) -> float:
+    """Exponential backoff with jitter: about 0.5, 1, 2, 4 ... seconds, capped."""
+    return min(MAX_BACKOFF_S, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+
+
+async def handshake(ws: ClientConnection, api_key: str, channels: str) -> None:
+    """Read `connected`, authenticate, subscribe; raise UpstreamRefused on a refusal."""
+    await _expect(ws, {"connected"})
+    await ws.send(json.dumps({"action": "auth", "params": api_key}))
+    await _expect(ws, {"auth_success"})
+    await ws.send(json.dumps({"action": "subscribe", "params": channels}))
+    log.info("subscribed to %s", channels)
+
+
+async def _expect(ws: ClientConnection, wanted: set[str]) -> None:
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        for el in frame if isinstance(frame, list) else [frame]:
+            status = el.get("status") if isinstance(el, dict) else None
+            if status in wanted:
+                return
+            if status in FATAL_STATUSES:
+                raise UpstreamRefused(_refusal_message(status, el.get("message", "")))
+            log.info("status before %s: %s", "/".join(wanted), el)
+
+
+def _refusal_message(status: str, message: str) -> str:
+    hint = {"auth_failed": "check TICKWATCH_POLYGON__API_KEY (or unset it to use the built-in "
+                           "replay server)",
+            "max_connections": "another client is connected with this key; most plans allow "
+                               "one connection per cluster"}.get(status, "")
+    return f"market data feed refused the connection: {status}: {message}. {hint}".strip()
+
+
+class Producer:
+    """One upstream feed into Kafka through one publisher."""
+
+    def __init__(self, settings: Settings, upstream: Upstream, publisher: Publisher) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.publisher = publisher
+        self.reconnects = 0
+        self.backfilled = 0
+
+    async def run(self, exit_at_end: bool = False) -> None:
+        """Stream until cancelled (or until the replay ends, with `exit_at_end`)."""
+        attempt = 0
+        channels = subscription(self.settings)
+        while True:
+            try:
+                async with connect(self.upstream.ws_url, max_size=None, open_timeout=15,
+                                   ping_interval=20, ping_timeout=20) as ws:
+                    await handshake(ws, self.upstream.api_key, channels)
+                    await self._backfill_gap()
+                    attempt = 0
+                    if await self._read(ws, exit_at_end):
+                        return
+            except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, RestError) as exc:
+                self.reconnects += 1
+                RECONNECTS.labels("producer").inc()
+                delay = backoff_s(attempt)
+                attempt += 1
+                log.warning("connection to %s lost (%s); reconnecting in %.1fs",
+                            self.upstream.ws_url, exc or type(exc).__name__, delay)
+                self.publisher.producer.poll(0)
+                await asyncio.sleep(delay)
+
+    async def _read(self, ws: ClientConnection, exit_at_end: bool) -> bool:
+        """Publish frames until the connection ends; True when the replay has completed."""
+        async for frame in ws:
+            parsed = self.publisher.publish_frame(frame, int(time.time() * 1000),
+                                                  self.upstream.source)
+            for status, message in parsed.statuses:
+                if status in FATAL_STATUSES:
+                    raise UpstreamRefused(_refusal_message(status, message))
+                if status == REPLAY_COMPLETE and exit_at_end:
+                    return True
+                log.debug("status %s: %s", status, message)
+        raise ConnectionClosed(None, None)
+
+    async def _backfill_gap(self) -> None:
+        """Fetch, from REST, the minute bars each symbol missed since its last published bar."""
+        if "AM" not in self.settings.polygon.channels or not self.publisher.last_bar_start:
+            return
+        now_ms = int(time.time() * 1000)
+        for symbol, last in sorted(self.publisher.last_bar_start.items()):
+            bars = await asyncio.to_thread(self._fetch, symbol, last + MINUTE_MS, now_ms)
+            self.backfilled += self.publisher.publish_bars(bars)
+        log.info("backfilled %d bars in total after reconnects", self.backfilled)
+
+    def _fetch(self, symbol: str, start: int, end: int) -> list[MinuteBar]:
+        with httpx.Client(timeout=30) as client:
+            bars, refused = fetch_minute_bars(client, self.upstream.rest_url,
+                                              self.upstream.api_key, symbol, start, end)
+        for raw, reason in refused:
+            self.publisher.dead_letters.send(raw, reason, kind="invalid_rest_bar", key=symbol)
+        return bars
+
+
+def run(settings: Settings, exit_at_end: bool = False) -> None:
+    """`tickwatch produce`: stream into Kafka until SIGINT/SIGTERM; flush before exiting."""
+    upstream = upstream_for(settings)
+    log.info("streaming from %s (%s)", upstream.ws_url, upstream.source)
+    serve_metrics(settings.prometheus.producer_metrics_port)
+    publisher = Publisher(settings)
+    producer = Producer(settings, upstream, publisher)
+
+    async def main() -> None:
+        task = asyncio.create_task(producer.run(exit_at_end))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("stopping")
+
+    try:
+        asyncio.run(main())
+    finally:
+        publisher.flush()
+        log.info("delivered %s; %d reconnects, %d bars backfilled",
+                 dict(publisher.acked), producer.reconnects, producer.backfilled)
+

@@ -1,0 +1,105 @@
+"""What the replay server serves: history and live bars, and their Polygon wire events."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from producers.bars_csv import read_bars_csv
+from producers.market_sim import simulate, trades_for, trading_day_of
+from tickwatch.schemas import AnomalyLabel, MinuteBar
+from tickwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+QUOTE_HALF_SPREAD = 0.01
+
+
+@dataclass
+class ReplayData:
+    """Bars already "in the past" (served by REST only), bars to stream live, and the labels."""
+
+    history: list[MinuteBar]
+    live: list[MinuteBar]
+    labels: list[AnomalyLabel] = field(default_factory=list)
+
+
+def load_replay_data(settings: Settings) -> ReplayData:
+    """The user's CSV if `replay.csv_path` is set, else the simulated market (seeded)."""
+    r = settings.replay
+    if r.csv_path:
+        bars, errors = read_bars_csv(r.csv_path)
+        for err in errors:
+            log.warning("%s line %d refused: %s", r.csv_path, err.line, err.reason)
+        labels: list[AnomalyLabel] = []
+    else:
+        sim = simulate(settings.symbols, days=r.history_days + r.days, seed=r.seed)
+        bars, labels = sim.bars, sim.labels
+    return split_history(bars, labels, r.history_days)
+
+
+def split_history(bars: list[MinuteBar], labels: list[AnomalyLabel], history_days: int
+                  ) -> ReplayData:
+    """The first `history_days` trading days are history (at least one day is left live)."""
+    days = sorted({trading_day_of(b.start_ms) for b in bars})
+    if not days:
+        return ReplayData([], [], labels)
+    cut_day = days[min(history_days, len(days) - 1)]
+    history = [b for b in bars if trading_day_of(b.start_ms) < cut_day]
+    live = [b for b in bars if trading_day_of(b.start_ms) >= cut_day]
+    return ReplayData(history, live, labels)
+
+
+def minute_slots(bars: list[MinuteBar]) -> list[list[MinuteBar]]:
+    """Bars grouped by start minute, in time order."""
+    slots: dict[int, list[MinuteBar]] = defaultdict(list)
+    for b in bars:
+        slots[b.start_ms].append(b)
+    return [slots[k] for k in sorted(slots)]
+
+
+class AggregateState:
+    """The running day totals an `AM` event carries: accumulated volume, day open, day VWAP."""
+
+    def __init__(self) -> None:
+        self._day: dict[str, tuple[object, float, float, float]] = {}
+
+    def am_event(self, bar: MinuteBar) -> dict:
+        """The Polygon `AM` event for `bar` (timestamps `s`/`e` in Unix ms)."""
+        day = trading_day_of(bar.start_ms)
+        prev = self._day.get(bar.symbol)
+        if prev is None or prev[0] != day:
+            prev = (day, bar.open, 0.0, 0.0)
+        _, day_open, acc_volume, acc_value = prev
+        acc_volume += bar.volume
+        acc_value += bar.vwap * bar.volume
+        self._day[bar.symbol] = (day, day_open, acc_volume, acc_value)
+        return {
+            "ev": "AM", "sym": bar.symbol, "v": bar.volume, "av": acc_volume, "op": day_open,
+            "vw": bar.vwap, "o": bar.open, "c": bar.close, "h": bar.high, "l": bar.low,
+            "a": round(acc_value / acc_volume, 4) if acc_volume else bar.vwap,
+            "z": round(bar.volume / bar.transactions, 4) if bar.transactions else 0,
+            "s": bar.start_ms, "e": bar.end_ms,
+        }
+
+
+def trade_events(bar: MinuteBar) -> list[dict]:
+    """The bar's trades as Polygon `T` events."""
+    return [{"ev": "T", "sym": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price,
+             "s": t.size, "c": t.conditions, "t": t.timestamp_ms, "q": t.sequence, "z": t.tape}
+            for t in trades_for(bar)]
+
+
+def quote_event(trade: dict) -> dict:
+    """A Polygon `Q` (NBBO) event around a trade's price."""
+    p = trade["p"]
+    return {"ev": "Q", "sym": trade["sym"], "bx": trade["x"], "ax": trade["x"],
+            "bp": round(max(p - QUOTE_HALF_SPREAD, 0.0001), 4), "bs": 1 + trade["q"] % 9,
+            "ap": round(p + QUOTE_HALF_SPREAD, 4), "as": 1 + trade["q"] % 7, "c": [0], "i": [],
+            "t": trade["t"], "q": trade["q"], "z": trade["z"]}
+
+
+def rest_result(bar: MinuteBar) -> dict:
+    """One REST aggregates result (`t` is the bar start in Unix ms)."""
+    return {"v": bar.volume, "vw": bar.vwap, "o": bar.open, "c": bar.close, "h": bar.high,
+            "l": bar.low, "t": bar.start_ms, "n": bar.transactions}

@@ -1,0 +1,269 @@
+"""A Polygon-protocol server (WebSocket stream + REST aggregates on one port) replaying a market.
+
+The market clock starts when the first client subscribes and is shared by every client, like a
+real feed: a client that is away misses what was streamed meanwhile and must backfill it by REST.
+`speed` is simulated minutes per real minute (1 = real time); 0 streams as fast as clients read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from producers.replay_feed import (
+    AggregateState,
+    ReplayData,
+    load_replay_data,
+    minute_slots,
+    quote_event,
+    trade_events,
+)
+from producers.replay_rest import AggregatesIndex, dumps
+from producers.upstream import REPLAY_COMPLETE
+from tickwatch import bar_store
+from tickwatch.kafka import flush_or_raise, make_producer, produce
+from tickwatch.metrics import EVENTS_OUT, serve_metrics
+from tickwatch.schemas import encode
+from tickwatch.settings import Settings
+from tickwatch.topics import LABELS, topic_name
+
+log = logging.getLogger(__name__)
+MAX_EVENTS_PER_FRAME = 1000
+
+
+@dataclass(eq=False)
+class Client:
+    """One WebSocket client: its subscriptions (`EV.SYM`, `EV.*`) and frames sent so far."""
+
+    ws: ServerConnection
+    authed: bool = False
+    subs: set[str] = field(default_factory=set)
+    frames_sent: int = 0
+
+    def wants(self, ev: str, sym: str) -> bool:
+        return f"{ev}.{sym}" in self.subs or f"{ev}.*" in self.subs
+
+
+def _status(status: str, message: str) -> str:
+    return json.dumps([{"ev": "status", "status": status, "message": message}])
+
+
+class ReplayServer:
+    """Serves `data` over the Polygon protocol; `drop_after_frames` aborts one connection once."""
+
+    def __init__(self, settings: Settings, data: ReplayData, *,
+                 drop_after_frames: int | None = None, rest_fail_first: int = 0) -> None:
+        self.settings = settings
+        self.data = data
+        self.speed = settings.replay.speed
+        self.required_key = settings.replay.required_key
+        self.drop_after_frames = drop_after_frames
+        self.rest_fail_first = rest_fail_first
+        self.index = AggregatesIndex(data.history + data.live)
+        self.index.visible_until = max((b.start_ms for b in data.history), default=-1)
+        self.clients: set[Client] = set()
+        self.subscribed = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.base_url = f"http://{settings.replay.host}:{settings.replay.port}"
+
+    async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set."""
+        async with serve(self._handle, self.settings.replay.host, self.settings.replay.port,
+                         process_request=self._process_request, max_size=2**20) as server:
+            port = list(server.sockets)[0].getsockname()[1]
+            self.base_url = f"http://{self.settings.replay.host}:{port}"
+            log.info("replay server on ws://%s:%d (REST on the same port), %d live bars",
+                     self.settings.replay.host, port, len(self.data.live))
+            clock = asyncio.create_task(self._clock())
+            if ready:
+                ready.set()
+            await stop.wait()
+            clock.cancel()
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """Plain HTTP requests get REST answers; WebSocket upgrades go on to the stream."""
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        if request.path.startswith("/admin/drop"):
+            dropped = self.drop_all()
+            return self._json(conn, 200, {"status": "OK", "dropped": dropped})
+        if self.rest_fail_first > 0:
+            self.rest_fail_first -= 1
+            resp = self._json(conn, 429, {"status": "ERROR", "error": "rate limit (simulated)"})
+            resp.headers["Retry-After"] = "0.2"
+            return resp
+        key = _request_key(request)
+        if self.required_key and key != self.required_key.get_secret_value():
+            return self._json(conn, 401, {"status": "ERROR", "error": "Unknown API Key"})
+        status, body = self.index.handle(request.path, self.base_url)
+        return self._json(conn, status, body)
+
+    @staticmethod
+    def _json(conn: ServerConnection, status: int, body: dict) -> Response:
+        resp = conn.respond(HTTPStatus(status), dumps(body))
+        del resp.headers["Content-Type"]
+        resp.headers["Content-Type"] = "application/json"
+        return resp
+
+    def drop_all(self) -> int:
+        """Abort every WebSocket connection (a network failure, for fault tests)."""
+        for c in list(self.clients):
+            c.ws.transport.abort()
+        return len(self.clients)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = Client(ws)
+        await ws.send(_status("connected", "Connected Successfully"))
+        try:
+            async for message in ws:
+                if not await self._on_message(client, message):
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients.discard(client)
+
+    async def _on_message(self, client: Client, message: str | bytes) -> bool:
+        """Handle one client action; False ends the connection."""
+        try:
+            req = json.loads(message)
+            action, params = req["action"], str(req.get("params", ""))
+        except (ValueError, KeyError, TypeError):
+            await client.ws.send(_status("error", "invalid message; expected {action, params}"))
+            return True
+        if action == "auth":
+            if self.required_key and params != self.required_key.get_secret_value():
+                await client.ws.send(_status("auth_failed", "authentication failed"))
+                await client.ws.close(1008, "authentication failed")
+                return False
+            client.authed = True
+            await client.ws.send(_status("auth_success", "authenticated"))
+        elif not client.authed:
+            await client.ws.send(_status("error", "not authorized; send auth first"))
+        elif action in ("subscribe", "unsubscribe"):
+            channels = [c.strip() for c in params.split(",") if c.strip()]
+            if action == "subscribe":
+                client.subs.update(channels)
+                self.clients.add(client)
+                self.subscribed.set()
+            else:
+                client.subs.difference_update(channels)
+            verb = "subscribed to" if action == "subscribe" else "unsubscribed to"
+            await client.ws.send(json.dumps(
+                [{"ev": "status", "status": "success", "message": f"{verb}: {c}"}
+                 for c in channels]))
+        else:
+            await client.ws.send(_status("error", f"unknown action {action!r}"))
+        return True
+
+    async def _clock(self) -> None:
+        """Stream live minutes: each tick sends the last minute's AM bars and this one's trades."""
+        await self.subscribed.wait()
+        slots = minute_slots(self.data.live)
+        state = AggregateState()
+        t0 = time.monotonic()
+        seconds_per_minute = 60.0 / self.speed if self.speed > 0 else 0.0
+        chunks = max(1, min(60, int(seconds_per_minute)))
+        previous: list = []
+        for k, slot in enumerate(slots + [[]]):
+            trades = [t for bar in slot for t in trade_events(bar)]
+            trades.sort(key=lambda t: t["t"])
+            bars = [state.am_event(b) for b in previous]
+            for j in range(chunks):
+                if seconds_per_minute:
+                    due = t0 + (k + j / chunks) * seconds_per_minute
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                elif not self.clients:  # as fast as clients read: pause while nobody reads
+                    self.subscribed.clear()
+                    await self.subscribed.wait()
+                if j == 0 and previous:  # REST serves a bar from the moment it is streamed
+                    self.index.visible_until = previous[0].start_ms
+                part = trades[len(trades) * j // chunks:len(trades) * (j + 1) // chunks]
+                await self._broadcast((bars if j == 0 else []) + part)
+            previous = slot
+        await self._broadcast_text(_status(REPLAY_COMPLETE, "end of the replayed market data"))
+        self.finished.set()
+        log.info("replay complete: %d minutes streamed", len(slots))
+
+    async def _broadcast(self, events: list[dict]) -> None:
+        if not events:
+            return
+        if any("Q." in s for c in self.clients for s in c.subs):
+            events = events + [quote_event(e) for e in events if e["ev"] == "T"]
+        await asyncio.gather(*(self._send_events(c, events) for c in list(self.clients)))
+
+    async def _send_events(self, client: Client, events: list[dict]) -> None:
+        mine = [e for e in events if client.wants(e["ev"], e["sym"])]
+        for i in range(0, len(mine), MAX_EVENTS_PER_FRAME):
+            await self._send(client, json.dumps(mine[i:i + MAX_EVENTS_PER_FRAME]))
+            for e in mine[i:i + MAX_EVENTS_PER_FRAME]:
+                EVENTS_OUT.labels("replay", e["ev"]).inc()
+
+    async def _broadcast_text(self, text: str) -> None:
+        await asyncio.gather(*(self._send(c, text) for c in list(self.clients)))
+
+    async def _send(self, client: Client, text: str) -> None:
+        try:
+            await client.ws.send(text)
+        except ConnectionClosed:
+            self.clients.discard(client)
+            return
+        client.frames_sent += 1
+        if self.drop_after_frames and client.frames_sent >= self.drop_after_frames:
+            self.drop_after_frames = None
+            log.warning("dropping a client after %d frames (fault injection)", client.frames_sent)
+            self.clients.discard(client)
+            client.ws.transport.abort()
+
+
+def _request_key(request: Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[len("Bearer "):]
+    query = request.path.partition("?")[2]
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "apiKey":
+            return value
+    return ""
+
+
+def publish_labels(settings: Settings, data: ReplayData) -> None:
+    """Write the labels to `data_dir/labels.csv` and the labels topic."""
+    bar_store.write_labels(bar_store.labels_path(settings), data.labels)
+    producer = make_producer(settings)
+    topic = topic_name(LABELS, settings)
+    for lb in data.labels:
+        produce(producer, topic, encode(lb), key=lb.symbol, timestamp_ms=lb.start_ms)
+    flush_or_raise(producer)
+    log.info("%d anomaly labels written to %s and %s", len(data.labels),
+             bar_store.labels_path(settings), topic)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
+    data = load_replay_data(settings)
+    publish_labels(settings, data)
+    serve_metrics(settings.prometheus.replay_metrics_port)
+    first_live = data.live[0].start_ms if data.live else 0
+    log.info("history: %d bars (REST); live from %s, %d bars at speed %s", len(data.history),
+             first_live, len(data.live), settings.replay.speed)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await ReplayServer(settings, data).serve(stop)
+
+    asyncio.run(main())
+
