@@ -13,28 +13,31 @@ from api.cache import ResponseCache
 from tickwatch.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
+API_PREFIX = "/v1"  # every versioned router carries it, so route labels are full templates
 
 api_key_header = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="The key in `settings.api.api_key`."
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     """The app's shared async Redis client."""
     return request.app.state.redis
 
 
-def get_cache(request: Request) -> ResponseCache:
+async def get_cache(request: Request) -> ResponseCache:
     """The app's response cache."""
     return request.app.state.cache
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+async def require_api_key(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
     """401 unless the `X-API-Key` header equals the configured key (constant-time compare)."""
     expected = request.app.state.settings.api.api_key.get_secret_value().encode()
     if key is None or not hmac.compare_digest(key.encode(), expected):

@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
     for module in (anomalies, symbols, models, score):
-        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router)
     return app
 
 

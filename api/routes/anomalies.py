@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from api.deps import ApiKey, CacheDep, RedisDep, SettingsDep
+from api.deps import API_PREFIX, ApiKey, CacheDep, RedisDep, SettingsDep
 from api.queries import AnomalyQuery, Cursor, CursorError, list_anomalies, page_json
 from api.responses import AnomalyPage, Problem
 from api.store import LIVE_CHANNEL, RECORD
@@ -22,12 +22,13 @@ from tickwatch.schemas import AnomalyEvent, Severity
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
-router = APIRouter(prefix="/anomalies", tags=["anomalies"], dependencies=[ApiKey])
+router = APIRouter(prefix=f"{API_PREFIX}/anomalies", tags=["anomalies"], dependencies=[ApiKey])
 
 SYMBOL_PATTERN = r"^[A-Za-z][A-Za-z0-9.\-]{0,15}$"
 SymbolQuery = Annotated[str | None, Query(pattern=SYMBOL_PATTERN, description="e.g. AAPL")]
 MODEL_DOC = "only events this model flagged (model name as in the event's scores)"
-LIMIT_DOC = "page size, at most settings.api.max_page_size"
+DEFAULT_LIMIT = 100
+LIMIT_DOC = "page size (default 100), at most settings.api.max_page_size"
 TIME_DOC = "Unix milliseconds or ISO-8601 (UTC if no offset), inclusive; filters on bar start"
 
 
@@ -65,11 +66,13 @@ async def get_anomalies(
     end: Annotated[str | None, Query(alias="to", description=TIME_DOC)] = None,
     min_severity: Annotated[Severity | None, Query(description="lowest severity kept")] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=100, description=MODEL_DOC)] = None,
-    limit: Annotated[int, Query(ge=1, description=LIMIT_DOC)] = 100,
+    limit: Annotated[int | None, Query(ge=1, description=LIMIT_DOC)] = None,
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
 ) -> Response:
     """Anomalies filtered by symbol, bar time, minimum severity and model; cursor-paginated."""
-    if limit > settings.api.max_page_size:
+    if limit is None:
+        limit = min(DEFAULT_LIMIT, settings.api.max_page_size)
+    elif limit > settings.api.max_page_size:
         raise invalid("limit", f"must be at most {settings.api.max_page_size}")
     start_ms, end_ms = parse_time("from", start), parse_time("to", end)
     if start_ms is not None and end_ms is not None and start_ms > end_ms:

@@ -8,13 +8,13 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from mlflow.exceptions import MlflowException
 
-from api.deps import ApiKey, SettingsDep
+from api.deps import API_PREFIX, ApiKey, SettingsDep
 from api.errors import DependencyUnavailable
 from api.model_registry import champion_versions
 from api.responses import DependencyDown, ModelsResponse
 from tickwatch.settings import Settings
 
-router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKey])
+router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["models"], dependencies=[ApiKey])
 
 _cache: dict[str, tuple[float, ModelsResponse]] = {}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import ApiKey
+from api.deps import API_PREFIX, ApiKey
 from api.errors import DependencyUnavailable
 from api.responses import DependencyDown
 from tickwatch.schemas import MinuteBar
 
-router = APIRouter(prefix="/score", tags=["score"], dependencies=[ApiKey])
+router = APIRouter(prefix=f"{API_PREFIX}/score", tags=["score"], dependencies=[ApiKey])
 MAX_BARS = 1_000
 
 

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import ApiKey
+from api.deps import API_PREFIX, ApiKey
 from api.errors import DependencyUnavailable
 from api.online_features import online_store
 from api.responses import DependencyDown, Problem, SymbolFeatures
 from api.routes.anomalies import SYMBOL_PATTERN
 
-router = APIRouter(prefix="/symbols", tags=["symbols"], dependencies=[ApiKey])
+router = APIRouter(prefix=f"{API_PREFIX}/symbols", tags=["symbols"], dependencies=[ApiKey])
 
 
 @router.get(
