@@ -135,7 +135,25 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+        _wait_for_metadata(client, [t.topic for t in new], timeout_s)
     return created
+
+
+def _wait_for_metadata(client: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Block until the broker's metadata lists every topic with leaders for all partitions."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = client.list_topics(timeout=timeout_s).topics
+        ready = all(
+            n in topics and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaException(f"topics not visible in metadata after {timeout_s}s: {names}")
+        time.sleep(0.2)
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> bool:

@@ -39,7 +39,7 @@ def _walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> list[tupl
 
 def env_vars() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting."""
-    return _walk(Settings, Settings(_env_file=None), "TICKWATCH_")
+    return _walk(Settings, Settings.model_construct(), "TICKWATCH_")  # defaults, not this env
 
 
 def config_table() -> str:
@@ -61,7 +61,7 @@ def _group_docs() -> dict[str, str]:
 def topics_table() -> str:
     lines = ["| topic | key | value schema | partitions | retention | purpose |",
              "|---|---|---|---|---|---|"]
-    s = Settings(_env_file=None)
+    s = Settings.model_construct()
     for t in ALL_TOPICS:
         parts = t.partitions or f"{s.kafka.default_partitions} (setting)"
         lines.append(f"| `{t.name}` | {t.key} | `{t.value}` | {parts} | "
