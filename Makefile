@@ -53,6 +53,9 @@ bench: $(STAMP) ## run every benchmark and rewrite benchmarks/RESULTS.md
 drill: $(STAMP) ## fault drills (kill -9, broker restart, WebSocket drop, Redis outage, bad frames)
 	@$(TW) drill
 
+compose-check: $(STAMP) ## check docker-compose.yml, Dockerfile, .env.example and deploy/k8s
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_compose.py tests/unit/test_dockerfile.py tests/unit/test_env_example.py tests/unit/test_k8s.py
+
 lock: ## re-freeze requirements.lock from the current venv
 	@(echo "# Full pinned set that resolves together (pip freeze of a working venv). Regenerate: make lock"; $(BIN)/pip freeze --exclude-editable | grep -v '^tickwatch') > requirements.lock
 
