@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka import Consumer as _Consumer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tickwatch.settings import Settings

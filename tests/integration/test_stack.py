@@ -11,7 +11,13 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tickwatch.kafka import (
-    admin, consume_batch, ensure_topics, flush_or_raise, make_consumer, make_producer, produce,
+    admin,
+    consume_batch,
+    ensure_topics,
+    flush_or_raise,
+    make_consumer,
+    make_producer,
+    produce,
 )
 from tickwatch.schemas import MinuteBar, decode, encode
 from tickwatch.settings import Settings

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 
 from tickwatch.schemas import (
-    WIRE_MODELS, AnomalyEvent, DeadLetter, FeatureVector, MinuteBar, ModelScore, Reason,
-    SchemaError, Trade, decode, encode, make_event_id,
+    WIRE_MODELS,
+    AnomalyEvent,
+    DeadLetter,
+    FeatureVector,
+    MinuteBar,
+    ModelScore,
+    Reason,
+    SchemaError,
+    Trade,
+    decode,
+    encode,
+    make_event_id,
 )
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z, on a minute boundary
