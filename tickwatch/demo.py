@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from tickwatch.settings import Settings
+from tickwatch.settings import Settings, settings_to_env
 from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ class Pipeline:
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
-    env = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-           "MLFLOW_DISABLE_TELEMETRY": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve())}
-    return {k: v for k, v in env.items() if k not in os.environ or k == "TICKWATCH_RUN_DIR"}
+    """The settings as TICKWATCH_* variables, so every service sees exactly the same ones."""
+    return {**settings_to_env(settings), "PYTHONUNBUFFERED": "1",
+            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2", "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve())}
 
 
 def champion_exists(settings: Settings) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -148,6 +149,27 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifact_dir(self) -> Path:
         return (self.run_dir / "mlflow" / "artifacts").resolve()
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """TICKWATCH_* variables that make a child process see exactly these settings."""
+    out: dict[str, str] = {}
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            env = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(value, f"{env}__")
+            elif isinstance(value, SecretStr):
+                out[env] = value.get_secret_value()
+            elif isinstance(value, list):
+                out[env] = json.dumps(value)
+            elif value is not None:
+                out[env] = str(value)
+
+    walk(settings, "TICKWATCH_")
+    return out
 
 
 @lru_cache

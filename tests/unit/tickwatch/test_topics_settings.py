@@ -34,3 +34,18 @@ def test_env_overrides_nested_settings(monkeypatch) -> None:
 def test_mlflow_uri_defaults_to_sqlite_under_run_dir(tmp_path) -> None:
     s = Settings(_env_file=None, run_dir=tmp_path)
     assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+
+
+def test_settings_to_env_round_trips(monkeypatch, tmp_path) -> None:
+    from pydantic import SecretStr
+
+    from tickwatch.settings import settings_to_env
+
+    s = Settings(_env_file=None, topic_prefix="p-", symbols=["AAPL", "TSLA"], run_dir=tmp_path)
+    s = s.model_copy(update={"api": s.api.model_copy(update={"api_key": SecretStr("k1")})})
+    for k, v in settings_to_env(s).items():
+        monkeypatch.setenv(k, v)
+    again = Settings(_env_file=None)
+    assert again.model_dump(mode="json", exclude={"api", "polygon", "replay"}) == s.model_dump(
+        mode="json", exclude={"api", "polygon", "replay"})
+    assert again.api.api_key.get_secret_value() == "k1"
