@@ -16,6 +16,10 @@ DEAD_LETTERS = Counter(
     "tickwatch_dead_letters_total", "Records refused and sent to the dead-letter topic",
     ["stage", "reason"],
 )
+DUPLICATES = Counter(
+    "tickwatch_duplicates_total",
+    "Records ignored as repeats (duplicate, or re-read after a restart)", ["stage", "kind"],
+)
 ERRORS = Counter("tickwatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
 BYTES_IN = Counter("tickwatch_bytes_in_total", "Raw bytes received by a stage", ["stage"])
 RECONNECTS = Counter("tickwatch_reconnects_total", "Upstream reconnects", ["stage"])

@@ -104,6 +104,15 @@ class FeatureVector(WireModel):
         return self
 
 
+class MarketReturn(WireModel):
+    """The market proxy's log return for one minute (features stage, internal)."""
+
+    v: Literal[1] = 1
+    symbol: Symbol
+    start_ms: TimestampMs
+    log_return: float
+
+
 class ModelScore(WireModel):
     """One model's verdict on one bar."""
 
@@ -200,5 +209,6 @@ def make_event_id(symbol: str, bar_start_ms: int, model_version: str) -> str:
 
 WIRE_MODELS: dict[str, type[WireModel]] = {
     m.__name__: m
-    for m in (Trade, Quote, MinuteBar, FeatureVector, AnomalyEvent, AnomalyLabel, DeadLetter)
+    for m in (Trade, Quote, MinuteBar, FeatureVector, AnomalyEvent, AnomalyLabel, DeadLetter,
+              MarketReturn)
 }

@@ -44,7 +44,14 @@ DEAD_LETTER = TopicSpec(
     doc="raw records refused by any stage, with the reason",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (TRADES, QUOTES, BARS, FEATURES, ANOMALIES, LABELS, DEAD_LETTER)
+MARKET_RETURNS = TopicSpec(
+    "market-returns", "symbol", "MarketReturn", partitions=1, retention_ms=7 * DAY_MS,
+    doc="the market proxy's return per minute, read whole by every features worker",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    TRADES, QUOTES, BARS, FEATURES, ANOMALIES, LABELS, DEAD_LETTER, MARKET_RETURNS,
+)
 
 
 def topic_name(spec: TopicSpec, settings: Settings) -> str:
