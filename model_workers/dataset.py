@@ -1,0 +1,91 @@
+"""Feature frames for training, backtest and scoring: model inputs, labels, sequences, splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
+from tickwatch.schemas import MINUTE_MS
+
+# Rolling features stay disturbed for a while after an anomaly: keep those rows out of training and
+# threshold calibration too.
+LABEL_TAIL_MINUTES = 20
+CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm", "log_return", "session_open")
+
+
+def frame_from_bars(bars: Iterable[Any], market_symbol: str = "VOO",
+                    beta_window: int = 60) -> pd.DataFrame:
+    """One row per bar: context columns and MODEL_FEATURES, computed by tickwatch.features."""
+    rows = []
+    for bar, feats, warm in compute_features_batch(bars, market_symbol, beta_window):
+        rows.append((bar.symbol, int(bar.start_ms), float(bar.close), float(bar.volume), warm,
+                     feats["log_return"], *(feats[k] for k in MODEL_FEATURES)))
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *MODEL_FEATURES]
+    df = pd.DataFrame(rows, columns=cols)
+    return add_session_open(df.sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True))
+
+
+def add_session_open(df: pd.DataFrame) -> pd.DataFrame:
+    """Mark each symbol's first bar of a trading day (it carries the overnight gap)."""
+    day = df["bar_start_ms"].map(lambda t: session_slot(int(t))[0])
+    df["session_open"] = day.ne(day.groupby(df["symbol"]).shift()).to_numpy()
+    return df
+
+
+def label_mask(df: pd.DataFrame, labels: pd.DataFrame, tail_minutes: int = 0) -> np.ndarray:
+    """True for rows inside a labelled anomaly (extended by `tail_minutes` after its end)."""
+    mask = np.zeros(len(df), dtype=bool)
+    if labels is None or labels.empty:
+        return mask
+    sym = df["symbol"].to_numpy()
+    ts = df["bar_start_ms"].to_numpy()
+    for lab in labels.itertuples(index=False):
+        end = int(lab.end) + tail_minutes * MINUTE_MS
+        mask |= (sym == lab.symbol) & (ts >= int(lab.start)) & (ts <= end)
+    return mask
+
+
+def trading_day(ts_ms: np.ndarray | pd.Series) -> np.ndarray:
+    """The New York trading date (yyyymmdd) of each bar start."""
+    return np.array([session_slot(int(t))[0] for t in np.asarray(ts_ms)], dtype=np.int64)
+
+
+def split_by_day(df: pd.DataFrame, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row masks: the last trading days go to validation (no look-ahead)."""
+    days = trading_day(df["bar_start_ms"])
+    unique = np.unique(days)
+    n_val = max(1, round(len(unique) * validation_fraction))
+    if len(unique) < 2:
+        raise ValueError("need at least two trading days to split training from validation")
+    cut = unique[-n_val]
+    return days < cut, days >= cut
+
+
+def model_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The MODEL_FEATURES columns as float32."""
+    return df[list(MODEL_FEATURES)].to_numpy(dtype=np.float32)
+
+
+def sequences(df: pd.DataFrame, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(windows, valid): per row the last `length` vectors of its symbol ending at that row.
+
+    `df` must be sorted by symbol then time; rows with fewer predecessors are zero-padded at the
+    front and marked invalid.
+    """
+    x = model_matrix(df)
+    n, f = x.shape
+    out = np.zeros((n, length, f), dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    sym = df["symbol"].to_numpy()
+    starts = np.r_[0, np.flatnonzero(sym[1:] != sym[:-1]) + 1, n]
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        block = x[a:b]
+        padded = np.concatenate([np.zeros((length - 1, f), dtype=np.float32), block])
+        view = np.lib.stride_tricks.sliding_window_view(padded, (length, f))[:, 0]
+        out[a:b] = view
+        valid[a + length - 1:b] = True
+    return out, valid

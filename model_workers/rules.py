@@ -1,0 +1,42 @@
+"""Rule baselines: the prototype's rule, a rolling z-score rule, the rules events report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+PROTOTYPE_VOLUME_MULTIPLE = 3.0
+PROTOTYPE_MOVE = 0.05
+ZSCORE_LIMIT = 4.0
+BIG_MOVE_LOG = math.log1p(PROTOTYPE_MOVE)
+
+
+def prototype_rule(bars: pd.DataFrame) -> np.ndarray:
+    """The prototype: volume above 3x the mean of the previous 20 bars, or a 1-bar move above 5%.
+
+    `bars` has symbol, timestamp, close, volume, sorted by symbol then time; returns a bool per row.
+    """
+    g = bars.groupby("symbol", sort=False)
+    prev_mean = g["volume"].transform(lambda v: v.shift().rolling(20, min_periods=20).mean())
+    move = g["close"].pct_change().abs()
+    return ((bars["volume"] > PROTOTYPE_VOLUME_MULTIPLE * prev_mean) | (move > PROTOTYPE_MOVE)
+            ).fillna(False).to_numpy(dtype=bool)
+
+
+def zscore_rule(features: pd.DataFrame, limit: float = ZSCORE_LIMIT) -> np.ndarray:
+    """Rolling z-score baseline: |return z| or volume z (previous 20 bars) above `limit`."""
+    return ((features["return_z"].abs() > limit) | (features["volume_z_20"] > limit)).to_numpy()
+
+
+def fired_rules(feats: dict[str, float]) -> list[str]:
+    """The rule baselines one feature vector trips (reported beside the models' verdict)."""
+    out = []
+    if abs(feats.get("log_return", 0.0)) > BIG_MOVE_LOG:
+        out.append("move_over_5pct")
+    if abs(feats.get("return_z", 0.0)) > ZSCORE_LIMIT:
+        out.append("return_z_over_4")
+    if feats.get("volume_z_20", 0.0) > ZSCORE_LIMIT:
+        out.append("volume_z_over_4")
+    return out

@@ -1,0 +1,66 @@
+"""The training set: point-in-time features from the Feast offline store, else from the bars."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from model_workers.dataset import add_session_open, frame_from_bars
+from tickwatch.bar_store import bars_root, labels_path, read_bars, read_labels
+from tickwatch.features import MODEL_FEATURES, WARM_BARS, Bar
+from tickwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bars_from_frame(bars: pd.DataFrame) -> list[Bar]:
+    """Bar tuples (what tickwatch.features reads) from a bar-store frame."""
+    cols = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap",
+            "transactions"]
+    return [Bar(s, int(t), o, h, lo, c, v, w, int(n))
+            for s, t, o, h, lo, c, v, w, n in bars[cols].itertuples(index=False, name=None)]
+
+
+def load_training_frame(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(feature frame, labels, source) for the stored bars; source is "feast" or "bars"."""
+    bars = read_bars(bars_root(settings))
+    if bars.empty:
+        raise RuntimeError(f"no bars under {bars_root(settings)}: run `tickwatch backfill` first")
+    labels = read_labels(labels_path(settings))
+    frame = feast_frame(settings, bars)
+    if frame is None:
+        log.info("Feast offline store empty: computing features from %d stored bars", len(bars))
+        return frame_from_bars(bars_from_frame(bars), settings.features.market_symbol,
+                               settings.features.beta_window), labels, "bars"
+    log.info("training set: %d rows point-in-time from the Feast offline store", len(frame))
+    return frame, labels, "feast"
+
+
+def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
+    """MODEL_FEATURES joined point-in-time onto every stored bar; None if the store has none."""
+    from feature_repo.feature_services import MODEL_SERVICE
+    from feature_repo.store import features_dir, get_store
+
+    if not any((features_dir(settings) / "offline").glob("*.parquet")):
+        return None
+    store = get_store(settings)
+    entity = pd.DataFrame({
+        "symbol": bars["symbol"].to_numpy(),
+        "event_timestamp": pd.to_datetime(bars["timestamp"], unit="ms", utc=True),
+        "bar_start_ms": bars["timestamp"].to_numpy(), "close": bars["close"].to_numpy(),
+        "volume": bars["volume"].to_numpy(),
+    })
+    hist = store.get_historical_features(
+        entity_df=entity, features=store.get_feature_service(MODEL_SERVICE)).to_df()
+    missing = hist[list(MODEL_FEATURES)].isna().any(axis=1)
+    if missing.all():
+        return None
+    if missing.any():
+        log.warning("%d bars have no offline features; left out of training", int(missing.sum()))
+    df = hist[~missing].sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True)
+    df["log_return"] = np.log(df["close"] / df.groupby("symbol")["close"].shift()).fillna(0.0)
+    df["warm"] = df.groupby("symbol").cumcount().to_numpy() >= WARM_BARS - 1
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *MODEL_FEATURES]
+    return add_session_open(df[cols].copy())
