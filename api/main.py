@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,7 +74,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Open Feast in the background: its first load takes seconds, requests need not wait.
+        warmup = asyncio.create_task(asyncio.to_thread(app.state.online_features.warm_up))
         yield
+        warmup.cancel()
         await app.state.redis.aclose()
 
     app = FastAPI(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from tickwatch.settings import Settings
 
 ENTITY_KEY = "symbol"
+log = logging.getLogger(__name__)
 
 
 class OnlineFeatures:
@@ -35,6 +37,13 @@ class OnlineFeatures:
 
                 self._store = get_store(self.settings)
             return self._store
+
+    def warm_up(self) -> None:
+        """Open the store now if possible (at startup); failures are left for requests to report."""
+        try:
+            self.store()
+        except Exception as exc:  # reported by /readyz and the features route
+            log.warning("Feast store not opened at startup: %s", exc)
 
     def describe(self) -> str:
         """Project and feature service, raising if the registry does not have the service."""

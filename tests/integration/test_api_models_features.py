@@ -1,0 +1,122 @@
+"""`/v1/models` (MLflow registry), `/v1/symbols/{symbol}/features` (Feast on Redis), `/readyz`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from api_support import api_server
+from mlflow import MlflowClient
+from sklearn.linear_model import LinearRegression
+
+from tickwatch.features import FEATURE_NAMES
+from tickwatch.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+KEY = "dev-key-change-me"
+
+
+def register_champion(settings: Settings, tmp_path) -> str:
+    """A tiny sklearn model registered under the iforest name with the champion alias."""
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    exp = client.create_experiment("api-test", artifact_location=(tmp_path / "art").as_uri())
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=exp) as run:
+            mlflow.log_metrics({"val_precision": 0.75, "val_recall": 0.5})
+            model = LinearRegression().fit(np.arange(8.0).reshape(4, 2), np.arange(4.0))
+            mlflow.sklearn.log_model(
+                model, name="model", registered_model_name=settings.mlflow.iforest_model_name
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client.set_registered_model_alias(
+        settings.mlflow.iforest_model_name, settings.mlflow.champion_alias, "1"
+    )
+    return run.info.run_id
+
+
+def write_online_features(settings: Settings, symbol: str) -> dict[str, float]:
+    """One feature row for `symbol` in the online store, through Feast's own write API."""
+    from feature_repo.feature_views import FEATURE_VIEW
+    from feature_repo.store import get_store
+
+    values = {name: float(i) / 4 for i, name in enumerate(FEATURE_NAMES)}
+    row = {
+        "symbol": symbol,
+        "event_timestamp": datetime.now(UTC),
+        **values,
+        "close": 101.5,
+        "volume": 1200.0,
+        "warm": True,
+    }
+    get_store(settings).write_to_online_store(FEATURE_VIEW, pd.DataFrame([row]))
+    return values
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[httpx.Client]:
+    with (
+        api_server(settings) as url,
+        httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as c,
+    ):
+        yield c
+
+
+def test_models_lists_champion_versions_with_metrics(
+    settings: Settings, client: httpx.Client, tmp_path
+) -> None:
+    before = client.get("/v1/models")
+    assert before.status_code == 200
+    assert all(m["version"] is None for m in before.json()["models"])
+
+    run_id = register_champion(settings, tmp_path)
+    from api.routes import models as models_route
+
+    models_route._cache.clear()  # the registry answer is cached for the TTL
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    iforest = models[settings.mlflow.iforest_model_name]
+    assert iforest["version"] == "1" and iforest["alias"] == "champion"
+    assert iforest["run_id"] == run_id
+    assert iforest["metrics"] == {"val_precision": 0.75, "val_recall": 0.5}
+    assert models[settings.mlflow.lstm_model_name]["version"] is None
+
+
+def test_features_and_readiness(settings: Settings, tmp_path) -> None:
+    values = write_online_features(settings, "AAPL")  # creates the Feast registry before the API
+    with (
+        api_server(settings) as url,
+        httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as client,
+    ):
+        check_features_and_readiness(settings, client, tmp_path, values)
+
+
+def check_features_and_readiness(
+    settings: Settings, client: httpx.Client, tmp_path, values: dict[str, float]
+) -> None:
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not not_ready.json()["checks"]["models"]["ok"]
+
+    resp = client.get("/v1/symbols/aapl/features")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["symbol"] == "AAPL" and body["feature_service"] == "tickwatch_all"
+    assert {k: body["features"][k] for k in values} == values
+    assert body["features"]["warm"] is True and body["features"]["close"] == 101.5
+    missing = client.get("/v1/symbols/ZZZZ/features")
+    assert missing.status_code == 404 and "ZZZZ" in missing.json()["detail"]
+    assert client.get("/v1/symbols/bad$/features").status_code == 422
+
+    register_champion(settings, tmp_path)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert set(checks) == {"kafka", "redis", "feast", "models"}
+    assert all(c["ok"] for c in checks.values())

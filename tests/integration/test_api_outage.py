@@ -1,0 +1,62 @@
+"""Redis outage: the API answers 503 with a clear body and recovers by itself when Redis returns.
+
+Uses a private redis-server on its own port; the shared one is never touched.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import redis
+from api_support import RedisServer, api_server, make_event
+
+from api.store import AnomalyStore
+from tickwatch.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+KEY = "dev-key-change-me"
+
+
+def test_redis_outage_gives_503_and_the_api_recovers(settings: Settings, tmp_path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        s = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"port": server.port, "db": 0})}
+        )
+        event = make_event("AAPL", 3)
+        AnomalyStore(redis.Redis("127.0.0.1", server.port), 30).write_batch([event])
+        with (
+            api_server(s) as url,
+            httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10) as client,
+        ):
+            assert client.get("/v1/anomalies").json()["items"][0]["event_id"] == event.event_id
+
+            server.stop()
+            for path in (
+                "/v1/anomalies",
+                f"/v1/anomalies/{event.event_id}",
+                "/v1/anomalies/stream",
+            ):
+                down = client.get(path)
+                assert down.status_code == 503, (path, down.text)
+                assert down.json()["dependency"] == "redis"
+                assert "Redis is unavailable" in down.json()["detail"]
+            assert client.get("/healthz").status_code == 200
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
+
+            server.start()  # same port, empty data
+            AnomalyStore(redis.Redis("127.0.0.1", server.port), 30).write_batch([event])
+            statuses = []
+            for _ in range(20):  # the client reconnects on its own; no restart of the API
+                statuses.append(client.get(f"/v1/anomalies/{event.event_id}").status_code)
+                if statuses[-1] == 200:
+                    break
+                time.sleep(0.25)
+            assert statuses[-1] == 200, statuses
+            assert client.get("/v1/anomalies").json()["items"][0]["event_id"] == event.event_id
+    finally:
+        server.stop()
