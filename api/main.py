@@ -17,6 +17,7 @@ from api.cache import ResponseCache
 from api.errors import install_error_handlers
 from api.online_features import OnlineFeatures
 from api.routes import anomalies, health, models, score, symbols
+from api.scoring import ChampionScorer
 from tickwatch.metrics import API_LATENCY, API_REQUESTS
 from tickwatch.settings import Settings
 
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.redis = make_redis(settings)
     app.state.cache = ResponseCache(app.state.redis, settings.api.cache_ttl_s)
     app.state.online_features = OnlineFeatures(settings)
+    app.state.scorer = ChampionScorer(settings)
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)

@@ -1,0 +1,56 @@
+"""The champion scorer for `POST /v1/score`, loaded on first use (TensorFlow never at startup).
+
+model_workers is imported inside `ChampionScorer.get`, so the API process starts without
+TensorFlow; the loaded pair is reused until the champion alias moves (checked at most every
+`RECHECK_S` seconds).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tickwatch.schemas import MinuteBar
+from tickwatch.settings import Settings
+
+RECHECK_S = 30.0
+
+
+class NoChampion(LookupError):
+    """No model version holds the champion alias."""
+
+
+class ChampionScorer:
+    """Holds one model_workers.scorer.Scorer for the current champion versions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._scorer: Any = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        """The Scorer for the champion versions, loading or reloading it when they change."""
+        from model_workers.registry import champion_versions
+        from model_workers.scorer import Scorer
+
+        with self._lock:
+            if self._scorer is not None and time.monotonic() - self._checked < RECHECK_S:
+                return self._scorer
+            versions = champion_versions(self.settings)
+            if versions is None:
+                raise NoChampion("no champion model loaded")
+            if self._scorer is None or self._scorer.versions != versions:
+                self._scorer = Scorer.from_versions(self.settings, versions)
+            self._checked = time.monotonic()
+            return self._scorer
+
+    def score(self, bars: list[MinuteBar]) -> tuple[str, list[Any]]:
+        """(model version string, one RowScore per bar that has features) for the bars."""
+        from model_workers.scorer import vectors_from_bars
+
+        scorer = self.get()
+        f = self.settings.features
+        vectors = vectors_from_bars(bars, f.market_symbol, f.beta_window)
+        return scorer.version, scorer.score(vectors)
