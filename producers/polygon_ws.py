@@ -67,6 +67,19 @@ async def _expect(ws: ClientConnection, wanted: set[str]) -> None:
             log.info("status before %s: %s", "/".join(wanted), el)
 
 
+def _first_bar_start(frame: str | bytes) -> int | None:
+    """The earliest `AM` bar start in a frame, if it holds any."""
+    if b'"AM"' not in frame if isinstance(frame, bytes) else '"AM"' not in frame:
+        return None
+    try:
+        events = json.loads(frame)
+    except ValueError:
+        return None
+    starts = [e["s"] for e in events if isinstance(e, dict) and e.get("ev") == "AM"
+              and type(e.get("s")) is int] if isinstance(events, list) else []
+    return min(starts, default=None)
+
+
 def _refusal_message(status: str, message: str) -> str:
     hint = {"auth_failed": "check TICKWATCH_POLYGON__API_KEY (or unset it to use the built-in "
                            "replay server)",
@@ -94,7 +107,6 @@ class Producer:
                 async with connect(self.upstream.ws_url, max_size=None, open_timeout=15,
                                    ping_interval=20, ping_timeout=20) as ws:
                     await handshake(ws, self.upstream.api_key, channels)
-                    await self._backfill_gap()
                     attempt = 0
                     if await self._read(ws, exit_at_end):
                         return
@@ -109,27 +121,52 @@ class Producer:
                 await asyncio.sleep(delay)
 
     async def _read(self, ws: ClientConnection, exit_at_end: bool) -> bool:
-        """Publish frames until the connection ends; True when the replay has completed."""
+        """Publish frames until the connection ends; True when the replay has completed.
+
+        After a reconnect, frames are held back until the first live minute bar arrives: its
+        start is the fence up to which the missed bars are fetched from REST, then the held
+        frames are published, so REST and stream neither overlap nor leave a gap.
+        """
+        held: list[tuple[str | bytes, int]] | None = [] if self._has_gap() else None
         async for frame in ws:
-            parsed = self.publisher.publish_frame(frame, int(time.time() * 1000),
-                                                  self.upstream.source)
-            for status, message in parsed.statuses:
-                if status in FATAL_STATUSES:
-                    raise UpstreamRefused(_refusal_message(status, message))
-                if status == REPLAY_COMPLETE and exit_at_end:
+            received = int(time.time() * 1000)
+            if held is None:
+                if self._publish(frame, received, exit_at_end):
                     return True
-                log.debug("status %s: %s", status, message)
+                continue
+            held.append((frame, received))
+            fence = _first_bar_start(frame)
+            if fence is None and REPLAY_COMPLETE not in str(frame):
+                continue
+            await self._backfill_gap(fence - 1 if fence is not None else received)
+            frames, held = held, None
+            for f, r in frames:
+                if self._publish(f, r, exit_at_end):
+                    return True
         raise ConnectionClosed(None, None)
 
-    async def _backfill_gap(self) -> None:
-        """Fetch, from REST, the minute bars each symbol missed since its last published bar."""
-        if "AM" not in self.settings.polygon.channels or not self.publisher.last_bar_start:
-            return
-        now_ms = int(time.time() * 1000)
+    def _publish(self, frame: str | bytes, received_ms: int, exit_at_end: bool) -> bool:
+        parsed = self.publisher.publish_frame(frame, received_ms, self.upstream.source)
+        for status, message in parsed.statuses:
+            if status in FATAL_STATUSES:
+                raise UpstreamRefused(_refusal_message(status, message))
+            if status == REPLAY_COMPLETE and exit_at_end:
+                return True
+            log.debug("status %s: %s", status, message)
+        return False
+
+    def _has_gap(self) -> bool:
+        return "AM" in self.settings.polygon.channels and bool(self.publisher.last_bar_start)
+
+    async def _backfill_gap(self, until_ms: int) -> None:
+        """From REST, the bars each symbol missed since its last published bar, to `until_ms`."""
+        count = 0
         for symbol, last in sorted(self.publisher.last_bar_start.items()):
-            bars = await asyncio.to_thread(self._fetch, symbol, last + MINUTE_MS, now_ms)
-            self.backfilled += self.publisher.publish_bars(bars)
-        log.info("backfilled %d bars in total after reconnects", self.backfilled)
+            if last + MINUTE_MS <= until_ms:
+                bars = await asyncio.to_thread(self._fetch, symbol, last + MINUTE_MS, until_ms)
+                count += self.publisher.publish_bars(bars)
+        self.backfilled += count
+        log.info("backfilled %d bars missed while disconnected", count)
 
     def _fetch(self, symbol: str, start: int, end: int) -> list[MinuteBar]:
         with httpx.Client(timeout=30) as client:

@@ -1,0 +1,140 @@
+"""Producer against the replay server over real sockets and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from producer_support import read_topic, replay_settings, running_replay
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from websockets.asyncio.server import serve
+
+from producers.market_sim import simulate, trades_for
+from producers.polygon_ws import Producer
+from producers.publisher import Publisher
+from producers.replay_feed import split_history
+from producers.upstream import REPLAY_COMPLETE, upstream_for
+from tickwatch.kafka import INGEST_HEADER
+from tickwatch.schemas import DeadLetter, MinuteBar, Trade, decode
+from tickwatch.topics import BARS, DEAD_LETTER, TRADES
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+SYMBOLS = ["AAPL", "TSLA", "VOO"]
+
+
+def _data(days: int = 1, history_days: int = 1, seed: int = 5):
+    sim = simulate(SYMBOLS, days=history_days + days, seed=seed)
+    return split_history(sim.bars, sim.labels, history_days)
+
+
+def _produce(settings, exit_at_end: bool = True) -> Producer:
+    publisher = Publisher(settings)
+    producer = Producer(settings, upstream_for(settings), publisher)
+    asyncio.run(asyncio.wait_for(producer.run(exit_at_end=exit_at_end), 120))
+    publisher.flush()
+    return producer
+
+
+def _bars(settings) -> list[MinuteBar]:
+    return [decode(MinuteBar, m.value()) for m in read_topic(settings, BARS)]
+
+
+def test_stream_lands_in_kafka_exactly(settings) -> None:
+    data = _data()
+    s = replay_settings(settings, speed=0.0).model_copy(update={"symbols": SYMBOLS})
+    with running_replay(s, data) as (_, bound):
+        producer = _produce(bound)
+    assert producer.reconnects == 0
+    bars = _bars(s)
+    assert sorted(bars, key=lambda b: (b.start_ms, b.symbol)) == data.live
+    trade_msgs = read_topic(s, TRADES)
+    expected = sorted((t for b in data.live for t in trades_for(b)),
+                      key=lambda t: (t.symbol, t.timestamp_ms, t.sequence))
+    got = sorted((decode(Trade, m.value()) for m in trade_msgs),
+                 key=lambda t: (t.symbol, t.timestamp_ms, t.sequence))
+    assert got == expected
+    m = trade_msgs[0]
+    trade = decode(Trade, m.value())
+    assert m.key() == trade.symbol.encode() and m.timestamp()[1] == trade.timestamp_ms
+    assert int(dict(m.headers())[INGEST_HEADER]) > trade.timestamp_ms
+
+
+def test_dropped_connection_is_backfilled_without_gap_or_duplicate(settings) -> None:
+    data = _data(seed=9)
+    # 390 minutes at 0.01 s each; the server aborts the connection after 80 frames, and the first
+    # two REST calls get HTTP 429, so the gap is refilled only after backing off
+    s = replay_settings(settings, speed=6000.0).model_copy(update={"symbols": SYMBOLS})
+    with running_replay(s, data, drop_after_frames=80, rest_fail_first=2) as (_, bound):
+        producer = _produce(bound)
+    assert producer.reconnects == 1 and producer.backfilled > 0
+    bars = _bars(s)
+    keys = [(b.symbol, b.start_ms) for b in bars]
+    assert len(keys) == len(set(keys)), "duplicate bars"
+    assert sorted(keys) == sorted((b.symbol, b.start_ms) for b in data.live), "gap in bars"
+    by_key = {(b.symbol, b.start_ms): b for b in bars}
+    for want in data.live:  # same bars as an uninterrupted run (only `source` tells them apart)
+        got = by_key[(want.symbol, want.start_ms)]
+        assert got.model_copy(update={"source": "replay"}) == want
+    assert sum(b.source == "rest" for b in bars) == producer.backfilled
+    assert read_topic(s, DEAD_LETTER) == []  # REST and stream did not even overlap
+
+
+def test_wrong_key_exits_nonzero_with_a_clear_message(settings) -> None:
+    s = replay_settings(settings, required_key=SecretStr("right-key"))
+    with running_replay(s, _data()) as (_, bound):
+        env = dict(os.environ, TICKWATCH_POLYGON__API_KEY="wrong-key",
+                   TICKWATCH_POLYGON__WS_URL=f"ws://127.0.0.1:{bound.replay.port}/stocks",
+                   TICKWATCH_POLYGON__REST_URL=f"http://127.0.0.1:{bound.replay.port}",
+                   TICKWATCH_TOPIC_PREFIX=s.topic_prefix,
+                   TICKWATCH_PROMETHEUS__PRODUCER_METRICS_PORT="0",
+                   TICKWATCH_RUN_DIR=str(s.run_dir))
+        proc = subprocess.run([str(Path(sys.executable).parent / "tickwatch"), "produce"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "auth_failed" in proc.stderr and "TICKWATCH_POLYGON__API_KEY" in proc.stderr
+
+
+def test_malformed_frames_are_dead_lettered_with_reason(settings) -> None:
+    good = {"ev": "T", "sym": "AAPL", "p": 190.5, "s": 10, "t": 1741012200123, "x": 4,
+            "i": "1", "z": 3, "q": 1}
+    frames = ["{not json", json.dumps([good, dict(good, p=-3.0)]),
+              json.dumps([{"ev": "ZZ", "sym": "AAPL"}, dict(good, p=float("nan"))]),
+              json.dumps([{"ev": "status", "status": REPLAY_COMPLETE, "message": "end"}])]
+
+    async def feed(ws) -> None:
+        await ws.send(json.dumps([{"ev": "status", "status": "connected", "message": "hi"}]))
+        await ws.recv()
+        await ws.send(json.dumps([{"ev": "status", "status": "auth_success", "message": "ok"}]))
+        await ws.recv()
+        for f in frames:
+            await ws.send(f)
+        await ws.wait_closed()
+
+    def counted(reason: str) -> float:
+        return REGISTRY.get_sample_value("tickwatch_dead_letters_total",
+                                         {"stage": "producer", "reason": reason}) or 0.0
+
+    before = {k: counted(k) for k in ("bad_frame", "invalid", "unknown_event")}
+
+    async def main() -> Producer:
+        async with serve(feed, "127.0.0.1", 0) as server:
+            port = list(server.sockets)[0].getsockname()[1]
+            s = replay_settings(settings).model_copy(update={"replay": settings.replay.model_copy(
+                update={"port": port})})
+            return await asyncio.to_thread(_produce, s)
+
+    asyncio.run(main())
+    letters = [decode(DeadLetter, m.value()) for m in read_topic(settings, DEAD_LETTER)]
+    reasons = sorted(d.reason.split(":")[0] for d in letters)
+    assert reasons == ["bad_frame", "invalid", "invalid", "unknown_event"]
+    assert any("Trade.price: Input should be greater than 0" in d.reason for d in letters)
+    assert any(d.raw == "{not json" for d in letters)
+    assert counted("bad_frame") == before["bad_frame"] + 1
+    assert counted("invalid") == before["invalid"] + 2
+    assert len(read_topic(settings, TRADES)) == 1  # the one good trade still went through
