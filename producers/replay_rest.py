@@ -41,6 +41,7 @@ class AggregatesIndex:
         self.bars = {s: sorted(v, key=lambda b: b.start_ms) for s, v in by_symbol.items()}
         self.starts = {s: [b.start_ms for b in v] for s, v in self.bars.items()}
         self.visible_until = -1
+        self.page_limit = MAX_LIMIT  # server-side cap on results per page (tests lower it)
 
     def handle(self, target: str, base_url: str) -> tuple[int, dict]:
         """Answer one GET `target` (path and query) like Polygon would."""
@@ -53,7 +54,7 @@ class AggregatesIndex:
             return 400, _error("ERROR", "the replay server serves 1-minute aggregates only")
         try:
             start, end = _bound(m["start"], end=False), _bound(m["end"], end=True)
-            limit = min(int(query.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
+            limit = min(int(query.get("limit", DEFAULT_LIMIT)), self.page_limit)
         except ValueError as exc:
             return 400, _error("ERROR", f"bad parameter: {exc}")
         if limit <= 0:
