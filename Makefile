@@ -56,6 +56,9 @@ drill: $(STAMP) ## fault drills (kill -9, broker restart, WebSocket drop, Redis 
 compose-check: $(STAMP) ## check docker-compose.yml, Dockerfile, .env.example and deploy/k8s
 	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_compose.py tests/unit/test_dockerfile.py tests/unit/test_env_example.py tests/unit/test_k8s.py
 
+feast-apply: $(STAMP) ## register the Feast definitions (feature_repo/) in the registry under .run/data/features
+	@$(TW) features apply
+
 lock: ## re-freeze requirements.lock from the current venv
 	@(echo "# Full pinned set that resolves together (pip freeze of a working venv). Regenerate: make lock"; $(BIN)/pip freeze --exclude-editable | grep -v '^tickwatch') > requirements.lock
 

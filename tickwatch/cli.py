@@ -17,6 +17,11 @@ stack_app = typer.Typer(help="The local stack: Kafka 4, Redis, Prometheus, MLflo
 app.add_typer(stack_app, name="stack")
 grafana_app = typer.Typer(help="Grafana dashboards and alert rules.")
 app.add_typer(grafana_app, name="grafana")
+features_app = typer.Typer(
+    help="The features service (Faust worker with no subcommand), Feast apply and materialize.",
+    invoke_without_command=True,
+)
+app.add_typer(features_app, name="features")
 
 
 def _setup(level: str = "INFO") -> Settings:
@@ -218,6 +223,81 @@ def backfill(
         raise typer.Exit(2) from None
     typer.echo(f"fetched {report.fetched}, published {report.published}, "
                f"already stored {report.already_stored}, refused {report.refused}")
+
+
+@features_app.callback()
+def features(
+    ctx: typer.Context,
+    bars_from_trades: bool = typer.Option(
+        None, "--bars-from-trades/--no-bars-from-trades",
+        help="build minute bars from trades (default: when the AM channel is not subscribed)"),
+    web_port: int = typer.Option(None, help="Faust web server port (default: off)"),
+) -> None:
+    """Run a features worker: bars -> rolling features -> Feast online store + features topic."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from stream_processors.worker import run
+
+    run(_setup(), bars_from_trades=bars_from_trades, web_port=web_port)
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the Feast definitions (entity, sources, views, services) in the registry."""
+    from feature_repo.store import apply_definitions, get_store
+
+    settings = _setup()
+    apply_definitions(get_store(settings))
+    typer.echo(f"applied Feast definitions under {settings.data_dir / 'features'}")
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Compute features for every stored bar (data_dir/bars) into the Parquet offline store."""
+    from feature_repo.materialize import materialize_stored_bars
+
+    rows = materialize_stored_bars(_setup())
+    typer.echo(f"materialized {rows} feature rows")
+
+
+@app.command()
+def train(
+    epochs: int = typer.Option(0, help="LSTM epochs (0: settings.model.epochs)"),
+    seed: int = typer.Option(0, help="random seed"),
+) -> None:
+    """Train both models on the stored history, register them, promote if no worse than champion."""
+    from model_workers.train import run
+
+    out = run(_setup(), epochs=epochs or None, seed=seed)
+    verdict = "promoted to champion" if out.promoted else "champion kept"
+    typer.echo(f"registered iforest v{out.iforest_version}, lstm_ae v{out.lstm_version} "
+               f"(validation F1 {out.f1:.3f}): {verdict}")
+
+
+@app.command()
+def score(
+    instance: str = typer.Option(None, help="worker id (transactional id suffix); default host"),
+    reload_interval: float = typer.Option(10.0, help="seconds between champion-alias checks"),
+) -> None:
+    """Score the features topic with the champion models and emit explained anomaly events."""
+    from model_workers.worker import run
+
+    run(_setup(), instance=instance, reload_interval_s=reload_interval)
+
+
+@app.command()
+def backtest(
+    bars: Path = typer.Option(..., help="CSV: symbol,timestamp,open,high,low,close,volume,..."),
+    labels: Path = typer.Option(None, help="CSV: symbol,start,end,type"),
+    out: Path = typer.Option(Path("backtest"), help="output folder"),
+    model_uri: str = typer.Option(None, help="IFOREST_VERSION,LSTM_VERSION (default: champion)"),
+    run_id: str = typer.Option(None, help="use the models registered by this training run"),
+) -> None:
+    """Score a CSV of bars like the stream does; with labels, write the metrics report."""
+    from model_workers.backtest import run
+
+    report = run(_setup(), bars, labels, out, model_uri=model_uri, run_id=run_id)
+    typer.echo(f"wrote {report}")
 
 
 def main() -> None:

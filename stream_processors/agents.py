@@ -1,0 +1,229 @@
+"""Faust agents of the features service: minute bars -> rolling features -> Feast + features topic.
+
+State lives in two changelog-backed tables: `symbol-state` (rolling windows, bars waiting for the
+market, last offset) and `minute-profile` (per symbol and minute of day, for volume_z_tod), so a
+restarted worker recovers from Kafka. Each batch of events is handled in one step: decode, queue,
+release ready bars (stream_processors.alignment), write Feast and the features topic, wait for the
+broker's acknowledgement, then write the changelog; Faust commits offsets only after that. A crash
+at any point re-reads bars whose state was not persisted and recomputes identical features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_processors.alignment import (
+    ACCEPTED,
+    DUPLICATE,
+    OUT_OF_ORDER,
+    REPLAYED,
+    MarketAligner,
+    Released,
+    Slot,
+)
+from stream_processors.feast_push import OnlineWriter
+from stream_processors.outputs import FeatureOutputs
+from tickwatch.features import Bar
+from tickwatch.kafka import INGEST_HEADER
+from tickwatch.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_IN, LAST_EVENT_TS
+from tickwatch.schemas import MarketReturn, MinuteBar, SchemaError, decode
+from tickwatch.settings import Settings
+from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
+
+log = logging.getLogger(__name__)
+STAGE = "features"
+
+
+class FeaturesAgent:
+    """The bars -> features step with its tables, outputs and market-return feed."""
+
+    def __init__(self, app: faust.App, settings: Settings, writer: OnlineWriter) -> None:
+        self.app = app
+        self.settings = settings
+        fs = settings.features
+        self.aligner = MarketAligner(fs.market_symbol, fs.beta_window, fs.allowed_lateness_s)
+        self.outputs = FeatureOutputs(settings, writer, STAGE)
+        # JSON keys and values (the app's table serializers): floats round-trip exactly.
+        self.states = app.Table("symbol-state", key_type=str)
+        self.profiles = app.Table("minute-profile", key_type=str)
+        self.bars_topic = app.topic(topic_name(BARS, settings), key_type=bytes,
+                                    value_type=bytes, key_serializer="raw",
+                                    value_serializer="raw")
+        self.lock = asyncio.Lock()
+        self.loaded = False
+        self.ingest_ms: dict[tuple[str, int], bytes] = {}
+
+    def on_rebalance(self) -> None:
+        """Forget cached slots; they are reloaded from the tables after recovery."""
+        self.loaded = False
+
+    async def process(self, events: list[faust.EventT]) -> None:
+        """One batch of bar events from the agent's stream."""
+        async with self.lock:
+            self._load()
+            touched: set[str] = set()
+            for event in events:
+                self._offer(event.message, touched)
+            EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(events))
+            self._update_lag(events)
+            await self._release(touched | set(self.aligner.waiting_symbols()))
+
+    async def on_market_returns(self, returns: list[tuple[int, float]]) -> None:
+        """Market returns from the market-returns topic: release the bars waiting for them."""
+        async with self.lock:
+            self.aligner.add_market_returns(returns)
+            if self.loaded:
+                await self._release(self.aligner.waiting_symbols())
+
+    async def release_stalled(self) -> None:
+        """Timer: release bars whose market bar is overdue (the market feed stalled)."""
+        async with self.lock:
+            if self.loaded and self.aligner.waiting_symbols():
+                await self._release(self.aligner.waiting_symbols())
+
+    def _offer(self, msg: Any, touched: set[str]) -> None:
+        try:
+            record = decode(MinuteBar, msg.value)
+        except SchemaError as exc:
+            self.outputs.dead.send(msg.value or b"", str(exc), kind="invalid", topic=msg.topic,
+                                   partition=msg.partition, offset=msg.offset)
+            return
+        bar = Bar(record.symbol, record.start_ms, record.open, record.high, record.low,
+                  record.close, record.volume, record.vwap, record.transactions)
+        slot = self._slot(bar.symbol)
+        verdict = self.aligner.offer(slot, bar.symbol, bar, msg.partition, msg.offset)
+        if verdict == ACCEPTED:
+            touched.add(bar.symbol)
+            ingest = _header(msg, INGEST_HEADER)
+            if ingest is not None:
+                self.ingest_ms[(bar.symbol, bar.start_ms)] = ingest
+        elif verdict in (DUPLICATE, REPLAYED):
+            DUPLICATES.labels(STAGE, verdict).inc()
+        elif verdict == OUT_OF_ORDER:
+            self.outputs.dead.send(
+                msg.value, f"{bar.symbol} bar {bar.start_ms} is not after the last accepted bar "
+                f"{slot.last_start()}", kind="out_of_order", topic=msg.topic,
+                partition=msg.partition, offset=msg.offset, key=bar.symbol)
+
+    async def _release(self, symbols: Any) -> None:
+        out = Released()
+        self.aligner.release(symbols, out)
+        await self.outputs.emit(out, self.ingest_ms)
+        self._persist()
+
+    def _slot(self, symbol: str) -> Slot:
+        slot = self.aligner.slots.get(symbol)
+        if slot is None:
+            slot = self.aligner.slots[symbol] = self.aligner.new_slot()
+        return slot
+
+    def _load(self) -> None:
+        """After (re)assignment: rebuild the slots of our partitions from the recovered tables."""
+        if self.loaded:
+            return
+        mine = {tp.partition for tp in self.app.consumer.assignment()
+                if tp.topic == self.bars_topic.get_topic_name()}
+        profiles: dict[str, dict[int, list[float]]] = {}
+        for key, values in self.profiles.data.items():
+            symbol, minute = key.rsplit("|", 1)
+            profiles.setdefault(symbol, {})[int(minute)] = values
+        self.aligner.slots = {
+            symbol: Slot.from_dicts(core, profiles.get(symbol, {}))
+            for symbol, core in self.states.data.items() if core["partition"] in mine
+        }
+        self.loaded = True
+        log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots),
+                 sorted(mine))
+
+    def _persist(self) -> None:
+        """Write changed slots to the changelog-backed tables (after outputs were acknowledged)."""
+        for symbol in self.aligner.dirty:
+            slot = self.aligner.slots[symbol]
+            _table_set(self.states, slot.partition, symbol, slot.core_dict())
+            for minute in slot.changed_minutes:
+                _table_set(self.profiles, slot.partition, f"{symbol}|{minute}",
+                           slot.profile_values(minute))
+            slot.changed_minutes.clear()
+        self.aligner.dirty.clear()
+
+    def _update_lag(self, events: list[faust.EventT]) -> None:
+        last: dict[Any, int] = {}
+        for event in events:
+            last[event.message.tp] = event.message.offset
+        for tp, offset in last.items():
+            high = self.app.consumer.highwater(tp)
+            if high is not None:
+                CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(high - offset - 1)
+        if events:
+            LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
+
+
+def _table_set(table: faust.Table, partition: int, key: str, value: Any) -> None:
+    """Set a table key with its changelog on the source partition (works outside an event too)."""
+    table.send_changelog(partition, key, value)
+    table.data[key] = value
+
+
+def _header(msg: Any, name: str) -> bytes | None:
+    headers = msg.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    for key, value in items:
+        if key == name:
+            return value
+    return None
+
+
+def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> FeaturesAgent:
+    """Define the bars agent, the market-return reader and the stall timer on `app`."""
+    stage = FeaturesAgent(app, settings, writer)
+    batch = max(1, settings.kafka.consume_batch)
+
+    @app.agent(stage.bars_topic, name="bars-to-features")
+    async def bars_to_features(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(batch, within=0.05):
+            await stage.process(list(events))
+
+    @app.on_partitions_revoked.connect
+    async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        stage.on_rebalance()
+
+    @app.task
+    async def read_market_returns() -> None:
+        await _read_market_returns(stage, settings)
+
+    @app.timer(interval=1.0)
+    async def release_stalled() -> None:
+        await stage.release_stalled()
+
+    return stage
+
+
+async def _read_market_returns(stage: FeaturesAgent, settings: Settings) -> None:
+    """Follow the whole market-returns topic (not in the consumer group: every worker reads all)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic_name(MARKET_RETURNS, settings), 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while True:
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=5000)
+            returns = []
+            for record in got.get(tp, []):
+                try:
+                    m = decode(MarketReturn, record.value)
+                except SchemaError as exc:
+                    stage.outputs.dead.send(record.value or b"", str(exc), kind="invalid",
+                                            topic=tp.topic, partition=0, offset=record.offset)
+                    continue
+                returns.append((m.start_ms, m.log_return))
+            if returns:
+                await stage.on_market_returns(returns)
+    finally:
+        await consumer.stop()

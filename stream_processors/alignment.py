@@ -1,0 +1,160 @@
+"""Per-symbol bar ordering, duplicate and late detection, and market alignment for the features.
+
+A symbol's bar of minute t is computed when the market proxy's return for minute t is known, or
+when the market stream has moved past t (its bars arrive in order, so that minute's bar will never
+come), or - if the market feed stalls - once the bar waited `allowed_lateness` in wall-clock time
+and the event-time watermark passed t + allowed lateness; the relative features then use None (0).
+So streaming equals `compute_features_batch` whenever the market bars arrive in order, whatever
+the partitioning or consumption speed. The market proxy itself never waits: its return is its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_processors.feast_push import FeatureRow
+from tickwatch.features import Bar, SymbolState, session_slot
+
+RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them is a duplicate
+MARKET_HISTORY_MS = 7 * 86_400_000
+
+ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_order", "replayed"
+
+
+@dataclass
+class Slot:
+    """One symbol's durable state: rolling features, bars waiting for the market, last offset."""
+
+    state: SymbolState
+    partition: int = -1
+    offset: int = -1  # Kafka offset of the last bar seen: re-reads after a restart are skipped
+    pending: deque[Bar] = field(default_factory=deque)
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_STARTS))
+    changed_minutes: set[int] = field(default_factory=set)  # minute-of-day profiles to persist
+    waiting_since: float = 0.0  # monotonic time the head bar started waiting (not persisted)
+
+    def last_start(self) -> int:
+        return self.pending[-1].start_ms if self.pending else self.state.last_start_ms
+
+    def core_dict(self) -> dict[str, Any]:
+        """The state without the minute-of-day profile (persisted per minute, see profile_dict)."""
+        core = self.state.to_dict()
+        del core["tod"]
+        core.update(partition=self.partition, offset=self.offset, recent=list(self.recent),
+                    pending=[list(b) for b in self.pending])
+        return core
+
+    def profile_values(self, minute: int) -> list[float]:
+        return list(self.state.tod.get(minute, ()))
+
+    @classmethod
+    def from_dicts(cls, core: dict[str, Any], profiles: dict[int, list[float]]) -> Slot:
+        state = SymbolState.from_dict({**core, "tod": profiles})
+        return cls(state=state, partition=int(core["partition"]), offset=int(core["offset"]),
+                   pending=deque(Bar(*b) for b in core["pending"]),
+                   recent=deque(core["recent"], maxlen=RECENT_STARTS))
+
+
+@dataclass
+class Released:
+    """What one step produced: feature rows, and market returns to publish."""
+
+    rows: list[FeatureRow] = field(default_factory=list)
+    market: list[tuple[int, float]] = field(default_factory=list)
+
+
+class MarketAligner:
+    """Holds the slots of this worker's symbols and the market returns; releases ready bars."""
+
+    def __init__(self, market_symbol: str, beta_window: int, allowed_lateness_s: float) -> None:
+        self.market_symbol = market_symbol
+        self.beta_window = beta_window
+        self.lateness_ms = int(allowed_lateness_s * 1000)
+        self.lateness_s = allowed_lateness_s
+        self.slots: dict[str, Slot] = {}
+        self.market_returns: dict[int, float] = {}
+        self.market_last = -1  # newest market minute known
+        self.watermark = -1  # newest bar start seen (event time)
+        self.dirty: set[str] = set()
+
+    def new_slot(self) -> Slot:
+        return Slot(state=SymbolState(self.beta_window))
+
+    def offer(self, slot: Slot, symbol: str, bar: Bar, partition: int, offset: int) -> str:
+        """Queue a bar (ACCEPTED) or say why not: DUPLICATE, OUT_OF_ORDER or REPLAYED."""
+        if partition == slot.partition and offset <= slot.offset:
+            return REPLAYED
+        slot.partition, slot.offset = partition, offset
+        self.dirty.add(symbol)
+        if bar.start_ms in slot.recent:
+            return DUPLICATE
+        if bar.start_ms <= slot.last_start():
+            return OUT_OF_ORDER
+        slot.recent.append(bar.start_ms)
+        if not slot.pending:
+            slot.waiting_since = time.monotonic()
+        slot.pending.append(bar)
+        self.watermark = max(self.watermark, bar.start_ms)
+        return ACCEPTED
+
+    def add_market_returns(self, returns: Iterable[tuple[int, float]]) -> None:
+        """Market returns computed by whichever worker owns the market proxy."""
+        for start, r in returns:
+            self.market_returns[start] = r
+            self.market_last = max(self.market_last, start)
+            self.watermark = max(self.watermark, start)
+
+    def release(self, symbols: Iterable[str], out: Released) -> None:
+        """Compute every bar of these symbols that is ready, in order."""
+        now = time.monotonic()
+        for symbol in symbols:
+            slot = self.slots.get(symbol)
+            while slot is not None and slot.pending:
+                bar = slot.pending[0]
+                m = self._market_return(symbol, slot, bar, now)
+                if m is _WAIT:
+                    break
+                feats = slot.state.update(bar, m)
+                slot.pending.popleft()
+                slot.waiting_since = now
+                self.dirty.add(symbol)
+                if feats is None:
+                    continue
+                slot.changed_minutes.add(session_slot(bar.start_ms)[1])
+                if m is not None and symbol == self.market_symbol:
+                    out.market.append((bar.start_ms, m))
+                    self.add_market_returns([(bar.start_ms, m)])
+                out.rows.append(FeatureRow(symbol, bar.start_ms, bar.close, bar.volume, feats,
+                                           slot.state.warm))
+        self._prune()
+
+    def waiting_symbols(self) -> list[str]:
+        return [s for s, slot in self.slots.items() if slot.pending]
+
+    def _market_return(self, symbol: str, slot: Slot, bar: Bar, now: float) -> Any:
+        start = bar.start_ms
+        if symbol == self.market_symbol:
+            st = slot.state
+            return 0.0 if st.bars_seen == 0 else math.log(float(bar.close) / st.last_close)
+        m = self.market_returns.get(start)
+        if m is not None:
+            return m
+        if self.market_last > start:
+            return None
+        stalled = now - slot.waiting_since >= self.lateness_s
+        if stalled and self.watermark >= start + self.lateness_ms:
+            return None
+        return _WAIT
+
+    def _prune(self) -> None:
+        if len(self.market_returns) > 20_000:
+            horizon = self.market_last - MARKET_HISTORY_MS
+            self.market_returns = {k: v for k, v in self.market_returns.items() if k >= horizon}
+
+
+_WAIT = object()

@@ -1,0 +1,72 @@
+"""Where computed features go: the features topic (FeatureVector), the market-returns topic, Feast.
+
+Every batch is produced, written to the online store, then flushed: `emit` returns only once the
+broker acknowledged everything, so state persisted after it never runs ahead of the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from stream_processors.alignment import Released
+from stream_processors.feast_push import FeatureRow, OnlineWriter
+from tickwatch.dead_letter import DeadLetterSink
+from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
+from tickwatch.metrics import EVENT_TO_EMIT, EVENTS_OUT
+from tickwatch.schemas import FeatureVector, MarketReturn, encode
+from tickwatch.settings import Settings
+from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
+
+
+class FeatureOutputs:
+    """One confluent-kafka producer for features, market returns and dead letters, plus Feast."""
+
+    def __init__(self, settings: Settings, writer: OnlineWriter, stage: str) -> None:
+        self.stage = stage
+        self.market_symbol = settings.features.market_symbol
+        self.producer = make_producer(settings)
+        self.dead = DeadLetterSink(self.producer, settings, stage)
+        self.writer = writer
+        self.features_topic = topic_name(FEATURES, settings)
+        self.market_topic = topic_name(MARKET_RETURNS, settings)
+
+    async def emit(self, out: Released, ingest_ms: dict[tuple[str, int], bytes]) -> None:
+        """Publish a step's rows and market returns, write Feast, wait for acknowledgements."""
+        for start, r in out.market:
+            value = encode(MarketReturn(symbol=self.market_symbol, start_ms=start, log_return=r))
+            produce(self.producer, self.market_topic, value, key=self.market_symbol,
+                    timestamp_ms=start)
+        rows, ingests = [], []
+        now_ms = int(time.time() * 1000)
+        for row in out.rows:
+            ingest = ingest_ms.pop((row.symbol, row.bar_start_ms), None)
+            if not all(math.isfinite(x) for x in row.features.values()):
+                self.dead.send(repr(row), "non-finite feature value", kind="non_finite",
+                               key=row.symbol)
+                continue
+            produce(self.producer, self.features_topic, feature_vector_json(row, now_ms),
+                    key=row.symbol, timestamp_ms=row.bar_start_ms,
+                    headers=[(INGEST_HEADER, ingest)] if ingest is not None else None)
+            rows.append(row)
+            if ingest is not None:
+                ingests.append(int(ingest))
+        if rows:
+            self.writer.write(rows)
+        if rows or out.market:
+            await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
+        EVENTS_OUT.labels(self.stage, "FeatureVector").inc(len(rows))
+        done_s = time.time()
+        for ms in ingests:
+            EVENT_TO_EMIT.labels(self.stage).observe(max(0.0, done_s - ms / 1000))
+
+    def close(self) -> None:
+        flush_or_raise(self.producer)
+
+
+def feature_vector_json(row: FeatureRow, computed_at_ms: int) -> bytes:
+    """The FeatureVector wire record for a row (values already checked finite)."""
+    return encode(FeatureVector.model_construct(
+        symbol=row.symbol, bar_start_ms=row.bar_start_ms, close=row.close, volume=row.volume,
+        features=row.features, warm=row.warm, computed_at_ms=computed_at_ms, v=1))

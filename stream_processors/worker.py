@@ -1,0 +1,43 @@
+"""Run the features service: `tickwatch features` (one Faust worker; start more to scale out)."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from feature_repo.store import get_store
+from stream_processors.agents import STAGE, register
+from stream_processors.app import create_app
+from stream_processors.feast_push import OnlineWriter
+from tickwatch.kafka import ensure_topics
+from tickwatch.metrics import serve_metrics
+from tickwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings, bars_from_trades: bool | None = None,
+          web_port: int | None = None) -> faust.App:
+    """The configured Faust app with its agents (trades -> bars only if asked or AM is off)."""
+    app = create_app(settings, web_port=web_port)
+    register(app, settings, OnlineWriter(get_store(settings), settings))
+    if bars_from_trades is None:
+        bars_from_trades = "AM" not in settings.polygon.channels
+    if bars_from_trades:
+        from stream_processors.bar_agent import register_bar_builder
+
+        register_bar_builder(app, settings)
+    return app
+
+
+def run(settings: Settings, bars_from_trades: bool | None = None,
+        web_port: int | None = None) -> None:
+    """Serve metrics and run one worker until SIGINT/SIGTERM."""
+    ensure_topics(settings)
+    serve_metrics(settings.prometheus.features_metrics_port)
+    app = build(settings, bars_from_trades, web_port)
+    log.info("%s worker %s starting", STAGE, app.conf.id)
+    worker = faust.Worker(app, loglevel=logging.getLogger().level or logging.INFO,
+                          redirect_stdouts=False, quiet=True)
+    worker.execute_from_commandline()
