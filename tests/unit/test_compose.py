@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -212,3 +214,37 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_resolved_environment_with_env_example_parses_into_container_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _compose_client()
+    if client is None:
+        pytest.skip("no docker compose v2 client installed (docker-compose v1 is too old)")
+    for name in ("docker-compose.yml", "Dockerfile", "deploy", "grafana"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    shutil.copy(REPO / ".env.example", tmp_path / ".env")  # a user's first .env
+    result = subprocess.run(
+        [*client, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)["services"]
+    for name in TICKWATCH_COMMANDS:
+        for var in [v for v in os.environ if v.startswith("TICKWATCH_")]:
+            monkeypatch.delenv(var)
+        for key, value in resolved[name]["environment"].items():
+            monkeypatch.setenv(key, value)
+        settings = Settings(_env_file=None)
+        assert settings.kafka.bootstrap_servers == "kafka:9092", name
+        assert settings.redis.host == "redis", name
+        assert settings.mlflow_tracking_uri == "http://mlflow:5000", name
+        assert settings.polygon.api_key is None, name  # unset in .env.example: replay server
+        bind = {"replay-server": "replay", "api": "api"}.get(name)
+        if bind:
+            assert getattr(settings, bind).host == "0.0.0.0", name
