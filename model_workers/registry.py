@@ -90,10 +90,11 @@ def champion_versions(settings: Settings) -> tuple[str, str] | None:
     client = use_tracking(settings)
     alias = settings.mlflow.champion_alias
     try:
-        return tuple(client.get_model_version_by_alias(name, alias).version for name in (
-            settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name))  # type: ignore
+        forest, lstm = (str(client.get_model_version_by_alias(name, alias).version) for name in (
+            settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name))
     except MlflowException:
         return None
+    return forest, lstm
 
 
 def set_champion(settings: Settings, iforest_version: str, lstm_version: str) -> None:
