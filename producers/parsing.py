@@ -5,9 +5,10 @@ as encoded wire JSON), a status, a `Refused` with the precise reason, or `skippe
 aggregates: valid data, but not minute bars, so they are counted and dropped on purpose).
 Only a frame that is not a JSON array at all raises, and then always `FrameError`.
 
-Trades are the volume, so they take a fast path that checks exactly the `Trade` schema's rules by
-hand and writes the JSON directly; anything the fast path is unsure of goes through pydantic,
-which produces the record or the precise reason. A property test holds the two paths equal.
+Trades are the volume, so a frame is first decoded in one go by msgspec into typed structs that
+carry exactly the `Trade` schema's constraints, and trades are re-encoded in C. A frame msgspec
+refuses (any invalid or unexpected element) goes element by element through pydantic, which
+gives the record or the precise reason. A property test holds the two paths equal.
 """
 
 from __future__ import annotations
@@ -15,25 +16,84 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
+from msgspec import Meta, Struct
 from pydantic import ValidationError
 
 from tickwatch.schemas import MinuteBar, Quote, Trade, WireModel, describe_error, encode
 
-_SYMBOL = re.compile(r"[A-Z][A-Z0-9.\-]{0,15}")
-_T_MIN, _T_MAX = 946_684_800_000, 4_102_444_800_000
 _NUMBER = (int, float)
-_BIG = 2.0**53  # beyond this the fast path defers to pydantic (float conversion of huge ints)
+_MAX_FLOAT = 1.7976931348623157e308
+# msgspec mirrors of the Trade schema's constraints; the symbol pattern is checked once per
+# distinct symbol (a regex per trade would cost more than decoding it)
+_SYMBOL = re.compile(r"[A-Z][A-Z0-9.\-]{0,15}")
+_KNOWN_SYMBOLS: set[str] = set()
+_MAX_KNOWN_SYMBOLS = 100_000
+_Price = Annotated[float, Meta(gt=0, le=_MAX_FLOAT)]
+_Size = Annotated[float, Meta(ge=0, le=_MAX_FLOAT)]
+_Millis = Annotated[int, Meta(ge=946_684_800_000, le=4_102_444_800_000)]
+
+
+class _WireT(Struct, tag_field="ev", tag="T", gc=False):
+    sym: str
+    p: _Price
+    s: _Size
+    t: _Millis
+    x: int = 0
+    i: str = ""
+    z: int = 0
+    c: list[int] = []
+    q: int = 0
+
+
+class _WireOther(Struct, tag_field="ev"):
+    """Any other known event, fields left to pydantic: only the tag is checked here."""
+
+
+class _WireQ(_WireOther, tag="Q"):
+    pass
+
+
+class _WireAM(_WireOther, tag="AM"):
+    pass
+
+
+class _WireA(_WireOther, tag="A"):
+    pass
+
+
+class _WireStatus(_WireOther, tag="status"):
+    status: str = ""
+    message: str = ""
+
+
+class _TradeOut(Struct, gc=False):
+    """Field for field the `Trade` wire schema, encoded by msgspec."""
+
+    v: int
+    symbol: str
+    price: float
+    size: float
+    timestamp_ms: int
+    exchange: int
+    trade_id: str
+    tape: int
+    conditions: list[int]
+    sequence: int
+
+
+_new_event = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
+_FRAME = msgspec.json.Decoder(list[_WireT | _WireQ | _WireAM | _WireA | _WireStatus])
+_ENCODE = msgspec.json.Encoder().encode
 
 
 class FrameError(ValueError):
     """The whole frame is unusable: not UTF-8, not JSON, or not a JSON array."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One validated record: `kind` is T, Q or AM; `payload` is its wire-schema JSON."""
 
     kind: str
@@ -42,8 +102,7 @@ class Event:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(NamedTuple):
     """One element refused: its raw JSON text, a short `kind` label, and the full reason."""
 
     raw: str
@@ -51,18 +110,47 @@ class Refused:
     reason: str
 
 
-@dataclass
 class ParsedFrame:
     """Everything one frame held, sorted into events, statuses, refusals and skipped counts."""
 
-    events: list[Event] = field(default_factory=list)
-    statuses: list[tuple[str, str]] = field(default_factory=list)
-    refused: list[Refused] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("events", "statuses", "refused", "skipped")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.statuses: list[tuple[str, str]] = []
+        self.refused: list[Refused] = []
+        self.skipped: dict[str, int] = {}
 
 
 def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
     """Parse one frame; `source` is the MinuteBar source stamped on AM bars."""
+    try:
+        decoded = _FRAME.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parse_elements(frame, source)
+    out = ParsedFrame()
+    events = out.events
+    elements = None
+    for idx, el in enumerate(decoded):
+        if type(el) is _WireT and (el.sym in _KNOWN_SYMBOLS or _new_valid_symbol(el.sym)):
+            events.append(_new_event(Event, ("T", el.sym, el.t, _ENCODE(_TradeOut(
+                1, el.sym, el.p, el.s, el.t, el.x, el.i, el.z, el.c, el.q)))))
+        else:  # status, A, Q, AM, odd symbols: few per frame, validated by pydantic
+            elements = json.loads(frame) if elements is None else elements
+            _parse_slow(elements[idx], elements[idx]["ev"], source, out)
+    return out
+
+
+def _new_valid_symbol(symbol: str) -> bool:
+    if not _SYMBOL.fullmatch(symbol):
+        return False
+    if len(_KNOWN_SYMBOLS) < _MAX_KNOWN_SYMBOLS:
+        _KNOWN_SYMBOLS.add(symbol)
+    return True
+
+
+def _parse_elements(frame: bytes | str, source: str) -> ParsedFrame:
+    """The careful path: stdlib JSON, then pydantic for each element."""
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
         elements = json.loads(text)
@@ -74,30 +162,8 @@ def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
         raise FrameError(f"frame is a JSON {type(elements).__name__}, not an array of events")
     out = ParsedFrame()
     for el in elements:
-        ev = el.get("ev") if type(el) is dict else None
-        if ev == "T":
-            payload = _fast_trade(el)
-            if payload is not None:
-                out.events.append(Event("T", el["sym"], el["t"], payload))
-                continue
-        _parse_slow(el, ev, source, out)
+        _parse_slow(el, el.get("ev") if type(el) is dict else None, source, out)
     return out
-
-
-def _fast_trade(e: dict[str, Any]) -> bytes | None:
-    """The trade's wire JSON if every field is plainly valid, else None (use the slow path)."""
-    sym, p, s, t = e.get("sym"), e.get("p"), e.get("s"), e.get("t")
-    x, i, z, c, q = e.get("x", 0), e.get("i", ""), e.get("z", 0), e.get("c", []), e.get("q", 0)
-    if not (type(sym) is str and _SYMBOL.fullmatch(sym) and type(t) is int
-            and _T_MIN <= t <= _T_MAX and type(p) in _NUMBER and type(s) in _NUMBER
-            and type(x) is int and type(z) is int and type(q) is int and type(i) is str
-            and type(c) is list and 0 < p < _BIG and 0 <= s < _BIG
-            and all(type(k) is int for k in c)):
-        return None
-    tid = f'"{i}"' if i.isascii() and i.isalnum() else json.dumps(i)
-    return (f'{{"v":1,"symbol":"{sym}","price":{float(p)!r},"size":{float(s)!r},'
-            f'"timestamp_ms":{t},"exchange":{x},"trade_id":{tid},"tape":{z},'
-            f'"conditions":[{",".join(map(str, c))}],"sequence":{q}}}').encode()
 
 
 def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame) -> None:

@@ -117,7 +117,7 @@ class Producer:
                 attempt += 1
                 log.warning("connection to %s lost (%s); reconnecting in %.1fs",
                             self.upstream.ws_url, exc or type(exc).__name__, delay)
-                self.publisher.producer.poll(0)
+                self.publisher.poll()
                 await asyncio.sleep(delay)
 
     async def _read(self, ws: ClientConnection, exit_at_end: bool) -> bool:

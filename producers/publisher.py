@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from producers.parsing import Event, FrameError, ParsedFrame, parse_frame
 from tickwatch.dead_letter import DeadLetterSink
@@ -26,37 +26,70 @@ LATENCY_SAMPLE = 16  # observe the delivery latency of one acknowledged message 
 
 
 class Publisher:
-    """Sends events of one stage through one idempotent producer; refused input is dead-lettered."""
+    """Sends one stage's events through idempotent producers; refused input is dead-lettered.
 
-    def __init__(self, settings: Settings, stage: str = "producer",
-                 producer: Producer | None = None) -> None:
+    Trades, the bulk, go through their own producer that reports failed deliveries only (a
+    Python callback per acknowledged trade costs as much as the produce call): acknowledged
+    trades are those queued minus failed minus still in flight. Bars, quotes and dead letters
+    report every delivery, which also feeds the delivery-latency histogram.
+    """
+
+    def __init__(self, settings: Settings, stage: str = "producer") -> None:
         self.stage = stage
-        self.producer = producer or make_producer(settings)
+        self.producer = make_producer(settings, on_delivery=self._on_delivery)
+        self.trade_producer = make_producer(settings, on_delivery=self._on_delivery,
+                                            **{"delivery.report.only.error": True})
         self.dead_letters = DeadLetterSink(self.producer, settings, stage)
         self.topics = {"T": topic_name(TRADES, settings), "Q": topic_name(QUOTES, settings),
                        "AM": topic_name(BARS, settings)}
+        self._kind_of = {topic: kind for kind, topic in self.topics.items()}
         self.last_bar_start: dict[str, int] = {}
-        self.acked: Counter[str] = Counter()
+        self._acked_by_topic: Counter[str] = Counter()
+        self._reported: Counter[str] = Counter()
+        self._latency = DELIVERY_LATENCY.labels(stage)
+        self._deliveries = 0
+        self._trades_queued = 0
+        self._trades_failed = 0
         self.delivery_errors = 0
-        self._callbacks = {kind: self._delivery_callback(kind) for kind in self.topics}
 
-    def _delivery_callback(self, kind: str) -> Callable[[KafkaError | None, Message], None]:
-        out = EVENTS_OUT.labels(self.stage, kind)
-        latency = DELIVERY_LATENCY.labels(self.stage)
-        acked = self.acked
+    @property
+    def acked(self) -> Counter[str]:
+        """Messages the broker acknowledged, by kind (T, Q, AM)."""
+        self._count_acked_trades()
+        return Counter({k: self._acked_by_topic[t] for k, t in self.topics.items()
+                        if self._acked_by_topic[t]})
 
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                self.delivery_errors += 1
-                ERRORS.labels(self.stage, "delivery").inc()
-                log.error("delivery to %s failed (key %s): %s", msg.topic(), msg.key(), err)
-                return
-            acked[kind] += 1
-            out.inc()
-            if acked[kind] % LATENCY_SAMPLE == 0:
-                latency.observe(msg.latency() or 0.0)
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.delivery_errors += 1
+            self._trades_failed += msg.topic() == self.topics["T"]
+            ERRORS.labels(self.stage, "delivery").inc()
+            log.error("delivery to %s failed (key %s): %s", msg.topic(), msg.key(), err)
+            return
+        self._acked_by_topic[msg.topic()] += 1
+        self._deliveries += 1
+        if not self._deliveries % LATENCY_SAMPLE:
+            self._latency.observe(msg.latency() or 0.0)
 
-        return on_delivery
+    def _count_acked_trades(self) -> None:
+        in_flight = len(self.trade_producer)
+        self._acked_by_topic[self.topics["T"]] = (
+            self._trades_queued - self._trades_failed - in_flight)
+
+    def poll(self) -> None:
+        """Serve delivery reports and update the acknowledged-events counters."""
+        self.producer.poll(0)
+        self.trade_producer.poll(0)
+        self._report_acked()
+
+    def _report_acked(self) -> None:
+        """Move acknowledgement counts to the Prometheus counter (batched, not per message)."""
+        self._count_acked_trades()
+        for topic, count in self._acked_by_topic.items():
+            kind = self._kind_of.get(topic)
+            if kind and count > self._reported[topic]:
+                EVENTS_OUT.labels(self.stage, kind).inc(count - self._reported[topic])
+                self._reported[topic] = count
 
     def publish_frame(self, frame: bytes | str, received_ms: int | None = None,
                       source: str = "polygon") -> ParsedFrame:
@@ -76,42 +109,55 @@ class Publisher:
         self.publish_events(parsed.events, received_ms)
         return parsed
 
-    def publish_events(self, events: Iterable[Event], received_ms: int) -> int:
+    def publish_events(self, events: list[Event], received_ms: int) -> int:
         """Produce events (bars deduplicated per symbol); returns how many were queued."""
         headers = [(INGEST_HEADER, str(received_ms).encode())]
-        seen: Counter[str] = Counter()
-        queued = 0
-        for ev in events:
-            seen[ev.kind] += 1
-            if ev.kind == "AM" and not self._is_new_bar(ev):
+        producer, trade_topic = self.trade_producer, self.topics["T"]
+        send_trade = producer.produce
+        n_trades, n_other = 0, Counter()
+        for kind, symbol, ts, payload in events:
+            if kind == "T":
+                try:  # the hot path; on a full queue, produce() serves callbacks and retries
+                    send_trade(trade_topic, payload, symbol, timestamp=ts, headers=headers)
+                except BufferError:
+                    produce(producer, trade_topic, payload, symbol, ts, headers=headers)
+                n_trades += 1
                 continue
-            produce(self.producer, self.topics[ev.kind], ev.payload, key=ev.symbol,
-                    timestamp_ms=ev.timestamp_ms, on_delivery=self._callbacks[ev.kind],
-                    headers=headers)
-            queued += 1
-        for kind, count in seen.items():
-            EVENTS_IN.labels(self.stage, kind).inc(count)
-        self.producer.poll(0)
-        return queued
+            n_other[kind] += 1
+            if kind != "AM" or self._is_new_bar(symbol, ts, payload):
+                produce(self.producer, self.topics[kind], payload, symbol, ts, headers=headers)
+                n_other["queued"] += 1
+        self._trades_queued += n_trades
+        if n_trades:
+            EVENTS_IN.labels(self.stage, "T").inc(n_trades)
+        for kind in ("Q", "AM"):
+            if n_other[kind]:
+                EVENTS_IN.labels(self.stage, kind).inc(n_other[kind])
+        self.poll()
+        return n_trades + n_other["queued"]
 
     def publish_bars(self, bars: Iterable[MinuteBar], received_ms: int | None = None) -> int:
         """Produce minute bars (e.g. from REST), deduplicated like streamed ones."""
         events = [Event("AM", b.symbol, b.start_ms, encode(b)) for b in bars]
         return self.publish_events(events, received_ms or int(time.time() * 1000))
 
-    def _is_new_bar(self, ev: Event) -> bool:
-        last = self.last_bar_start.get(ev.symbol)
-        if last is not None and ev.timestamp_ms <= last:
-            what = "duplicate" if ev.timestamp_ms == last else "late"
+    def _is_new_bar(self, symbol: str, start_ms: int, payload: bytes) -> bool:
+        last = self.last_bar_start.get(symbol)
+        if last is not None and start_ms <= last:
+            what = "duplicate" if start_ms == last else "late"
             self.dead_letters.send(
-                ev.payload, f"{what} bar {ev.symbol} start {ev.timestamp_ms}: last published bar "
-                f"started at {last}", kind=f"{what}_bar", key=ev.symbol)
+                payload, f"{what} bar {symbol} start {start_ms}: last published bar started at "
+                f"{last}", kind=f"{what}_bar", key=symbol)
             return False
-        self.last_bar_start[ev.symbol] = ev.timestamp_ms
+        self.last_bar_start[symbol] = start_ms
         return True
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Wait for every queued message to be acknowledged; raise if any is not."""
-        flush_or_raise(self.producer, timeout_s)
+        try:
+            flush_or_raise(self.trade_producer, timeout_s)
+            flush_or_raise(self.producer, timeout_s)
+        finally:
+            self._report_acked()
         if self.delivery_errors:
             log.error("%d messages failed delivery (see errors above)", self.delivery_errors)
