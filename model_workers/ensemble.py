@@ -43,16 +43,18 @@ class Decision:
 
 def decide(if_scores: np.ndarray, ae_scores: np.ndarray, if_cal: Calibration,
            ae_cal: Calibration, eligible: np.ndarray, log_return: np.ndarray) -> Decision:
-    """Flag a bar if either model crosses its threshold or it moved over 5%; rank its severity.
+    """Flag a bar when the autoencoder crosses its threshold or it moved over 5%; rank severity.
 
-    `ae_scores` is NaN where the symbol has no full sequence yet; `eligible` is warm and not the
-    session's opening bar (which carries the overnight gap).
+    The forest decides only where the symbol has no full sequence yet (`ae_scores` NaN): on the
+    labelled validation data its extra flags were almost all false alarms (docs/models.md). Its
+    agreement raises the severity, and its SHAP values explain every flagged bar. `eligible` is
+    warm and not the session's opening bar (which carries the overnight gap).
     """
     if_flag = eligible & (if_scores >= if_cal.threshold)
     ae_ok = np.isfinite(ae_scores)
     ae_flag = eligible & ae_ok & (np.where(ae_ok, ae_scores, -np.inf) >= ae_cal.threshold)
     big_move = eligible & (np.abs(log_return) > BIG_MOVE_LOG)
-    flagged = if_flag | ae_flag | big_move
+    flagged = ae_flag | (if_flag & ~ae_ok) | big_move
     excess = np.maximum(if_cal.excess(if_scores),
                         np.where(ae_ok, ae_cal.excess(np.nan_to_num(ae_scores)), 0.0))
     level = np.searchsorted(SEVERITY_EDGES, excess, side="right")

@@ -13,7 +13,12 @@ from model_workers import dataset
 from model_workers.ensemble import Calibration, calibrate, decide
 from model_workers.evaluation import EventMetrics, alerts_from_flags, evaluate_alerts
 from model_workers.models.iforest import iforest_scores, train_iforest
-from model_workers.models.lstm_ae import autoencoder_errors, autoencoder_scores, train_autoencoder
+from model_workers.models.lstm_ae import (
+    autoencoder_errors,
+    autoencoder_scores,
+    error_scale,
+    train_autoencoder,
+)
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.3
@@ -27,6 +32,7 @@ class FitResult:
     lstm: Any
     iforest_cal: Calibration
     lstm_cal: Calibration
+    lstm_scale: np.ndarray
     history: list[dict[str, float]]
     metrics: dict[str, EventMetrics] = field(default_factory=dict)
     n_train: int = 0
@@ -42,14 +48,15 @@ class Scored:
     lstm_errors: np.ndarray
 
 
-def score_frame(iforest: Any, lstm: Any, frame: pd.DataFrame, length: int) -> Scored:
+def score_frame(iforest: Any, lstm: Any, scale: np.ndarray, frame: pd.DataFrame,
+                length: int) -> Scored:
     """Score every row of a (symbol, time)-sorted frame with both models, one call each."""
     x = dataset.model_matrix(frame)
     windows, valid = dataset.sequences(frame, length)
     errors = np.full((len(frame), x.shape[1]), np.nan, dtype=np.float32)
     errors[valid] = autoencoder_errors(lstm, windows[valid])
     ae = np.full(len(frame), np.nan)
-    ae[valid] = autoencoder_scores(errors[valid])
+    ae[valid] = autoencoder_scores(errors[valid], scale)
     return Scored(iforest_scores(iforest, x), ae, errors)
 
 
@@ -77,12 +84,15 @@ def fit_models(frame: pd.DataFrame, labels: pd.DataFrame, length: int, epochs: i
     log.info("training lstm_ae on %d windows of %d bars", int(ae_train.sum()), length)
     lstm, history = train_autoencoder(windows[ae_train], windows[ae_val][:4096], epochs,
                                       seed=seed)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(np.flatnonzero(ae_train), min(int(ae_train.sum()), 20_000), replace=False)
+    scale = error_scale(autoencoder_errors(lstm, windows[np.sort(sample)]))
     val = frame[val_rows].reset_index(drop=True)
-    scored = score_frame(forest, lstm, val, length)
+    scored = score_frame(forest, lstm, scale, val, length)
     val_normal = normal[val_rows]
     if_cal = calibrate(scored.iforest[val_normal], false_alarm_rate / 2)
     ae_cal = calibrate(scored.lstm[val_normal], false_alarm_rate / 2)
-    result = FitResult(forest, lstm, if_cal, ae_cal, history,
+    result = FitResult(forest, lstm, if_cal, ae_cal, scale, history,
                        n_train=int(fit_rows.sum()), n_validation=int(val_rows.sum()))
     result.metrics = validation_metrics(val, scored, if_cal, ae_cal, labels, cooldown_minutes)
     return result

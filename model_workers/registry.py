@@ -67,7 +67,8 @@ def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.nda
     return str(info.registered_model_version)
 
 
-def log_lstm(scorer: Any, cal: Calibration, settings: Settings, example: np.ndarray) -> str:
+def log_lstm(scorer: Any, cal: Calibration, scale: np.ndarray, settings: Settings,
+             example: np.ndarray) -> str:
     """Log and register the autoencoder scorer in the active run; returns the new version."""
     import mlflow.tensorflow
     import tensorflow as tf
@@ -77,7 +78,8 @@ def log_lstm(scorer: Any, cal: Calibration, settings: Settings, example: np.ndar
         scorer, name="lstm_ae",
         signature=infer_signature(example, np.asarray(scorer.predict_on_batch(example))),
         registered_model_name=settings.mlflow.lstm_model_name,
-        metadata=model_metadata(cal, kind="lstm_ae", sequence_length=int(example.shape[1])),
+        metadata=model_metadata(cal, kind="lstm_ae", sequence_length=int(example.shape[1]),
+                                error_scale=[float(v) for v in scale]),
         pip_requirements=[f"tensorflow-cpu=={tf.__version__}"],
     )
     return str(info.registered_model_version)

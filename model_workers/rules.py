@@ -16,7 +16,7 @@ BIG_MOVE_LOG = math.log1p(PROTOTYPE_MOVE)
 def prototype_rule(bars: pd.DataFrame) -> np.ndarray:
     """The prototype: volume above 3x the mean of the previous 20 bars, or a 1-bar move above 5%.
 
-    `bars` has symbol, timestamp, close, volume, sorted by symbol then time; returns a bool per row.
+    `bars` has symbol, close, volume in time order per symbol; returns a bool per row.
     """
     g = bars.groupby("symbol", sort=False)
     prev_mean = g["volume"].transform(lambda v: v.shift().rolling(20, min_periods=20).mean())

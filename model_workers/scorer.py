@@ -18,7 +18,7 @@ from model_workers.explain import ForestExplainer, top_reasons
 from model_workers.models.iforest import NAME as IFOREST
 from model_workers.models.iforest import iforest_scores
 from model_workers.models.lstm_ae import NAME as LSTM
-from model_workers.models.lstm_ae import autoencoder_errors, autoencoder_scores
+from model_workers.models.lstm_ae import autoencoder_errors, autoencoder_scores, tail_errors
 from model_workers.registry import LoadedModel, champion_versions, load_pair
 from model_workers.rules import fired_rules
 from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
@@ -77,6 +77,7 @@ class Scorer:
     def __init__(self, iforest: LoadedModel, lstm: LoadedModel, top_k: int = 3) -> None:
         self.iforest, self.lstm, self.top_k = iforest, lstm, top_k
         self.length = int(lstm.metadata["sequence_length"])
+        self.error_scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
         self.explainer = ForestExplainer(iforest.model)
         self.version = f"{IFOREST}-v{iforest.version}+{LSTM}-v{lstm.version}"
 
@@ -119,7 +120,7 @@ class Scorer:
         if windows:
             errors[has_window] = autoencoder_errors(self.lstm.model, np.stack(windows))
         ae_scores = np.full(len(x), np.nan)
-        ae_scores[has_window] = autoencoder_scores(errors[has_window])
+        ae_scores[has_window] = autoencoder_scores(errors[has_window], self.error_scale)
         warm = np.array([v.warm for v in vectors])
         log_return = np.array([v.features.get("log_return", 0.0) for v in vectors])
         d = decide(if_scores, ae_scores, self.iforest.calibration, self.lstm.calibration,
@@ -142,7 +143,8 @@ class Scorer:
                 continue
             reasons = top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
             if has_window[i]:
-                reasons += top_reasons(x[i], errors[i], LSTM, self.top_k)
+                reasons += top_reasons(x[i], tail_errors(errors[i], self.error_scale), LSTM,
+                                       self.top_k)
             out.append(RowScore(v.symbol, v.bar_start_ms, v.close, scores, True,
                                 SEVERITIES[int(d.severity[i])], reasons,
                                 fired_rules(v.features)))

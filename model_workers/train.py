@@ -70,7 +70,7 @@ def train_and_register(settings: Settings, frame: pd.DataFrame, labels: pd.DataF
         x = dataset.model_matrix(val)[:5]
         windows, valid = dataset.sequences(val, m.sequence_length)
         if_version = registry.log_iforest(result.iforest, result.iforest_cal, settings, x)
-        ae_version = registry.log_lstm(result.lstm, result.lstm_cal, settings,
+        ae_version = registry.log_lstm(result.lstm, result.lstm_cal, result.lstm_scale, settings,
                                        windows[valid][:5])
         outcome = _gate(settings, result, val, labels, active.info.run_id, if_version,
                         ae_version)
@@ -83,9 +83,8 @@ def _log_event_metrics(result: FitResult, val: pd.DataFrame, labels: pd.DataFram
     """Validation metrics of each model, the ensemble and both baselines, logged and printed."""
     import mlflow
 
-    bars = val.rename(columns={"bar_start_ms": "timestamp"})
     rows = {**result.metrics,
-            "prototype_rule": evaluate_frame(val, prototype_rule(bars), labels,
+            "prototype_rule": evaluate_frame(val, prototype_rule(val), labels,
                                              settings.model.cooldown_minutes),
             "zscore_rule": evaluate_frame(val, zscore_rule(val) & val["warm"].to_numpy(),
                                           labels, settings.model.cooldown_minutes)}
@@ -105,7 +104,8 @@ def _gate(settings: Settings, result: FitResult, val: pd.DataFrame, labels: pd.D
     champion_f1 = None
     if current is not None:
         forest, lstm = registry.load_pair(settings, current)
-        scored = score_frame(forest.model, lstm.model, val, settings.model.sequence_length)
+        scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
+        scored = score_frame(forest.model, lstm.model, scale, val, settings.model.sequence_length)
         metrics = validation_metrics(val, scored, forest.calibration, lstm.calibration, labels,
                                      settings.model.cooldown_minutes)
         champion_f1 = metrics["ensemble"].f1

@@ -95,6 +95,21 @@ def autoencoder_errors(scorer, windows: np.ndarray, batch: int = 16_384) -> np.n
     return np.concatenate(parts)
 
 
-def autoencoder_scores(errors: np.ndarray) -> np.ndarray:
-    """Anomaly score per row: mean squared standardized error of the newest step."""
-    return errors.mean(axis=1) if len(errors) else np.zeros(0)
+def error_scale(errors: np.ndarray, quantile: float = 0.999) -> np.ndarray:
+    """Each feature's error at `quantile` on normal training windows: the unit of its tail."""
+    return np.maximum(np.quantile(errors, quantile, axis=0), 1e-6).astype(np.float32)
+
+
+def tail_errors(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per-feature errors in units of their normal tail (1 = the 99.9th percentile)."""
+    return errors / scale
+
+
+def autoencoder_scores(errors: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Anomaly score per row: the largest tail-scaled feature error of the newest step.
+
+    The max, not the mean: correlated price features (return, range, VWAP deviation) move
+    together on every large move, and a mean would rank a natural fat-tail return above a
+    volume spike that is far rarer for its own feature.
+    """
+    return tail_errors(errors, scale).max(axis=1) if len(errors) else np.zeros(0)
