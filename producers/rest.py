@@ -37,12 +37,12 @@ def fetch_minute_bars(
     Returns the valid bars (source="rest", ascending) and the refused results as (raw, reason).
     """
     url: str | None = f"{base_url}/v2/aggs/ticker/{symbol}/range/1/minute/{start}/{end}"
-    params: dict[str, Any] = {"adjusted": "true", "sort": "asc", "limit": PAGE_LIMIT,
-                              "apiKey": api_key}
+    params: dict[str, Any] = {"adjusted": "true", "sort": "asc", "limit": PAGE_LIMIT}
+    headers = {"Authorization": f"Bearer {api_key}"}  # not in the URL, which gets logged
     bars: list[MinuteBar] = []
     refused: list[tuple[str, str]] = []
     while url:
-        body = _get_json(client, url, params, max_retries, sleep)
+        body = _get_json(client, url, params, headers, max_retries, sleep)
         results = body.get("results") or []
         for row in results:
             try:
@@ -54,15 +54,15 @@ def fetch_minute_bars(
         if on_page:
             on_page(len(results))
         url = body.get("next_url")
-        params = {"apiKey": api_key}  # next_url carries the other parameters, but not the key
+        params = {}  # next_url carries the query parameters
     return bars, refused
 
 
-def _get_json(client: httpx.Client, url: str, params: dict[str, Any], max_retries: int,
-              sleep: Callable[[float], None]) -> dict[str, Any]:
+def _get_json(client: httpx.Client, url: str, params: dict[str, Any], headers: dict[str, str],
+              max_retries: int, sleep: Callable[[float], None]) -> dict[str, Any]:
     for attempt in range(max_retries + 1):
         try:
-            resp = client.get(url, params=params)
+            resp = client.get(url, params=params, headers=headers)
         except httpx.TransportError as exc:
             if attempt == max_retries:
                 raise RestError(f"GET {url} failed: {exc}") from exc
