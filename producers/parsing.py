@@ -136,8 +136,13 @@ def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
             events.append(_new_event(Event, ("T", el.sym, el.t, _ENCODE(_TradeOut(
                 1, el.sym, el.p, el.s, el.t, el.x, el.i, el.z, el.c, el.q)))))
         else:  # status, A, Q, AM, odd symbols: few per frame, validated by pydantic
-            elements = json.loads(frame) if elements is None else elements
-            _parse_slow(elements[idx], elements[idx]["ev"], source, out)
+            if elements is None:
+                try:
+                    elements = json.loads(frame)
+                except (ValueError, RecursionError):  # cannot happen after msgspec accepted it
+                    return _parse_elements(frame, source)
+            el_raw = elements[idx]
+            _parse_slow(el_raw, el_raw.get("ev") if type(el_raw) is dict else None, source, out)
     return out
 
 

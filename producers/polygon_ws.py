@@ -115,8 +115,10 @@ class Producer:
                 RECONNECTS.labels("producer").inc()
                 delay = backoff_s(attempt)
                 attempt += 1
-                log.warning("connection to %s lost (%s); reconnecting in %.1fs",
-                            self.upstream.ws_url, exc or type(exc).__name__, delay)
+                hint = " (is `tickwatch replay-server` running?)" if (
+                    self.upstream.source == "replay" and isinstance(exc, OSError)) else ""
+                log.warning("connection to %s lost (%s)%s; reconnecting in %.1fs",
+                            self.upstream.ws_url, exc or type(exc).__name__, hint, delay)
                 self.publisher.poll()
                 await asyncio.sleep(delay)
 
