@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from api.deps import API_PREFIX, ApiKey, CacheDep, RedisDep, SettingsDep
+from api.deps import API_PREFIX, ApiKey, RedisDep
 from api.queries import AnomalyQuery, Cursor, CursorError, list_anomalies, page_json
 from api.responses import AnomalyPage, Problem
 from api.store import LIVE_CHANNEL, RECORD
@@ -58,9 +58,7 @@ def parse_time(param: str, value: str | None) -> int | None:
 
 @router.get("", response_model=AnomalyPage, summary="List anomalies, newest first")
 async def get_anomalies(
-    settings: SettingsDep,
-    redis: RedisDep,
-    cache: CacheDep,
+    request: Request,
     symbol: SymbolQuery = None,
     start: Annotated[str | None, Query(alias="from", description=TIME_DOC)] = None,
     end: Annotated[str | None, Query(alias="to", description=TIME_DOC)] = None,
@@ -70,6 +68,8 @@ async def get_anomalies(
     cursor: Annotated[str | None, Query(max_length=200, description="from `next_cursor`")] = None,
 ) -> Response:
     """Anomalies filtered by symbol, bar time, minimum severity and model; cursor-paginated."""
+    state = request.app.state  # the hot path: app state directly, not three more dependencies
+    settings, redis, cache = state.settings, state.redis, state.cache
     if limit is None:
         limit = min(DEFAULT_LIMIT, settings.api.max_page_size)
     elif limit > settings.api.max_page_size:
