@@ -72,8 +72,8 @@ def train_and_register(settings: Settings, frame: pd.DataFrame, labels: pd.DataF
         if_version = registry.log_iforest(result.iforest, result.iforest_cal, settings, x)
         ae_version = registry.log_lstm(result.lstm, result.lstm_cal, result.lstm_scale, settings,
                                        windows[valid][:5])
-        outcome = _gate(settings, result, val, labels, active.info.run_id, if_version,
-                        ae_version)
+        outcome = promote_if_no_worse(settings, result, val, labels, active.info.run_id,
+                                      if_version, ae_version)
         mlflow.set_tag("promoted", str(outcome.promoted).lower())
     return outcome
 
@@ -96,8 +96,9 @@ def _log_event_metrics(result: FitResult, val: pd.DataFrame, labels: pd.DataFram
                  "%.2f", name, em.f1, em.precision, em.recall, em.false_alarms_per_symbol_day)
 
 
-def _gate(settings: Settings, result: FitResult, val: pd.DataFrame, labels: pd.DataFrame,
-          run_id: str, if_version: str, ae_version: str) -> TrainOutcome:
+def promote_if_no_worse(settings: Settings, result: FitResult, val: pd.DataFrame,
+                        labels: pd.DataFrame, run_id: str, if_version: str,
+                        ae_version: str) -> TrainOutcome:
     """Promote the new pair unless the current champion scores a higher F1 on this validation."""
     new_f1 = result.metrics["ensemble"].f1
     current = registry.champion_versions(settings)

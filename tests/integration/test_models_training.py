@@ -1,0 +1,89 @@
+"""Training: both models registered in MLflow with metadata, champion gating, held-out quality."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from model_support import (
+    EPOCHS,
+    SYMBOLS,
+    TRAIN_DAYS,
+    TRAIN_SEED,
+    held_out,
+    held_out_labels,
+    trained_registry,
+    with_models,
+)
+
+from model_workers import dataset, registry
+from model_workers.backtest import detector_metrics, scored_frame
+from model_workers.ensemble import Calibration
+from model_workers.fit import FitResult, score_frame, validation_metrics
+from model_workers.scorer import Scorer
+from model_workers.train import promote_if_no_worse
+from producers.market_sim import labels_to_frame, simulate
+from tickwatch.features import MODEL_FEATURES
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_training_registers_both_models_as_champion_with_their_metadata(settings, tmp_path):
+    s = with_models(settings, tmp_path)
+    outcome = trained_registry().outcome
+    assert outcome.promoted and outcome.champion_f1 is None
+    assert registry.champion_versions(s) == ("1", "1")
+    client = registry.use_tracking(s)
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["sequence_length"] == str(s.model.sequence_length)
+    assert run.data.metrics["val_ensemble_f1"] == pytest.approx(outcome.f1)
+    assert len(client.get_metric_history(outcome.run_id, "lstm_loss")) == EPOCHS
+    assert mlflow.artifacts.load_dict(f"runs:/{outcome.run_id}/features.json") == {
+        "features": list(MODEL_FEATURES)}
+    for name in (s.mlflow.iforest_model_name, s.mlflow.lstm_model_name):
+        info = mlflow.models.get_model_info(f"models:/{name}/1")
+        assert info.signature is not None
+        assert info.metadata["features"] == list(MODEL_FEATURES)
+        assert info.metadata["threshold"] > info.metadata["median"]
+
+
+def test_model_catches_held_out_anomalies_better_than_the_prototype_rule(settings, tmp_path):
+    s = with_models(settings, tmp_path)
+    frame = scored_frame(Scorer.from_registry(s), held_out().bars, s)
+    metrics = detector_metrics(frame, held_out_labels(), s.model.cooldown_minutes)
+    ours, prototype = metrics["ensemble"], metrics["prototype_rule"]
+    assert ours.events >= 30
+    assert ours.f1 >= prototype.f1 + 0.05, (ours, prototype)
+    assert ours.false_alarms_per_symbol_day <= 2.0
+
+
+def test_champion_alias_moves_only_to_a_pair_at_least_as_good(settings, tmp_path):
+    s = with_models(settings, tmp_path)
+    sim = simulate(SYMBOLS, TRAIN_DAYS, TRAIN_SEED)
+    frame, labels = dataset.frame_from_bars(sim.bars), labels_to_frame(sim.labels)
+    _, val_rows = dataset.split_by_day(frame, 0.3)
+    val = frame[val_rows].reset_index(drop=True)
+    forest, lstm = registry.load_pair(s, ("1", "1"))
+    scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
+    scored = score_frame(forest.model, lstm.model, scale, val, s.model.sequence_length)
+
+    def candidate(if_cal: Calibration, ae_cal: Calibration) -> FitResult:
+        result = FitResult(forest.model, lstm.model, if_cal, ae_cal, scale, [])
+        result.metrics = validation_metrics(val, scored, if_cal, ae_cal, labels,
+                                            s.model.cooldown_minutes)
+        return result
+
+    blind = Calibration(threshold=1e9, median=0.0)  # flags nothing: F1 0
+    example = dataset.model_matrix(val)[:3]
+    windows, valid = dataset.sequences(val, s.model.sequence_length)
+    for cal_if, cal_ae, expect_promoted, expect in (
+        (blind, blind, False, ("1", "1")),
+        (forest.calibration, lstm.calibration, True, ("3", "3")),
+    ):
+        result = candidate(cal_if, cal_ae)
+        with mlflow.start_run() as run:
+            v_if = registry.log_iforest(forest.model, cal_if, s, example)
+            v_ae = registry.log_lstm(lstm.model, cal_ae, scale, s, windows[valid][:3])
+            outcome = promote_if_no_worse(s, result, val, labels, run.info.run_id, v_if, v_ae)
+        assert outcome.promoted is expect_promoted
+        assert registry.champion_versions(s) == expect
