@@ -104,7 +104,8 @@ class ReplayServer:
         key = _request_key(request)
         if self.required_key and key != self.required_key.get_secret_value():
             return self._json(conn, 401, {"status": "ERROR", "error": "Unknown API Key"})
-        status, body = self.index.handle(request.path, self.base_url)
+        host = request.headers.get("Host")  # next_url must use the address the client used
+        status, body = self.index.handle(request.path, f"http://{host}" if host else self.base_url)
         return self._json(conn, status, body)
 
     @staticmethod
