@@ -1,0 +1,112 @@
+"""Helpers for the features-stage integration tests: a worker subprocess, bars in, features out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from producers.market_sim import simulate
+from tickwatch.features import compute_features_batch
+from tickwatch.kafka import (
+    INGEST_HEADER,
+    consume_batch,
+    flush_or_raise,
+    make_consumer,
+    make_producer,
+    produce,
+)
+from tickwatch.schemas import DeadLetter, FeatureVector, MinuteBar, decode, encode
+from tickwatch.settings import Settings, settings_to_env
+from tickwatch.topics import BARS, DEAD_LETTER, FEATURES, topic_name
+
+
+def recent_bars(symbols: list[str], count: int, seed: int) -> list[MinuteBar]:
+    """Simulated bars of the last weekday before today (topic retention works on Kafka
+    timestamps, which are the bar starts: bars from a fixed past date would be deleted)."""
+    day = dt.date.today() - dt.timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= dt.timedelta(days=1)
+    return simulate(symbols, 1, seed=seed, start_day=day).bars[:count]
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
+    """`tickwatch features` in a subprocess that sees exactly these settings."""
+    env = {**os.environ, **settings_to_env(settings),
+           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
+           "TICKWATCH_LOG_LEVEL": os.environ.get("TW_TEST_WORKER_LOG", "WARNING")}
+    return subprocess.Popen([sys.executable, "-m", "tickwatch", "features"], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def stop_worker(proc: subprocess.Popen, kill: bool = False) -> None:
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def send_bars(settings: Settings, bars: Iterable[MinuteBar]) -> None:
+    """Produce bars keyed by symbol, Kafka timestamp = bar start, with the ingest header."""
+    producer = make_producer(settings)
+    for bar in bars:
+        produce(producer, topic_name(BARS, settings), encode(bar), key=bar.symbol,
+                timestamp_ms=bar.start_ms, headers=[(INGEST_HEADER, str(int(time.time() * 1000))
+                                                     .encode())])
+    flush_or_raise(producer)
+
+
+class FeatureReader:
+    """Reads the features topic from the start; keeps every vector and the headers."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.consumer = make_consumer(settings, group)
+        self.consumer.subscribe([topic_name(FEATURES, settings)])
+        self.vectors: dict[tuple[str, int], FeatureVector] = {}
+        self.messages = 0
+        self.headers_ok = True
+
+    def read_until(self, keys: int, timeout_s: float, proc: subprocess.Popen | None = None) -> int:
+        """Read until `keys` distinct (symbol, bar) vectors are in, or time out."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.vectors) < keys and time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}")
+            for msg in consume_batch(self.consumer, 2000, 0.5):
+                vec = decode(FeatureVector, msg.value())
+                assert msg.key().decode() == vec.symbol
+                assert msg.timestamp()[1] == vec.bar_start_ms
+                self.headers_ok &= INGEST_HEADER in dict(msg.headers() or [])
+                self.vectors[(vec.symbol, vec.bar_start_ms)] = vec
+                self.messages += 1
+        return len(self.vectors)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def expected_features(settings: Settings, bars: list[MinuteBar]) -> dict[tuple[str, int], tuple]:
+    """(symbol, start) -> (features, warm) from the pure batch computation."""
+    return {(b.symbol, b.start_ms): (f, warm) for b, f, warm in compute_features_batch(
+        bars, settings.features.market_symbol, settings.features.beta_window)}
+
+
+def read_dead_letters(settings: Settings, timeout_s: float = 10.0) -> list[DeadLetter]:
+    consumer = make_consumer(settings, "dead-letter-check")
+    consumer.subscribe([topic_name(DEAD_LETTER, settings)])
+    out: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msgs = consume_batch(consumer, 500, 1.0)
+        out += [decode(DeadLetter, m.value()) for m in msgs]
+        if out and not msgs:
+            break
+    consumer.close()
+    return out

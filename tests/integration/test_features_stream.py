@@ -1,0 +1,105 @@
+"""The features service against real Kafka and Redis: stream == batch, online store, recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from features_support import (
+    FeatureReader,
+    expected_features,
+    read_dead_letters,
+    recent_bars,
+    send_bars,
+    start_worker,
+    stop_worker,
+)
+
+from feature_repo.feature_services import ALL_SERVICE
+from feature_repo.store import get_store
+from tickwatch.features import FEATURE_NAMES
+from tickwatch.settings import Settings
+
+pytestmark = pytest.mark.integration
+SYMBOLS = ["AAPL", "MSFT", "TSLA", "VOO"]
+
+
+def _online(settings: Settings, symbols: list[str]) -> dict[str, dict[str, object]]:
+    store = get_store(settings)
+    got = store.get_online_features(features=store.get_feature_service(ALL_SERVICE),
+                                    entity_rows=[{"symbol": s} for s in symbols]).to_dict()
+    return {s: {k: got[k][i] for k in got} for i, s in enumerate(symbols)}
+
+
+def _assert_matches(reader: FeatureReader, expected: dict) -> None:
+    assert set(reader.vectors) == set(expected)
+    for key, (feats, warm) in expected.items():
+        vec = reader.vectors[key]
+        assert vec.features == pytest.approx(feats, rel=1e-12, abs=1e-12), key
+        assert vec.warm == warm
+
+
+@pytest.mark.timeout(240)
+def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_path) -> None:
+    bars = recent_bars(SYMBOLS, 800, seed=3)
+    expected = expected_features(settings, bars)
+    aapl = [b for b in bars if b.symbol == "AAPL"]
+    late = aapl[5].model_copy(update={"close": aapl[5].close * 1.01,
+                                      "high": aapl[5].high * 1.02})
+    # each bar once, then a repeat of a recent bar (duplicate) and an old bar (out of order)
+    send_bars(settings, [*bars, aapl[-1], late])
+    proc = start_worker(settings, tmp_path / "worker.log")
+    reader = FeatureReader(settings, "check")
+    try:
+        assert reader.read_until(len(expected), 120, proc) == len(expected)
+    finally:
+        stop_worker(proc)
+        reader.close()
+    _assert_matches(reader, expected)
+    assert reader.messages == len(expected)  # the duplicate produced nothing
+    assert reader.headers_ok
+
+    online = _online(settings, SYMBOLS)
+    for symbol in SYMBOLS:
+        last = max(k for k in expected if k[0] == symbol)
+        feats, warm = expected[last]
+        row = online[symbol]
+        assert [row[n] for n in FEATURE_NAMES] == pytest.approx(
+            [feats[n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12)
+        assert row["warm"] == warm
+        assert row["close"] == reader.vectors[last].close
+
+    dead = read_dead_letters(settings)
+    assert [d.reason.split(":")[0] for d in dead] == ["out_of_order"]
+    assert dead[0].key == "AAPL"
+
+
+@pytest.mark.timeout(300)
+def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
+        settings: Settings, tmp_path) -> None:
+    bars = recent_bars(SYMBOLS, 1200, seed=5)
+    expected = expected_features(settings, bars)
+    sender = threading.Thread(target=lambda: [
+        (send_bars(settings, bars[i:i + 40]), time.sleep(0.1)) for i in range(0, len(bars), 40)])
+    proc = start_worker(settings, tmp_path / "worker.log")
+    reader = FeatureReader(settings, "check")
+    try:
+        sender.start()
+        reader.read_until(200, 120, proc)
+        stop_worker(proc, kill=True)  # while bars are still arriving
+        killed_at = len(reader.vectors)
+        proc = start_worker(settings, tmp_path / "worker.log")
+        sender.join()
+        assert reader.read_until(len(expected), 150, proc) == len(expected)
+    finally:
+        sender.join()
+        stop_worker(proc)
+        reader.close()
+    assert killed_at < len(expected)
+    _assert_matches(reader, expected)
+    online = _online(settings, SYMBOLS)
+    for symbol in SYMBOLS:
+        last = max(k for k in expected if k[0] == symbol)
+        assert [online[symbol][n] for n in FEATURE_NAMES] == pytest.approx(
+            [expected[last][0][n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12)
