@@ -1,0 +1,143 @@
+"""A straightforward pandas computation of tickwatch.features, to check the incremental one against.
+
+Written from the feature definitions (rolling windows, shift(1) for "previous" windows, ddof=1),
+not from the incremental code. Shared conventions: a window whose variance is within 1e-12 of its
+squared mean counts as constant (std 0); z-scores and ratios are clipped to +-50.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CLIP = 50.0
+FLOOR = 1e-5
+
+
+def bars_frame(bars: list, market_symbol: str) -> pd.DataFrame:
+    """Bars in processing order (start, market first), exact repeats of (symbol, start) dropped."""
+    df = pd.DataFrame([b._asdict() if hasattr(b, "_asdict") else dict(b) for b in bars])
+    df["order"] = np.arange(len(df))
+    df["is_other"] = df["symbol"] != market_symbol
+    df = df.sort_values(["start_ms", "is_other", "symbol", "order"], kind="stable")
+    df = df.drop_duplicates(["symbol", "start_ms"], keep="first")
+    # a bar not after the symbol's last accepted bar is ignored (input is sorted, so none here)
+    return df.reset_index(drop=True)
+
+
+def _std(mean: pd.Series, var: pd.Series) -> pd.Series:
+    std = np.sqrt(var.clip(lower=0))
+    return std.where(var > 1e-12 * mean * mean, 0.0).fillna(0.0)
+
+
+def _prev_stats(x: pd.Series, window: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Mean, std (ddof=1), count of the previous `window` values (this one excluded)."""
+    roll = x.rolling(window, min_periods=1)
+    mean, var, n = roll.mean().shift(1), roll.var(ddof=1).shift(1), roll.count().shift(1)
+    return mean.fillna(0.0), _std(mean, var.fillna(0.0)), n.fillna(0).astype(int)
+
+
+def _z(x: pd.Series, mean: pd.Series, std: pd.Series, n: pd.Series, min_n: int = 2) -> pd.Series:
+    z = ((x - mean) / std.where(std > 0)).clip(-CLIP, CLIP)
+    return z.where((n >= min_n) & (std > 0), 0.0)
+
+
+def _last_std(r: pd.Series, window: int) -> pd.Series:
+    roll = r.rolling(window, min_periods=1)
+    return _std(roll.mean(), roll.var(ddof=1).fillna(0.0))
+
+
+def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd.DataFrame:
+    """Features of one symbol's bars (sorted, unique starts); `market` maps start -> return."""
+    df = df.reset_index(drop=True)
+    first = pd.Series(df.index == 0)
+    r = np.log(df["close"] / df["close"].shift(1)).fillna(0.0)
+    out = pd.DataFrame({"log_return": r})
+
+    # returns window: every return but the first bar's
+    rets = r[~first]
+    mean, base_std, base_n = (s.reindex(df.index) for s in _prev_stats(rets, 60))
+    base_n, base_std = base_n.fillna(0), base_std.fillna(0.0)
+    sigma = base_std.clip(lower=FLOOR)
+    has_base = base_n >= 2
+    for w in (5, 15, 60):
+        out[f"volatility_{w}"] = _last_std(rets, w).reindex(df.index).fillna(0.0)
+    out["return_z"] = (r / sigma).clip(-CLIP, CLIP).where(has_base, 0.0)
+    out["vol_ratio_5"] = (out["volatility_5"] / sigma).clip(-CLIP, CLIP).where(has_base, 1.0)
+    out["vol_ratio_15"] = (out["volatility_15"] / sigma).clip(-CLIP, CLIP).where(has_base, 1.0)
+
+    lv = np.log1p(df["volume"])
+    out["volume_z_20"] = _z(lv, *_prev_stats(lv, 20))
+    minute = pd.to_datetime(df["start_ms"], unit="ms", utc=True).dt.tz_convert("America/New_York")
+    mod = minute.dt.hour * 60 + minute.dt.minute
+    tod = pd.Series(0.0, index=df.index)
+    for _, idx in lv.groupby(mod).groups.items():
+        part = lv.loc[idx]
+        tod.loc[idx] = _z(part, *_prev_stats(part, 20), min_n=3)
+    out["volume_z_tod"] = tod
+    lx = np.log1p(df["transactions"].astype(float))
+    out["transactions_z_20"] = _z(lx, *_prev_stats(lx, 20))
+
+    dev = (df["close"] - df["vwap"]) / df["vwap"]
+    out["vwap_deviation_z"] = (dev / sigma).clip(-CLIP, CLIP).where(has_base, 0.0)
+    rng = (df["high"] - df["low"]) / df["close"]
+    rng_mean = rng.rolling(20, min_periods=1).mean().shift(1).fillna(0.0)
+    out["range_ratio"] = (rng / rng_mean.where(rng_mean > 0)).clip(-CLIP, CLIP).where(
+        rng_mean > 0, 1.0)
+
+    m = df["start_ms"].map(market)
+    paired = ~first & m.notna()
+    pr, pm = r[paired], m[paired]
+    roll_n = pm.rolling(beta_window, min_periods=1).count()
+    m_mean = pm.rolling(beta_window, min_periods=1).mean()
+    r_mean = pr.rolling(beta_window, min_periods=1).mean()
+    sxx = (pm * pm).rolling(beta_window, min_periods=1).sum() - roll_n * m_mean * m_mean
+    sxy = (pr * pm).rolling(beta_window, min_periods=1).sum() - roll_n * r_mean * m_mean
+    beta_after = (sxy / sxx).clip(-5, 5).where((roll_n >= 10) & (sxx > 1e-18), 1.0)
+    beta = beta_after.reindex(df.index).ffill().shift(1).fillna(1.0)
+    out["beta"] = beta
+    residual = (r - beta * m).where(paired, 0.0)
+    out["relative_return"] = residual
+    res = residual[paired]
+    res_mean, res_std, res_n = (s.reindex(df.index).ffill().shift(1) for s in _prev_stats_after(
+        res, 60))
+    res_n = res_n.fillna(0)
+    res_sigma = res_std.fillna(0.0).clip(lower=FLOOR)
+    out["relative_return_z"] = (residual / res_sigma).clip(-CLIP, CLIP).where(res_n >= 2, 0.0)
+    run_sum = res.rolling(14, min_periods=1).sum().reindex(df.index).ffill().shift(1).fillna(0.0)
+    run_len = np.minimum(res_n, 14) + 1
+    cum = (run_sum + residual) / (res_sigma * np.sqrt(run_len))
+    out["relative_cum_z_15"] = cum.clip(-CLIP, CLIP).where(res_n >= 2, 0.0)
+
+    day = minute.dt.date
+    gap = df["start_ms"].diff() / 60_000
+    out["minutes_since_last_bar"] = gap.where(~first & (day == day.shift(1)), 1.0)
+    same = (df["close"] == df["close"].shift(1)) & ~first
+    run = same.groupby((~same).cumsum()).cumsum()
+    out["unchanged_close_run"] = run.clip(upper=60).astype(float)
+    out["warm"] = pd.Series(np.arange(1, len(df) + 1) >= 61)
+    out["symbol"], out["start_ms"] = df["symbol"], df["start_ms"]
+    return out
+
+
+def _prev_stats_after(x: pd.Series, window: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Mean, std, count of the last `window` values up to and including each one."""
+    roll = x.rolling(window, min_periods=1)
+    mean = roll.mean()
+    return mean, _std(mean, roll.var(ddof=1).fillna(0.0)), roll.count()
+
+
+def reference_features(bars: list, market_symbol: str = "VOO",
+                       beta_window: int = 60) -> dict[tuple[str, int], dict[str, float]]:
+    """(symbol, start) -> features (+ "warm") for every accepted bar."""
+    df = bars_frame(bars, market_symbol)
+    mk = df[df["symbol"] == market_symbol]
+    market = pd.Series(np.log(mk["close"] / mk["close"].shift(1)).fillna(0.0).values,
+                       index=mk["start_ms"].values)
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for _, part in df.groupby("symbol"):
+        feats = symbol_features(part, market, beta_window)
+        for row in feats.to_dict("records"):
+            key = (row.pop("symbol"), int(row.pop("start_ms")))
+            out[key] = row
+    return out
