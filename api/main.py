@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from api.scoring import ChampionScorer
 from tickwatch.metrics import API_LATENCY, API_REQUESTS
 from tickwatch.settings import Settings
 
+STARTUP_WAIT_S = 30.0
 DESCRIPTION = """Anomalies found by tickwatch, the features and models behind them.
 
 Every `/v1` endpoint needs the `X-API-Key` header. Errors: 401 (key missing or wrong),
@@ -75,8 +77,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Open Feast in the background: its first load takes seconds, requests need not wait.
+        # Open Feast before serving (its first load takes seconds, and CPython 3.11 can fail
+        # compiling code in two threads at once); past STARTUP_WAIT_S it finishes in the background.
         warmup = asyncio.create_task(asyncio.to_thread(app.state.online_features.warm_up))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(warmup), STARTUP_WAIT_S)
         yield
         warmup.cancel()
         await app.state.redis.aclose()
