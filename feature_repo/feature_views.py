@@ -14,12 +14,14 @@ from tickwatch.features import FEATURE_NAMES
 FEATURE_VIEW = "bar_features"
 CONTEXT_FIELDS = ("close", "volume", "warm")  # stored beside the features for the API and models
 
-# Each feature is named once, in tickwatch.features.FEATURE_NAMES; the TTL bounds how far back a
-# point-in-time join looks (a weekend plus a holiday).
+# Each feature is named once, in tickwatch.features.FEATURE_NAMES. The TTL bounds how far back a
+# point-in-time join looks: training asks at each bar's own start, so an hour is ample, and it keeps
+# DuckDB's range join small (20 days x 5 symbols: 3 s and 0.8 GB at 1 h, 44 s and 7 GB at 4 days).
+# Online reads do not apply it: the API always sees a symbol's latest features.
 bar_features = FeatureView(
     name=FEATURE_VIEW,
     entities=[symbol],
-    ttl=timedelta(days=4),
+    ttl=timedelta(hours=1),
     schema=[
         *(Field(name=name, dtype=Float64) for name in FEATURE_NAMES),
         Field(name="close", dtype=Float64),

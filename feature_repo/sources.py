@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from feast import FileSource, PushSource
+from feast.data_format import ParquetFormat
 
 TIMESTAMP_FIELD = "event_timestamp"  # bar start, UTC
 OFFLINE_DIR = "offline"  # relative to the repo path get_store sets: settings.data_dir / "features"
@@ -11,7 +12,8 @@ OFFLINE_DIR = "offline"  # relative to the repo path get_store sets: settings.da
 # training reads them point-in-time correct with get_historical_features.
 bar_features_file = FileSource(
     name="bar_features_file",
-    path=OFFLINE_DIR,
+    path=OFFLINE_DIR,  # made absolute per store by feature_repo.store.apply_definitions
+    file_format=ParquetFormat(),
     timestamp_field=TIMESTAMP_FIELD,
     description="Offline bar features (Parquet, one file per symbol)",
 )
