@@ -1,8 +1,9 @@
 """`tickwatch sink`: anomaly events from Kafka into the Redis store, batch by batch, idempotently.
 
 Offsets are committed only after a batch is in Redis, so a crash replays the batch, and the store
-write is idempotent, so the replay changes nothing. When Redis is down the batch is retried until
-it lands; nothing is skipped.
+write is idempotent, so the replay changes nothing (repeats are counted, not stored again). When
+Redis is down the batch is retried until it lands. Malformed records, unconfigured symbols and
+events older than the retention window go to the dead-letter topic with the reason.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import time
 import redis
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from api.store import AnomalyStore
+from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, consume_batch, make_consumer, make_producer
 from tickwatch.metrics import (
     CONSUMER_LAG,
+    DUPLICATES,
     ERRORS,
     EVENT_TO_EMIT,
     EVENTS_IN,
@@ -65,67 +67,78 @@ class AnomalySink:
             socket_connect_timeout=2,
         )
         self.store = AnomalyStore(client, settings.api.anomaly_retention_days)
+        self.symbols = frozenset(settings.symbols)
         self.stop_event = threading.Event()
         self._lag_at = 0.0
 
+    def refuse(self, msg: Message, reason: str, kind: str) -> None:
+        """Send one consumed message to the dead-letter topic with the reason."""
+        self.dead_letters.send(
+            msg.value() or b"",
+            reason,
+            kind=kind,
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=(msg.key() or b"").decode("utf-8", "replace"),
+        )
+
     def decode_batch(self, msgs: list[Message]) -> list[tuple[AnomalyEvent, Message]]:
-        """Valid events with their messages; invalid ones go to the dead-letter topic."""
+        """Valid events of configured symbols; the rest go to the dead-letter topic."""
         out = []
         for msg in msgs:
-            raw = msg.value() or b""
             try:
-                out.append((decode(AnomalyEvent, raw), msg))
+                event = decode(AnomalyEvent, msg.value() or b"")
             except SchemaError as exc:
-                self.dead_letters.send(
-                    raw,
-                    str(exc),
-                    kind="schema",
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    key=(msg.key() or b"").decode("utf-8", "replace"),
-                )
+                self.refuse(msg, str(exc), "schema")
+                continue
+            if event.symbol not in self.symbols:
+                self.refuse(msg, f"symbol {event.symbol} is not configured", "unknown_symbol")
+                continue
+            out.append((event, msg))
         EVENTS_IN.labels(STAGE, "AnomalyEvent").inc(len(msgs))
         return out
 
-    def write(self, events: list[AnomalyEvent]) -> bool:
-        """Store the batch, retrying with backoff while Redis is unavailable; False if stopped."""
+    def write(self, events: list[AnomalyEvent]) -> WriteResult | None:
+        """Store the batch, retrying with backoff while Redis is unavailable; None if stopped."""
         delay = 0.2
         while True:
             try:
-                result = self.store.write_batch(events)
-                break
+                return self.store.write_batch(events)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 ERRORS.labels(STAGE, "redis").inc()
                 log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
                 if self.stop_event.wait(delay):
-                    return False
+                    return None
                 delay = min(delay * 2, 5.0)
-        if result.expired or result.trimmed:
-            log.info(
-                "retention: %d late events older than the window, %d trimmed",
-                result.expired,
-                result.trimmed,
-            )
-        return True
 
     def process(self, msgs: list[Message]) -> int:
-        """Decode, store, then commit; returns the number of valid events written."""
+        """Decode, store, dead-letter what retention refused, then commit; returns events added."""
         decoded = self.decode_batch(msgs)
-        events = [e for e, _ in decoded]
-        if not self.write(events):
+        result = self.write([e for e, _ in decoded])
+        if result is None:
             return 0  # stopping: not committed, the batch is read again on restart
+        for event, msg in decoded:
+            if event.event_id in result.expired:
+                self.refuse(
+                    msg, f"bar {event.bar_start_ms} is older than the retention window", "expired"
+                )
         self.producer.flush(30)
         self.consumer.commit(asynchronous=False)
+        repeats = len(decoded) - result.added - len(result.expired)
+        if repeats:
+            DUPLICATES.labels(STAGE, "already_stored").inc(repeats)
+        if result.trimmed:
+            log.info("retention: trimmed %d events", result.trimmed)
+        EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(result.added)
         now_ms = time.time() * 1000
-        EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
         for _, msg in decoded:
             start = ingest_ms(msg)
             if start is not None:
                 EVENT_TO_EMIT.labels(STAGE).observe(max(0.0, (now_ms - start) / 1000))
-        if events:
-            LAST_EVENT_TS.labels(STAGE).set(max(e.bar_start_ms for e in events) / 1000)
-        return len(events)
+        if decoded:
+            LAST_EVENT_TS.labels(STAGE).set(max(e.bar_start_ms for e, _ in decoded) / 1000)
+        return result.added
 
     def update_lag(self) -> None:
         """Consumer lag per assigned partition (log end minus committed position)."""

@@ -37,12 +37,13 @@ for i = 2, #ARGV, 4 do
   if bar > newest then newest = bar end
 end
 local cutoff = newest - retention
-local added, expired, trimmed = 0, 0, 0
+local added, trimmed = 0, 0
+local expired = {}
 local touched = {}
 for i = 2, #ARGV, 4 do
   local id, sym, bar, json = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   if bar < cutoff then
-    expired = expired + 1
+    expired[#expired + 1] = id
   elseif redis.call('SET', '{record}' .. id, json, 'NX') then
     redis.call('ZADD', '{by_symbol}' .. sym, ARGV[i + 2], id)
     redis.call('ZADD', '{all}', ARGV[i + 2], id)
@@ -67,7 +68,7 @@ if trimmed > 0 then
   end
   redis.call('INCR', '{version}{all_symbols}')
 end
-return {added, expired, trimmed}
+return {added, trimmed, expired}
 """
 WRITE_LUA = (
     _WRITE_LUA.replace("{all}", ALL)
@@ -82,11 +83,11 @@ WRITE_LUA = (
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one batch write did: new events stored, events older than retention, events trimmed."""
+    """One batch write: new events stored, old events trimmed, ids refused as past retention."""
 
     added: int
-    expired: int
     trimmed: int
+    expired: frozenset[str] = frozenset()
 
 
 class AnomalyStore:
@@ -100,9 +101,9 @@ class AnomalyStore:
     def write_batch(self, events: Sequence[AnomalyEvent]) -> WriteResult:
         """Store a batch atomically and idempotently; publish and invalidate only for new events."""
         if not events:
-            return WriteResult(0, 0, 0)
+            return WriteResult(0, 0)
         args: list[str | int | bytes] = [self.retention_ms]
         for e in events:
             args += [e.event_id, e.symbol, e.bar_start_ms, encode(e)]
-        added, expired, trimmed = self._write(args=args)
-        return WriteResult(int(added), int(expired), int(trimmed))
+        added, trimmed, expired = self._write(args=args)
+        return WriteResult(int(added), int(trimmed), frozenset(i.decode() for i in expired))

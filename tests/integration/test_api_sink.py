@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 from api_support import drain, make_event, produce_events, produce_raw
+from prometheus_client import REGISTRY
 
 from api.store import ALL, BY_SYMBOL, CACHE_VERSION, RECORD, SYMBOLS
 from tickwatch.kafka import consume_batch, make_consumer
@@ -33,6 +34,12 @@ def snapshot(client: redis.Redis) -> dict[bytes, object]:
     return out
 
 
+def repeats_counted() -> float:
+    """tickwatch_duplicates_total{stage="sink"} in this process."""
+    labels = {"stage": "sink", "kind": "already_stored"}
+    return REGISTRY.get_sample_value("tickwatch_duplicates_total", labels) or 0.0
+
+
 def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
     events = [
         make_event(sym, minute, model=model)
@@ -43,11 +50,14 @@ def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
     produce_events(settings, events + events[:3])  # the topic itself holds duplicates
     client = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
 
+    repeats = repeats_counted()
     assert drain(settings, len(events) + 3, group="first") == len(events) + 3
     first = snapshot(client)
+    assert repeats_counted() - repeats == 3
     assert drain(settings, len(events) + 3, group="replay") == len(events) + 3
 
     assert snapshot(client) == first
+    assert repeats_counted() - repeats == 3 + len(events) + 3
     assert client.zcard(ALL) == len(events)
     assert client.zcard(f"{BY_SYMBOL}AAPL") == 10
     assert sorted(client.smembers(SYMBOLS)) == [b"AAPL", b"MSFT"]
@@ -56,26 +66,37 @@ def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
     assert client.zscore(f"{BY_SYMBOL}AAPL", events[0].event_id) == events[0].bar_start_ms
 
 
-def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(settings: Settings) -> None:
-    good = make_event("TSLA", 1)
-    bad_json = b'{"not": "an event"'
-    nan_close = encode(make_event("TSLA", 2)).replace(b'"close":102.0', b'"close":NaN')
-    produce_raw(settings, [bad_json, encode(good), nan_close, b""])
-
-    assert drain(settings, 4) == 4
-
-    client = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
-    assert client.zrange(ALL, 0, -1) == [good.event_id.encode()]
+def dead_letters(settings: Settings, expected: int) -> list[DeadLetter]:
+    """The dead letters on the topic (reads until `expected` arrived or 20 s passed)."""
     consumer = make_consumer(settings, f"{settings.topic_prefix}dlq-check")
     consumer.subscribe([topic_name(DEAD_LETTER, settings)])
     letters: list[DeadLetter] = []
     for _ in range(40):
         letters += [decode(DeadLetter, m.value()) for m in consume_batch(consumer, 100, 0.5)]
-        if len(letters) >= 3:
+        if len(letters) >= expected:
             break
     consumer.close()
-    assert sorted(d.raw for d in letters) == sorted(r.decode() for r in (bad_json, nan_close, b""))
-    assert all(d.source == "sink" and d.reason.startswith("schema:") for d in letters)
+    return letters
+
+
+def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(settings: Settings) -> None:
+    good = make_event("TSLA", 1)
+    bad_json = b'{"not": "an event"'
+    nan_close = encode(make_event("TSLA", 2)).replace(b'"close":102.0', b'"close":NaN')
+    unknown = encode(make_event("ZZZ", 3))
+    produce_raw(settings, [bad_json, encode(good), nan_close, b"", unknown])
+
+    assert drain(settings, 5) == 5
+
+    client = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
+    assert client.zrange(ALL, 0, -1) == [good.event_id.encode()]
+    letters = dead_letters(settings, 4)
+    assert sorted(d.raw for d in letters) == sorted(
+        r.decode() for r in (bad_json, nan_close, b"", unknown)
+    )
+    kinds = sorted(d.reason.split(":")[0] for d in letters)
+    assert kinds == ["schema", "schema", "schema", "unknown_symbol"]
+    assert all(d.source == "sink" for d in letters)
     assert all(d.topic == topic_name(ANOMALIES, settings) and d.offset is not None for d in letters)
 
 
@@ -99,3 +120,5 @@ def test_retention_trims_by_bar_time_and_refuses_expired_late_events(settings: S
     assert client.get(f"{RECORD}{old.event_id}") is None
     assert client.get(f"{RECORD}{late.event_id}") is None
     assert int(client.get(f"{CACHE_VERSION}VOO")) > version_before
+    (letter,) = dead_letters(settings, 1)
+    assert letter.reason.startswith("expired:") and letter.raw == encode(late).decode()
