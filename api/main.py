@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -109,6 +110,9 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     """Serve the API with uvicorn (access log on; it never includes headers)."""
     import uvicorn
 
+    # A down MLflow server must not hold requests for minutes of client retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uvicorn.run(
         create_app(settings),
         host=host or settings.api.host,
