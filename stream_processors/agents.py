@@ -132,10 +132,10 @@ class FeaturesAgent:
         for key, values in self.profiles.data.items():
             symbol, minute = key.rsplit("|", 1)
             profiles.setdefault(symbol, {})[int(minute)] = values
-        self.aligner.slots = {
+        self.aligner.load({
             symbol: Slot.from_dicts(core, profiles.get(symbol, {}))
             for symbol, core in self.states.data.items() if core["partition"] in mine
-        }
+        })
         self.loaded = True
         log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots),
                  sorted(mine))

@@ -57,7 +57,8 @@ class Slot:
         state = SymbolState.from_dict({**core, "tod": profiles})
         return cls(state=state, partition=int(core["partition"]), offset=int(core["offset"]),
                    pending=deque(Bar(*b) for b in core["pending"]),
-                   recent=deque(core["recent"], maxlen=RECENT_STARTS))
+                   recent=deque(core["recent"], maxlen=RECENT_STARTS),
+                   waiting_since=time.monotonic())
 
 
 @dataclass
@@ -81,6 +82,12 @@ class MarketAligner:
         self.market_last = -1  # newest market minute known
         self.watermark = -1  # newest bar start seen (event time)
         self.dirty: set[str] = set()
+
+    def load(self, slots: dict[str, Slot]) -> None:
+        """Adopt recovered slots; their queued bars were seen, so they move the watermark."""
+        self.slots = slots
+        for slot in slots.values():
+            self.watermark = max(self.watermark, slot.last_start())
 
     def new_slot(self) -> Slot:
         return Slot(state=SymbolState(self.beta_window))
@@ -112,6 +119,10 @@ class MarketAligner:
     def release(self, symbols: Iterable[str], out: Released) -> None:
         """Compute every bar of these symbols that is ready, in order."""
         now = time.monotonic()
+        symbols = set(symbols)
+        if self.market_symbol in symbols:  # first: its returns may release the others
+            symbols.discard(self.market_symbol)
+            symbols = [self.market_symbol, *symbols]
         for symbol in symbols:
             slot = self.slots.get(symbol)
             while slot is not None and slot.pending:
