@@ -28,8 +28,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _kafka(settings: Settings) -> str:
-    topics = admin(settings).list_topics(timeout=3).topics
+def _kafka(request: Request, settings: Settings) -> str:
+    if getattr(request.app.state, "kafka_admin", None) is None:  # one client, not one per probe
+        request.app.state.kafka_admin = admin(settings)
+    topics = request.app.state.kafka_admin.list_topics(timeout=3).topics
     name = topic_name(ANOMALIES, settings)
     if name not in topics:
         raise RuntimeError(f"topic {name} missing")
@@ -37,10 +39,14 @@ def _kafka(settings: Settings) -> str:
 
 
 def _models(settings: Settings) -> str:
+    """The registry answers; a missing champion is reported, not fatal (only scoring needs it)."""
     versions = champion_versions(settings)
     loaded = [f"{m.name} v{m.version}" for m in versions if m.version]
     if not loaded:
-        raise RuntimeError(f"no model holds the alias {settings.mlflow.champion_alias!r}")
+        return (
+            f"registry reachable; no model holds the alias {settings.mlflow.champion_alias!r}"
+            " yet (POST /v1/score answers 503 until one does)"
+        )
     return ", ".join(loaded)
 
 
@@ -70,7 +76,7 @@ async def readyz(request: Request, settings: SettingsDep, redis: RedisDep) -> JS
         return await run_in_threadpool(lambda: online_store(request.app).describe())
 
     probes = {
-        "kafka": lambda: run_in_threadpool(_kafka, settings),
+        "kafka": lambda: run_in_threadpool(_kafka, request, settings),
         "redis": redis_probe,
         "feast": feast_probe,
         "models": lambda: run_in_threadpool(_models, settings),

@@ -100,9 +100,9 @@ def test_features_and_readiness(settings: Settings, tmp_path) -> None:
 def check_features_and_readiness(
     settings: Settings, client: httpx.Client, tmp_path, values: dict[str, float]
 ) -> None:
-    not_ready = client.get("/readyz")
-    assert not_ready.status_code == 503
-    assert not not_ready.json()["checks"]["models"]["ok"]
+    no_champion = client.get("/readyz")  # the registry answers: ready, scoring not yet possible
+    assert no_champion.status_code == 200, no_champion.text
+    assert "no model holds the alias" in no_champion.json()["checks"]["models"]["detail"]
 
     resp = client.get("/v1/symbols/aapl/features")
     assert resp.status_code == 200, resp.text
@@ -120,3 +120,16 @@ def check_features_and_readiness(
     checks = ready.json()["checks"]
     assert set(checks) == {"kafka", "redis", "feast", "models"}
     assert all(c["ok"] for c in checks.values())
+    assert checks["models"]["detail"] == f"{settings.mlflow.iforest_model_name} v1"
+
+    broken = settings.model_copy(
+        update={
+            "mlflow": settings.mlflow.model_copy(update={"tracking_uri": "http://127.0.0.1:9"}),
+            "topic_prefix": "absent-",
+        }
+    )
+    with api_server(broken) as url:
+        down = httpx.get(f"{url}/readyz", timeout=60)
+    assert down.status_code == 503
+    assert not down.json()["checks"]["models"]["ok"] and not down.json()["checks"]["kafka"]["ok"]
+    assert down.json()["checks"]["redis"]["ok"]
