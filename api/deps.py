@@ -1,4 +1,4 @@
-"""FastAPI dependencies as `Annotated` aliases: settings, async Redis, cache, API key check."""
+"""FastAPI dependencies as `Annotated` aliases: settings, the async Redis client, the API key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 
-from api.cache import ResponseCache
 from tickwatch.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -30,11 +29,6 @@ async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-async def get_cache(request: Request) -> ResponseCache:
-    """The app's response cache."""
-    return request.app.state.cache
-
-
 async def require_api_key(
     request: Request, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
@@ -50,5 +44,4 @@ async def require_api_key(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
-CacheDep = Annotated[ResponseCache, Depends(get_cache)]
 ApiKey = Depends(require_api_key)
