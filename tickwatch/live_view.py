@@ -8,7 +8,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -35,18 +35,20 @@ class LiveState:
         self.counts: dict[str, int] = {}
         self.bars = 0
 
-    def add(self, topic_kind: str, value: bytes) -> None:
+    def add(self, topic_kind: str, value: bytes) -> AnomalyEvent | None:
+        """Take one record; returns it if it is a new anomaly."""
         try:
             if topic_kind == "features":
                 fv = decode(FeatureVector, value)
                 self.latest[fv.symbol] = fv
                 self.bars += 1
-            else:
-                ev = decode(AnomalyEvent, value)
-                self.anomalies.appendleft(ev)
-                self.counts[ev.symbol] = self.counts.get(ev.symbol, 0) + 1
+                return None
+            ev = decode(AnomalyEvent, value)
         except SchemaError:
-            pass  # the services dead-letter bad records; the view only shows good ones
+            return None  # the services dead-letter bad records; the view only shows good ones
+        self.anomalies.appendleft(ev)
+        self.counts[ev.symbol] = self.counts.get(ev.symbol, 0) + 1
+        return ev
 
 
 def render(state: LiveState, settings: Settings, problems: list[str]) -> Any:
@@ -86,12 +88,28 @@ def show(settings: Settings, pipeline: Any, duration_s: float | None = None) -> 
     consumer.subscribe(list(kinds))
     state = LiveState()
     deadline = time.monotonic() + duration_s if duration_s else None
+    console = Console()
     try:
-        with Live(render(state, settings, []), refresh_per_second=4) as live:
+        if console.is_terminal:
+            with Live(render(state, settings, []), console=console, refresh_per_second=4,
+                      vertical_overflow="visible") as live:
+                while deadline is None or time.monotonic() < deadline:
+                    for msg in consume_batch(consumer, 500, 0.25):
+                        state.add(kinds[msg.topic()], msg.value())
+                    live.update(render(state, settings, pipeline.check()))
+        else:  # a log or a pipe: one line per anomaly instead of redrawing a screen
             while deadline is None or time.monotonic() < deadline:
                 for msg in consume_batch(consumer, 500, 0.25):
-                    state.add(kinds[msg.topic()], msg.value())
-                live.update(render(state, settings, pipeline.check()))
+                    if state.add(kinds[msg.topic()], msg.value()) is not None:
+                        console.print(anomaly_line(state.anomalies[0]), soft_wrap=True)
+            console.print(render(state, settings, pipeline.check()))
     finally:
         consumer.close()
     return state
+
+
+def anomaly_line(ev: AnomalyEvent) -> str:
+    """One printable line: time, symbol, severity, flagged models and the top reasons."""
+    models = ",".join(s.model for s in ev.scores if s.flagged) or "rules"
+    reasons = "; ".join(f"{r.feature}={r.value:+.1f}" for r in ev.reasons[:3])
+    return f"ANOMALY {_ts(ev.bar_start_ms)} {ev.symbol:<6} {ev.severity:<8} [{models}] {reasons}"
