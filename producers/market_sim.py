@@ -75,6 +75,22 @@ def trading_days(start: dt.date, count: int) -> list[dt.date]:
     return out
 
 
+def recent_start_day(days: int, today: dt.date | None = None) -> dt.date:
+    """The first of `days` trading days ending on the last weekday before `today`.
+
+    Replays stream recent dates: Kafka deletes records by their timestamp (the event time), so
+    bars dated at a fixed day long past would fall out of every topic's retention at once.
+    """
+    day = (today or dt.date.today()) - dt.timedelta(days=1)
+    found = 0
+    while True:
+        if day.weekday() < 5:
+            found += 1
+            if found == days:
+                return day
+        day -= dt.timedelta(days=1)
+
+
 def session_open_ms(day: dt.date) -> int:
     """09:30 New York on `day`, in Unix ms."""
     return int(dt.datetime.combine(day, dt.time(9, 30), NEW_YORK).timestamp() * 1000)

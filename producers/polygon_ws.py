@@ -19,6 +19,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from producers.bar_watermarks import last_bar_starts
 from producers.publisher import Publisher
 from producers.rest import RestError, fetch_minute_bars
 from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
@@ -29,6 +30,9 @@ from tickwatch.settings import Settings
 log = logging.getLogger(__name__)
 FATAL_STATUSES = {"auth_failed", "max_connections", "auth_timeout"}
 MAX_BACKOFF_S = 30.0
+MAX_GAP_DAYS = 5  # live frames are held while a Polygon gap is filled: keep the gap bounded
+FENCE_WAIT_S = 90.0  # a live minute bar comes every minute while the market is open
+MAX_GAP_MS = MAX_GAP_DAYS * 86_400_000
 
 
 class UpstreamRefused(RuntimeError):
@@ -98,6 +102,13 @@ class Producer:
         self.reconnects = 0
         self.backfilled = 0
 
+    def resume_from_topic(self) -> None:
+        """Start from the newest bar per symbol already in Kafka, so a restart backfills its gap."""
+        if "AM" in self.settings.polygon.channels:
+            self.publisher.last_bar_start.update(last_bar_starts(self.settings))
+            log.info("resuming after the bars already in Kafka for %d symbols",
+                     len(self.publisher.last_bar_start))
+
     async def run(self, exit_at_end: bool = False) -> None:
         """Stream until cancelled (or until the replay ends, with `exit_at_end`)."""
         attempt = 0
@@ -127,24 +138,28 @@ class Producer:
 
         After a reconnect, frames are held back until the first live minute bar arrives: its
         start is the fence up to which the missed bars are fetched from REST, then the held
-        frames are published, so REST and stream neither overlap nor leave a gap.
+        frames are published, so REST and stream neither overlap nor leave a gap. Without a
+        live bar for FENCE_WAIT_S (market closed), the gap is filled up to now.
         """
-        held: list[tuple[str | bytes, int]] | None = [] if self._has_gap() else None
-        async for frame in ws:
-            received = int(time.time() * 1000)
-            if held is None:
+        if self._has_gap():
+            held: list[tuple[str | bytes, int]] = []
+            fence, deadline = None, time.monotonic() + FENCE_WAIT_S
+            while True:
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                held.append((frame, int(time.time() * 1000)))
+                fence = _first_bar_start(frame)
+                if fence is not None or REPLAY_COMPLETE in str(frame):
+                    break
+            await self._backfill_gap(fence - 1 if fence is not None else int(time.time() * 1000))
+            for frame, received in held:
                 if self._publish(frame, received, exit_at_end):
                     return True
-                continue
-            held.append((frame, received))
-            fence = _first_bar_start(frame)
-            if fence is None and REPLAY_COMPLETE not in str(frame):
-                continue
-            await self._backfill_gap(fence - 1 if fence is not None else received)
-            frames, held = held, None
-            for f, r in frames:
-                if self._publish(f, r, exit_at_end):
-                    return True
+        async for frame in ws:
+            if self._publish(frame, int(time.time() * 1000), exit_at_end):
+                return True
         raise ConnectionClosed(None, None)
 
     def _publish(self, frame: str | bytes, received_ms: int, exit_at_end: bool) -> bool:
@@ -164,8 +179,14 @@ class Producer:
         """From REST, the bars each symbol missed since its last published bar, to `until_ms`."""
         count = 0
         for symbol, last in sorted(self.publisher.last_bar_start.items()):
-            if last + MINUTE_MS <= until_ms:
-                bars = await asyncio.to_thread(self._fetch, symbol, last + MINUTE_MS, until_ms)
+            start = last + MINUTE_MS
+            if self.upstream.source == "polygon" and until_ms - start > MAX_GAP_MS:
+                start = until_ms - MAX_GAP_MS
+                log.warning("%s: gap longer than %d days; filling the last %d only (use "
+                            "`tickwatch backfill` for the rest)", symbol, MAX_GAP_DAYS,
+                            MAX_GAP_DAYS)
+            if start <= until_ms:
+                bars = await asyncio.to_thread(self._fetch, symbol, start, until_ms)
                 count += self.publisher.publish_bars(bars)
         self.backfilled += count
         log.info("backfilled %d bars missed while disconnected", count)
@@ -186,6 +207,7 @@ def run(settings: Settings, exit_at_end: bool = False) -> None:
     serve_metrics(settings.prometheus.producer_metrics_port)
     publisher = Publisher(settings)
     producer = Producer(settings, upstream, publisher)
+    producer.resume_from_topic()
 
     async def main() -> None:
         task = asyncio.create_task(producer.run(exit_at_end))

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from producers.bars_csv import read_bars_csv
-from producers.market_sim import simulate, trades_for, trading_day_of
+from producers.market_sim import recent_start_day, simulate, trades_for, trading_day_of
 from tickwatch.schemas import AnomalyLabel, MinuteBar
 from tickwatch.settings import Settings
 
@@ -25,7 +25,7 @@ class ReplayData:
 
 
 def load_replay_data(settings: Settings) -> ReplayData:
-    """The user's CSV if `replay.csv_path` is set, else the simulated market (seeded)."""
+    """The user's CSV if `replay.csv_path` is set, else the simulated market (recent days)."""
     r = settings.replay
     if r.csv_path:
         bars, errors = read_bars_csv(r.csv_path)
@@ -33,7 +33,9 @@ def load_replay_data(settings: Settings) -> ReplayData:
             log.warning("%s line %d refused: %s", r.csv_path, err.line, err.reason)
         labels: list[AnomalyLabel] = []
     else:
-        sim = simulate(settings.symbols, days=r.history_days + r.days, seed=r.seed)
+        days = r.history_days + r.days
+        sim = simulate(settings.symbols, days=days, seed=r.seed,
+                       start_day=recent_start_day(days))
         bars, labels = sim.bars, sim.labels
     return split_history(bars, labels, r.history_days)
 

@@ -162,6 +162,8 @@ class ReplayServer:
             await client.ws.send(json.dumps(
                 [{"ev": "status", "status": "success", "message": f"{verb}: {c}"}
                  for c in channels]))
+            if action == "subscribe" and self.finished.is_set():  # joined after the end
+                await client.ws.send(_status(REPLAY_COMPLETE, "end of the replayed market data"))
         else:
             await client.ws.send(_status("error", f"unknown action {action!r}"))
         return True

@@ -201,20 +201,21 @@ def produce(
 @app.command()
 def backfill(
     symbols: list[str] = typer.Option(None, help="default: settings.symbols"),
-    start: str = typer.Option(None, help="first day, YYYY-MM-DD (default: the replay start)"),
+    start: str = typer.Option(None, help="first day, YYYY-MM-DD (default: the replay's first)"),
     end: str = typer.Option(None, help="last day, YYYY-MM-DD (default: today)"),
 ) -> None:
     """Fetch REST minute bars into the bars topic and the Parquet store (idempotent)."""
     import datetime as dt
 
     from producers.backfill import run
-    from producers.market_sim import DEFAULT_START_DAY
+    from producers.market_sim import recent_start_day
     from producers.rest import RestError
 
     settings = _setup()
     if start is None and settings.polygon.api_key is not None:
         raise typer.BadParameter("--start is required with a Polygon key", param_hint="--start")
-    first = dt.date.fromisoformat(start) if start else DEFAULT_START_DAY
+    replay_days = settings.replay.history_days + settings.replay.days
+    first = dt.date.fromisoformat(start) if start else recent_start_day(replay_days)
     last = dt.date.fromisoformat(end) if end else dt.date.today()
     try:
         report = run(settings, symbols or settings.symbols, first, last)

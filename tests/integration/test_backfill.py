@@ -9,7 +9,7 @@ from producer_support import read_topic, replay_settings, running_replay
 from pydantic import SecretStr
 
 from producers import backfill
-from producers.market_sim import simulate
+from producers.market_sim import recent_start_day, simulate
 from producers.replay_feed import split_history
 from producers.replay_server import publish_labels
 from producers.rest import RestError
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_backfill_is_idempotent_and_survives_rate_limits(settings) -> None:
-    sim = simulate(["AAPL", "MSFT"], days=3, seed=4)
+    sim = simulate(["AAPL", "MSFT"], days=3, seed=4, start_day=recent_start_day(3))
     data = split_history(sim.bars, sim.labels, history_days=2)
     # pages of 300 bars, so next_url is followed; the first 3 requests get HTTP 429
     s = replay_settings(settings).model_copy(update={"symbols": ["AAPL", "MSFT"]})
@@ -42,7 +42,7 @@ def test_backfill_is_idempotent_and_survives_rate_limits(settings) -> None:
 
 
 def test_wrong_key_is_a_clear_rest_error(settings) -> None:
-    sim = simulate(["AAPL"], days=2, seed=4)
+    sim = simulate(["AAPL"], days=2, seed=4, start_day=recent_start_day(2))
     data = split_history(sim.bars, sim.labels, history_days=1)
     s = replay_settings(settings, required_key=SecretStr("right"))
     with running_replay(s, data) as (_, bound):
@@ -54,7 +54,7 @@ def test_wrong_key_is_a_clear_rest_error(settings) -> None:
 
 
 def test_replay_labels_go_to_csv_and_topic(settings) -> None:
-    sim = simulate(["AAPL", "TSLA"], days=3, seed=6)
+    sim = simulate(["AAPL", "TSLA"], days=3, seed=6, start_day=recent_start_day(3))
     data = split_history(sim.bars, sim.labels, history_days=2)
     publish_labels(settings, data)
     publish_labels(settings, data)  # a restart rewrites the file without duplicating rows

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from websockets.asyncio.server import serve
 
-from producers.market_sim import simulate, trades_for
+from producers.market_sim import recent_start_day, simulate, trades_for
 from producers.polygon_ws import Producer
 from producers.publisher import Publisher
 from producers.replay_feed import split_history
@@ -29,7 +29,9 @@ SYMBOLS = ["AAPL", "TSLA", "VOO"]
 
 
 def _data(days: int = 1, history_days: int = 1, seed: int = 5):
-    sim = simulate(SYMBOLS, days=history_days + days, seed=seed)
+    # recent dates, as the replay server streams: Kafka drops records older than retention
+    n = history_days + days
+    sim = simulate(SYMBOLS, days=n, seed=seed, start_day=recent_start_day(n))
     return split_history(sim.bars, sim.labels, history_days)
 
 
@@ -83,6 +85,25 @@ def test_dropped_connection_is_backfilled_without_gap_or_duplicate(settings) -> 
         assert got.model_copy(update={"source": "replay"}) == want
     assert sum(b.source == "rest" for b in bars) == producer.backfilled
     assert read_topic(s, DEAD_LETTER) == []  # REST and stream did not even overlap
+
+
+def test_restarted_producer_fills_the_gap_from_the_bars_topic(settings) -> None:
+    data = _data(seed=10)
+    s = replay_settings(settings, speed=3000.0).model_copy(update={"symbols": SYMBOLS})
+    with running_replay(s, data) as (server, bound):
+        first = Publisher(bound)
+        with pytest.raises(TimeoutError):  # the producer is stopped mid-stream...
+            asyncio.run(asyncio.wait_for(
+                Producer(bound, upstream_for(bound), first).run(exit_at_end=True), 1.5))
+        first.flush()
+        assert not server.finished.is_set()
+        restarted = Producer(bound, upstream_for(bound), Publisher(bound))  # ...and restarted
+        restarted.resume_from_topic()
+        asyncio.run(asyncio.wait_for(restarted.run(exit_at_end=True), 120))
+        restarted.publisher.flush()
+    assert restarted.backfilled > 0
+    keys = sorted((b.symbol, b.start_ms) for b in _bars(s))
+    assert keys == sorted((b.symbol, b.start_ms) for b in data.live)  # no gap, no duplicate
 
 
 def test_wrong_key_exits_nonzero_with_a_clear_message(settings) -> None:

@@ -9,6 +9,7 @@ from producers.market_sim import (
     BARS_PER_DAY,
     bars_to_frame,
     labels_to_frame,
+    recent_start_day,
     session_open_ms,
     simulate,
     trades_for,
@@ -85,6 +86,16 @@ def test_labels_mark_clearly_unusual_bars(sim) -> None:
             elif lb.type == "flash_crash":
                 path = np.log(window["close"]).to_numpy()
                 assert path.min() - np.log(window["open"].iloc[0]) < -8 * sigma
+
+
+def test_recent_start_day_ends_before_today() -> None:
+    import datetime as dt
+
+    wed = dt.date(2026, 11, 25)
+    assert recent_start_day(1, wed) == dt.date(2026, 11, 24)
+    assert recent_start_day(3, wed) == dt.date(2026, 11, 20)  # Tue, Mon, and Friday before
+    days = simulate(["AAPL"], days=3, seed=1, start_day=recent_start_day(3, wed)).trading_days
+    assert days[-1] == dt.date(2026, 11, 24)
 
 
 def test_trades_match_their_bar(sim) -> None:

@@ -1,0 +1,55 @@
+"""The newest bar in the bars topic per symbol, so a restarted producer can fill its gap."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from confluent_kafka import TopicPartition
+
+from tickwatch.kafka import make_consumer
+from tickwatch.schemas import MinuteBar, SchemaError, decode
+from tickwatch.settings import Settings
+from tickwatch.topics import BARS, topic_name
+
+log = logging.getLogger(__name__)
+TAIL_PER_PARTITION = 5000  # bars read back from the end of each partition
+
+
+def last_bar_starts(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]:
+    """Newest bar start per symbol among the last TAIL_PER_PARTITION bars of every partition."""
+    topic = topic_name(BARS, settings)
+    consumer = make_consumer(settings, f"tickwatch-watermarks-{uuid.uuid4().hex[:8]}")
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        ends, starts = {}, []
+        for p in meta.partitions:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if hi > lo:
+                ends[p] = hi
+                starts.append(TopicPartition(topic, p, max(lo, hi - TAIL_PER_PARTITION)))
+        if not starts:
+            return {}
+        consumer.assign(starts)
+        last: dict[str, int] = {}
+        done: set[int] = set()
+        while len(done) < len(ends):
+            msgs = consumer.consume(1000, timeout_s)
+            if not msgs:
+                log.warning("bars topic tail not fully read within %ss", timeout_s)
+                break
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                if m.offset() + 1 >= ends[m.partition()]:
+                    done.add(m.partition())
+                try:
+                    bar = decode(MinuteBar, m.value())
+                except SchemaError:
+                    continue  # not ours to judge here; the features stage dead-letters it
+                last[bar.symbol] = max(last.get(bar.symbol, 0), bar.start_ms)
+        return last
+    finally:
+        consumer.close()
