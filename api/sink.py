@@ -14,7 +14,7 @@ import threading
 import time
 
 import redis
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 STAGE = "sink"
 GROUP = "tickwatch-sink"
 LAG_EVERY_S = 5.0
+MAX_RETRY_DELAY_S = 2.0
 
 
 def ingest_ms(msg: Message) -> int | None:
@@ -110,7 +111,7 @@ class AnomalySink:
                 log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
                 if self.stop_event.wait(delay):
                     return None
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
     def process(self, msgs: list[Message]) -> int:
         """Decode, store, dead-letter what retention refused, then commit; returns events added."""
@@ -124,7 +125,11 @@ class AnomalySink:
                     msg, f"bar {event.bar_start_ms} is older than the retention window", "expired"
                 )
         self.producer.flush(30)
-        self.consumer.commit(asynchronous=False)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # e.g. the group rebalanced during a long Redis outage
+            ERRORS.labels(STAGE, "commit").inc()
+            log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
         repeats = len(decoded) - result.added - len(result.expired)
         if repeats:
             DUPLICATES.labels(STAGE, "already_stored").inc(repeats)
