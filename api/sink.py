@@ -16,6 +16,7 @@ import time
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from api.explanation_metrics import LatestExplanations
 from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, consume_batch, make_consumer, make_producer
@@ -69,6 +70,7 @@ class AnomalySink:
         )
         self.store = AnomalyStore(client, settings.api.anomaly_retention_days)
         self.symbols = frozenset(settings.symbols)
+        self.latest = LatestExplanations()
         self.stop_event = threading.Event()
         self._lag_at = 0.0
 
@@ -119,6 +121,7 @@ class AnomalySink:
         result = self.write([e for e, _ in decoded])
         if result is None:
             return 0  # stopping: not committed, the batch is read again on restart
+        self.latest.update(e for e, _ in decoded if e.event_id not in result.expired)
         for event, msg in decoded:
             if event.event_id in result.expired:
                 self.refuse(

@@ -56,6 +56,17 @@ API_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+LATEST_ANOMALY = Gauge(
+    "tickwatch_latest_anomaly_timestamp_seconds",
+    "Bar time of the newest stored anomaly of each symbol (one series per symbol)",
+    ["symbol", "severity"],
+)
+LATEST_REASON = Gauge(
+    "tickwatch_latest_anomaly_reason",
+    "Feature contributions explaining the newest stored anomaly of each symbol",
+    ["symbol", "model", "feature"],
+)
+
 
 def serve_metrics(port: int) -> None:
     """Expose /metrics on `port` (0 disables)."""
