@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from confluent_kafka import TopicPartition
@@ -35,12 +36,12 @@ def last_bar_starts(settings: Settings, timeout_s: float = 30.0) -> dict[str, in
         consumer.assign(starts)
         last: dict[str, int] = {}
         done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
         while len(done) < len(ends):
-            msgs = consumer.consume(1000, timeout_s)
-            if not msgs:
+            if time.monotonic() > deadline:
                 log.warning("bars topic tail not fully read within %ss", timeout_s)
                 break
-            for m in msgs:
+            for m in consumer.consume(1000, 0.5):  # returns early only with 1000 messages
                 if m.error() is not None:
                     continue
                 if m.offset() + 1 >= ends[m.partition()]:
