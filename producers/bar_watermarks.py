@@ -42,12 +42,13 @@ def last_bar_starts(settings: Settings, timeout_s: float = 30.0) -> dict[str, in
                 log.warning("bars topic tail not fully read within %ss", timeout_s)
                 break
             for m in consumer.consume(1000, 0.5):  # returns early only with 1000 messages
-                if m.error() is not None:
+                offset, partition, value = m.offset(), m.partition(), m.value()
+                if m.error() is not None or offset is None or partition is None or not value:
                     continue
-                if m.offset() + 1 >= ends[m.partition()]:
-                    done.add(m.partition())
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
                 try:
-                    bar = decode(MinuteBar, m.value())
+                    bar = decode(MinuteBar, value)
                 except SchemaError:
                     continue  # not ours to judge here; the features stage dead-letters it
                 last[bar.symbol] = max(last.get(bar.symbol, 0), bar.start_ms)

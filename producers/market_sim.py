@@ -67,7 +67,8 @@ class SimResult:
 
 def trading_days(start: dt.date, count: int) -> list[dt.date]:
     """`count` weekdays from `start` (inclusive)."""
-    out, day = [], start
+    out: list[dt.date] = []
+    day = start
     while len(out) < count:
         if day.weekday() < 5:
             out.append(day)

@@ -65,8 +65,7 @@ class _WireA(_WireOther, tag="A"):
 
 
 class _WireStatus(_WireOther, tag="status"):
-    status: str = ""
-    message: str = ""
+    pass
 
 
 class _TradeOut(Struct, gc=False):
@@ -237,7 +236,7 @@ def _quote(e: dict[str, Any], source: str) -> Quote:
 def _minute_bar(e: dict[str, Any], source: str) -> MinuteBar:
     """AM carries the bar start and end as `s`/`e` (not `t`); `z` is the average trade size."""
     _require(e, "sym", "s", "e", "o", "h", "l", "c", "v", "vw")
-    v, z = e["v"], e.get("z")
+    v, z = e["v"], e.get("z", 0)
     transactions = 0
     if type(v) in _NUMBER and type(z) in _NUMBER and z > 0 and math.isfinite(v / z):
         transactions = round(v / z)

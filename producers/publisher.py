@@ -66,7 +66,7 @@ class Publisher:
             ERRORS.labels(self.stage, "delivery").inc()
             log.error("delivery to %s failed (key %s): %s", msg.topic(), msg.key(), err)
             return
-        self._acked_by_topic[msg.topic()] += 1
+        self._acked_by_topic[msg.topic() or ""] += 1
         self._deliveries += 1
         if not self._deliveries % LATENCY_SAMPLE:
             self._latency.observe(msg.latency() or 0.0)
@@ -114,7 +114,7 @@ class Publisher:
         headers = [(INGEST_HEADER, str(received_ms).encode())]
         producer, trade_topic = self.trade_producer, self.topics["T"]
         send_trade = producer.produce
-        n_trades, n_other = 0, Counter()
+        n_trades, n_other = 0, Counter[str]()
         for kind, symbol, ts, payload in events:
             if kind == "T":
                 try:  # the hot path; on a full queue, produce() serves callbacks and retries
