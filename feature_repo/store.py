@@ -6,6 +6,7 @@ of a static feature_store.yaml (that file is kept for the `feast` CLI with the l
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from feast import FeatureStore, RepoConfig
@@ -71,7 +72,11 @@ def get_store(settings: Settings) -> FeatureStore:
     root = features_dir(settings)
     (root / "offline").mkdir(parents=True, exist_ok=True)
     config = repo_config(settings)
-    store = FeatureStore(config=config)
-    if not (root / REGISTRY_FILE).exists():
-        apply_definitions(store)
+    # Under a file lock, so a process opening the store while another applies the definitions
+    # waits for the finished registry instead of reading a half-written, empty one.
+    with open(root / ".apply.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store = FeatureStore(config=config)
+        if not (root / REGISTRY_FILE).exists():
+            apply_definitions(store)
     return store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -264,11 +265,26 @@ class Prometheus(Service):
             cfg["rule_files"] = [str(ALERT_RULES)]
         return cfg
 
-    def launch(self) -> None:
+    def write_config(self) -> Path:
         data = (self.settings.run_dir / "prometheus").resolve()
         data.mkdir(parents=True, exist_ok=True)
         cfg = data / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        return cfg
+
+    def start(self, timeout_s: float = 120.0) -> bool:
+        """Start, or, when ours is already running, rewrite its config and hot-reload it."""
+        if self.healthy() and self.proc.pid() is not None:
+            self.write_config()
+            req = urllib.request.Request(f"{self.endpoint}/-/reload", method="POST")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(req, timeout=5).close()
+            return False
+        return super().start(timeout_s)
+
+    def launch(self) -> None:
+        cfg = self.write_config()
+        data = cfg.parent
         self.proc.start([
             "prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={data / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.settings.prometheus.port}",
