@@ -11,6 +11,7 @@ at any point re-reads bars whose state was not persisted and recomputes identica
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -37,6 +38,9 @@ from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "features"
+# Events handled per step, in consume batches: two broker round trips (outputs, then state)
+# and two Redis round trips are paid per step, so bigger steps amortise them.
+TAKE_BATCHES = 5
 
 
 class FeaturesAgent:
@@ -114,7 +118,7 @@ class FeaturesAgent:
         out = Released()
         self.aligner.release(symbols, out)
         await self.outputs.emit(out, self.ingest_ms)
-        self._persist()
+        await self._persist()
 
     def _slot(self, symbol: str) -> Slot:
         slot = self.aligner.slots.get(symbol)
@@ -140,16 +144,23 @@ class FeaturesAgent:
         log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots),
                  sorted(mine))
 
-    def _persist(self) -> None:
-        """Write changed slots to the changelog-backed tables (after outputs were acknowledged)."""
+    async def _persist(self) -> None:
+        """Write changed slots to the tables' changelogs, after the outputs were acknowledged.
+
+        The records go through the stage's own producer and are flushed here, before Faust acks
+        (and later commits) the batch's offsets; Faust's per-message producer buffer managed only
+        a few hundred changelog records a second.
+        """
+        records = []
         for symbol in self.aligner.dirty:
             slot = self.aligner.slots[symbol]
-            _table_set(self.states, slot.partition, symbol, slot.core_dict())
+            records.append(_changelog(self.states, slot.partition, symbol, slot.core_dict()))
             for minute in slot.changed_minutes:
-                _table_set(self.profiles, slot.partition, f"{symbol}|{minute}",
-                           slot.profile_values(minute))
+                records.append(_changelog(self.profiles, slot.partition, f"{symbol}|{minute}",
+                                          slot.profile_values(minute)))
             slot.changed_minutes.clear()
         self.aligner.dirty.clear()
+        await self.outputs.write_changelog(records)
 
     def _update_lag(self, events: list[faust.EventT]) -> None:
         last: dict[Any, int] = {}
@@ -163,10 +174,12 @@ class FeaturesAgent:
             LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
 
 
-def _table_set(table: faust.Table, partition: int, key: str, value: Any) -> None:
-    """Set a table key with its changelog on the source partition (works outside an event too)."""
-    table.send_changelog(partition, key, value)
+def _changelog(table: faust.Table, partition: int, key: str,
+               value: Any) -> tuple[str, int, bytes, bytes]:
+    """Set a table key in memory; return its changelog record (JSON, as Faust's codec reads it)."""
     table.data[key] = value
+    return (table.changelog_topic.get_topic_name(), partition, json.dumps(key).encode(),
+            json.dumps(value, separators=(",", ":")).encode())
 
 
 def _header(msg: Any, name: str) -> bytes | None:
@@ -181,11 +194,11 @@ def _header(msg: Any, name: str) -> bytes | None:
 def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> FeaturesAgent:
     """Define the bars agent, the market-return reader and the stall timer on `app`."""
     stage = FeaturesAgent(app, settings, writer)
-    batch = max(1, settings.kafka.consume_batch)
+    batch = max(1, settings.kafka.consume_batch) * TAKE_BATCHES
 
     @app.agent(stage.bars_topic, name="bars-to-features")
     async def bars_to_features(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=0.05):
+        async for events in stream.take_events(batch, within=0.02):
             await stage.process(list(events))
 
     @app.on_partitions_revoked.connect

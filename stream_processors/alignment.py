@@ -82,10 +82,12 @@ class MarketAligner:
         self.market_last = -1  # newest market minute known
         self.watermark = -1  # newest bar start seen (event time)
         self.dirty: set[str] = set()
+        self.waiting: set[str] = set()  # symbols with queued bars
 
     def load(self, slots: dict[str, Slot]) -> None:
         """Adopt recovered slots; their queued bars were seen, so they move the watermark."""
         self.slots = slots
+        self.waiting = {symbol for symbol, slot in slots.items() if slot.pending}
         for slot in slots.values():
             self.watermark = max(self.watermark, slot.last_start())
 
@@ -106,6 +108,7 @@ class MarketAligner:
         if not slot.pending:
             slot.waiting_since = time.monotonic()
         slot.pending.append(bar)
+        self.waiting.add(symbol)
         self.watermark = max(self.watermark, bar.start_ms)
         return ACCEPTED
 
@@ -142,10 +145,12 @@ class MarketAligner:
                     self.add_market_returns([(bar.start_ms, m)])
                 out.rows.append(FeatureRow(symbol, bar.start_ms, bar.close, bar.volume, feats,
                                            slot.state.warm))
+            if slot is not None and not slot.pending:
+                self.waiting.discard(symbol)
         self._prune()
 
     def waiting_symbols(self) -> list[str]:
-        return [s for s, slot in self.slots.items() if slot.pending]
+        return list(self.waiting)
 
     def _market_return(self, symbol: str, slot: Slot, bar: Bar, now: float) -> Any:
         start = bar.start_ms

@@ -61,6 +61,18 @@ class FeatureOutputs:
         for ms in ingests:
             EVENT_TO_EMIT.labels(self.stage).observe(max(0.0, done_s - ms / 1000))
 
+    async def write_changelog(self, records: list[tuple[str, int, bytes, bytes]]) -> None:
+        """Produce (topic, partition, key, value) records and wait until they are acknowledged."""
+        for topic, partition, key, value in records:
+            while True:
+                try:
+                    self.producer.produce(topic, value, key, partition)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+        if records:
+            await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
+
     def close(self) -> None:
         flush_or_raise(self.producer)
 

@@ -35,11 +35,10 @@ def recent_bars(symbols: list[str], count: int, seed: int) -> list[MinuteBar]:
     return simulate(symbols, 1, seed=seed, start_day=day).bars[:count]
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
+def start_worker(settings: Settings, log: Path, level: str = "WARNING") -> subprocess.Popen:
     """`tickwatch features` in a subprocess that sees exactly these settings."""
     env = {**os.environ, **settings_to_env(settings),
-           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
-           "TICKWATCH_LOG_LEVEL": os.environ.get("TW_TEST_WORKER_LOG", "WARNING")}
+           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0", "TICKWATCH_LOG_LEVEL": level}
     return subprocess.Popen([sys.executable, "-m", "tickwatch", "features"], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -89,7 +90,7 @@ def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
         reader.read_until(200, 120, proc)
         stop_worker(proc, kill=True)  # while bars are still arriving
         killed_at = len(reader.vectors)
-        proc = start_worker(settings, tmp_path / "worker.log")
+        proc = start_worker(settings, tmp_path / "restarted.log", level="INFO")
         sender.join()
         assert reader.read_until(len(expected), 150, proc) == len(expected)
     finally:
@@ -97,6 +98,9 @@ def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
         stop_worker(proc)
         reader.close()
     assert killed_at < len(expected)
+    recovered = re.findall(r"features: (\d+) symbols recovered",
+                           (tmp_path / "restarted.log").read_text())
+    assert recovered and int(recovered[0]) == len(SYMBOLS)  # state came back from the changelog
     _assert_matches(reader, expected)
     online = _online(settings, SYMBOLS)
     for symbol in SYMBOLS:

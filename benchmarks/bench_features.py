@@ -1,0 +1,183 @@
+"""Features stage throughput: bars/s through a `tickwatch features` worker (Feast write included).
+
+Beside it, in the same run: a bare confluent-kafka consume loop over the same bars topic, and the
+parts of the stage alone (feature math per bar, the batched Feast online write per row).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from benchmarks.common import Timer, table, write_section
+from feature_repo.store import get_store
+from stream_processors.feast_push import FeatureRow, OnlineWriter
+from tickwatch.features import FEATURE_NAMES, Bar, SymbolState
+from tickwatch.kafka import (
+    INGEST_HEADER,
+    admin,
+    consume_batch,
+    ensure_topics,
+    flush_or_raise,
+    make_consumer,
+    make_producer,
+    produce,
+)
+from tickwatch.schemas import MinuteBar, encode
+from tickwatch.settings import Settings, settings_to_env
+from tickwatch.topics import ALL_TOPICS, BARS, FEATURES, topic_name
+
+SYMBOLS = int(os.environ.get("BENCH_FEATURES_SYMBOLS", 4000))
+MINUTES = int(os.environ.get("BENCH_FEATURES_MINUTES", 10))
+START_MS = (int(time.time() * 1000) // 60_000 - 24 * 60) * 60_000  # yesterday: inside retention
+REDIS_DB = 62
+
+
+def make_bars(symbols: int, minutes: int, start_ms: int) -> list[MinuteBar]:
+    """`minutes` whole-market minutes of `symbols` symbols (VOO included), in time order."""
+    rnd = random.Random(1)
+    names = ["VOO", *(f"S{i:05d}" for i in range(symbols - 1))]
+    price = {s: rnd.uniform(10, 500) for s in names}
+    bars = []
+    for m in range(minutes):
+        for s in names:
+            p0, p = price[s], price[s] * math.exp(rnd.gauss(0, 0.002))
+            price[s] = p
+            bars.append(MinuteBar(symbol=s, start_ms=start_ms + m * 60_000,
+                                  end_ms=start_ms + m * 60_000 + 59_999, open=p0,
+                                  high=max(p0, p) * 1.001, low=min(p0, p) * 0.999, close=p,
+                                  volume=rnd.uniform(1e3, 1e5), vwap=(p0 + p) / 2,
+                                  transactions=rnd.randint(1, 200), source="replay"))
+    return bars
+
+
+def send(settings: Settings, bars: list[MinuteBar]) -> None:
+    producer = make_producer(settings)
+    topic = topic_name(BARS, settings)
+    for bar in bars:
+        produce(producer, topic, encode(bar), key=bar.symbol, timestamp_ms=bar.start_ms,
+                headers=[(INGEST_HEADER, str(int(time.time() * 1000)).encode())])
+    flush_or_raise(producer)
+
+
+def count_until(settings: Settings, topic: str, group: str, n: int, timeout_s: float) -> float:
+    """Seconds until `n` messages were read from `topic` (a bare batch consume loop)."""
+    consumer = make_consumer(settings, group)
+    consumer.subscribe([topic])
+    seen, t0 = 0, None
+    deadline = time.monotonic() + timeout_s
+    while seen < n and time.monotonic() < deadline:
+        msgs = consume_batch(consumer, 5000, 0.5)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        seen += len(msgs)
+    consumer.close()
+    if seen < n:
+        raise RuntimeError(f"only {seen}/{n} messages on {topic} within {timeout_s}s")
+    return time.perf_counter() - (t0 or time.perf_counter())
+
+
+def bare_consume(settings: Settings, n: int) -> float:
+    with Timer() as t:
+        count_until(settings, topic_name(BARS, settings), "bench-bare", n, 60)
+    return t.seconds
+
+
+def stage_run(settings: Settings, bars: list[MinuteBar], log: Path) -> float:
+    """Start a worker, warm it up with one minute, time the rest from produce to last output."""
+    env = {**os.environ, **settings_to_env(settings), "TICKWATCH_LOG_LEVEL": "WARNING",
+           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "tickwatch", "features"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        first = [b for b in bars if b.start_ms == bars[0].start_ms]
+        consumer = make_consumer(settings, "bench-stage")
+        consumer.subscribe([topic_name(FEATURES, settings)])
+        send(settings, first)
+        seen, deadline = 0, time.monotonic() + 90
+        while seen < len(first) and time.monotonic() < deadline:
+            seen += len(consume_batch(consumer, 5000, 0.5))
+        rest = bars[len(first):]
+        with Timer() as t:
+            send(settings, rest)
+            while seen < len(bars) and time.monotonic() < deadline + 60:
+                seen += len(consume_batch(consumer, 5000, 0.2))
+        consumer.close()
+        if seen < len(bars):
+            raise RuntimeError(f"worker produced {seen}/{len(bars)} features; see {log}")
+        return t.seconds / len(rest)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def math_only(bars: list[MinuteBar]) -> float:
+    """Seconds per bar for SymbolState.update alone."""
+    plain = [Bar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.vwap,
+                 b.transactions) for b in bars]
+    states: dict[str, SymbolState] = {}
+    with Timer() as t:
+        for b in plain:
+            st = states.get(b.symbol) or states.setdefault(b.symbol, SymbolState())
+            st.update(b, 0.0)
+    return t.seconds / len(bars)
+
+
+def feast_only(settings: Settings, bars: list[MinuteBar], batch: int) -> float:
+    """Seconds per row for the batched online write (fresh timestamps, so every row is written)."""
+    writer = OnlineWriter(get_store(settings), settings)
+    feats = dict.fromkeys(FEATURE_NAMES, 0.5)
+    rows = [FeatureRow(b.symbol, b.start_ms + 10 * 86_400_000, b.close, b.volume, feats, True)
+            for b in bars]
+    with Timer() as t:
+        for i in range(0, len(rows), batch):
+            writer.write(rows[i:i + batch])
+    return t.seconds / len(rows)
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
+    base = Settings(_env_file=None)
+    settings = base.model_copy(update={
+        "topic_prefix": f"bench{uuid.uuid4().hex[:8]}-", "run_dir": tmp / "run",
+        "redis": base.redis.model_copy(update={"db": REDIS_DB})})
+    ensure_topics(settings)
+    r = redis.Redis(settings.redis.host, settings.redis.port, db=REDIS_DB)
+    r.flushdb()
+    bars = make_bars(SYMBOLS, MINUTES, START_MS)
+    try:
+        per_bar = stage_run(settings, bars, tmp / "worker.log")
+        bare = bare_consume(settings, len(bars)) / len(bars)
+        math_s = math_only(bars)
+        feast_s = feast_only(settings, bars[: 4 * SYMBOLS], settings.kafka.consume_batch)
+    finally:
+        admin(settings).delete_topics([topic_name(t, settings) for t in ALL_TOPICS])
+        r.flushdb()
+    rows = [
+        ("features worker (consume, decode, features, Feast, produce, changelog)", 1 / per_bar,
+         bare / per_bar),
+        ("bare confluent-kafka consume loop, same topic", 1 / bare, 1.0),
+        ("feature math alone (SymbolState.update)", 1 / math_s, bare / math_s),
+        ("Feast online write alone (batched pipeline)", 1 / feast_s, bare / feast_s),
+    ]
+    body = (
+        f"{len(bars):,} bars ({SYMBOLS:,} symbols x {MINUTES} minutes), "
+        f"{settings.kafka.default_partitions} partitions, one worker, "
+        f"batches of {settings.kafka.consume_batch}. Goal: 20,000 bars/s per worker.\n\n"
+        + table(["path", "bars/s", "ratio to bare consume"],
+                [(name, round(rate), round(ratio, 3)) for name, rate, ratio in rows])
+    )
+    write_section("features", "Features stage", body)
+
+
+if __name__ == "__main__":
+    main()
