@@ -180,7 +180,7 @@ class AnomalySink:
 
 def run(settings: Settings) -> None:
     """Serve sink metrics and run the sink until SIGINT/SIGTERM."""
-    serve_metrics(settings.prometheus.sink_metrics_port)
+    serve_metrics(settings.prometheus.sink_metrics_port, "sink")
     sink = AnomalySink(settings)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sink.stop_event.set())

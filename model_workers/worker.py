@@ -262,7 +262,7 @@ def _ingest_ms(m: Message) -> int | None:
 def run(settings: Settings, instance: str | None = None, reload_interval_s: float = 10.0,
         max_idle_s: float | None = None) -> None:
     """Serve metrics and score until SIGTERM/SIGINT (or `max_idle_s` without input)."""
-    serve_metrics(settings.prometheus.score_metrics_port)
+    serve_metrics(settings.prometheus.score_metrics_port, "score")
     worker = ScoreWorker(settings, instance, reload_interval_s)
 
     def _stop(signum: int, frame: object) -> None:

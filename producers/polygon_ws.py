@@ -204,7 +204,7 @@ def run(settings: Settings, exit_at_end: bool = False) -> None:
     """`tickwatch produce`: stream into Kafka until SIGINT/SIGTERM; flush before exiting."""
     upstream = upstream_for(settings)
     log.info("streaming from %s (%s)", upstream.ws_url, upstream.source)
-    serve_metrics(settings.prometheus.producer_metrics_port)
+    serve_metrics(settings.prometheus.producer_metrics_port, "producer")
     publisher = Publisher(settings)
     producer = Producer(settings, upstream, publisher)
     producer.resume_from_topic()

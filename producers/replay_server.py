@@ -256,7 +256,7 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
     data = load_replay_data(settings)
     publish_labels(settings, data)
-    serve_metrics(settings.prometheus.replay_metrics_port)
+    serve_metrics(settings.prometheus.replay_metrics_port, "replay")
     first_live = data.live[0].start_ms if data.live else 0
     log.info("history: %d bars (REST); live from %s, %d bars at speed %s", len(data.history),
              first_live, len(data.live), settings.replay.speed)

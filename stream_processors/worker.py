@@ -35,7 +35,7 @@ def run(settings: Settings, bars_from_trades: bool | None = None,
         web_port: int | None = None) -> None:
     """Serve metrics and run one worker until SIGINT/SIGTERM."""
     ensure_topics(settings)
-    serve_metrics(settings.prometheus.features_metrics_port)
+    serve_metrics(settings.prometheus.features_metrics_port, "features")
     app = build(settings, bars_from_trades, web_port)
     log.info("%s worker %s starting", STAGE, app.conf.id)
     worker = faust.Worker(app, loglevel=logging.getLogger().level or logging.INFO,

@@ -68,7 +68,16 @@ LATEST_REASON = Gauge(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose /metrics on `port` (0 disables)."""
+def serve_metrics(port: int, stage: str | None = None) -> None:
+    """Expose /metrics on `port` (0 disables), with the stage's error series present at zero.
+
+    Prometheus shows a labelled counter only after its first increment; starting the common
+    error series at 0 lets dashboards and alerts tell "none yet" from "not scraped".
+    """
+    if stage:
+        ERRORS.labels(stage, "delivery")
+        DEAD_LETTERS.labels(stage, "invalid")
+        DUPLICATES.labels(stage, "duplicate")
+        RECONNECTS.labels(stage)
     if port:
         start_http_server(port, addr="0.0.0.0")
