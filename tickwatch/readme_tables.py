@@ -80,7 +80,24 @@ def schemas_section() -> str:
     return "\n".join(out)
 
 
-SECTIONS = {"config": config_table, "topics": topics_table, "schemas": schemas_section}
+def metrics_table() -> str:
+    """Every metric in tickwatch.metrics: name, type, labels, help."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from tickwatch import metrics
+
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for obj in vars(metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            kind = obj._type
+            name = obj._name + ("_total" if kind == "counter" else "")
+            labels = ", ".join(obj._labelnames)
+            lines.append(f"| `{name}` | {kind} | {labels} | {obj._documentation} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"config": config_table, "topics": topics_table, "schemas": schemas_section,
+            "metrics": metrics_table}
 
 
 def render(text: str) -> str:
