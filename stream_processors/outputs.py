@@ -10,6 +10,8 @@ import asyncio
 import math
 import time
 
+from confluent_kafka import Producer
+
 from stream_processors.alignment import Released
 from stream_processors.feast_push import FeatureRow, OnlineWriter
 from tickwatch.dead_letter import DeadLetterSink
@@ -63,15 +65,7 @@ class FeatureOutputs:
 
     async def write_changelog(self, records: list[tuple[str, int, bytes, bytes]]) -> None:
         """Produce (topic, partition, key, value) records and wait until they are acknowledged."""
-        for topic, partition, key, value in records:
-            while True:
-                try:
-                    self.producer.produce(topic, value, key, partition)
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-        if records:
-            await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
+        await produce_records(self.producer, records)
 
     def close(self) -> None:
         flush_or_raise(self.producer)
@@ -82,3 +76,16 @@ def feature_vector_json(row: FeatureRow, computed_at_ms: int) -> bytes:
     return encode(FeatureVector.model_construct(
         symbol=row.symbol, bar_start_ms=row.bar_start_ms, close=row.close, volume=row.volume,
         features=row.features, warm=row.warm, computed_at_ms=computed_at_ms, v=1))
+
+
+async def produce_records(producer: Producer, records: list[tuple[str, int, bytes, bytes]]) -> None:
+    """Produce (topic, partition, key, value) records and wait until all are acknowledged."""
+    for topic, partition, key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if records:
+        await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, producer)
