@@ -44,6 +44,8 @@ class Publisher:
                        "AM": topic_name(BARS, settings)}
         self._kind_of = {topic: kind for kind, topic in self.topics.items()}
         self.last_bar_start: dict[str, int] = {}
+        # None: every symbol is wanted (`*`); else events of other symbols are refused
+        self.symbols = None if "*" in settings.symbols else frozenset(settings.symbols)
         self._acked_by_topic: Counter[str] = Counter()
         self._reported: Counter[str] = Counter()
         self._latency = DELIVERY_LATENCY.labels(stage)
@@ -106,8 +108,23 @@ class Publisher:
             self.dead_letters.send(refused.raw, refused.reason, kind=refused.kind)
         for kind, count in parsed.skipped.items():
             EVENTS_IN.labels(self.stage, kind).inc(count)
-        self.publish_events(parsed.events, received_ms)
+        self.publish_events(self._configured(parsed.events), received_ms)
         return parsed
+
+    def _configured(self, events: list[Event]) -> list[Event]:
+        """Events of configured symbols; any other symbol is dead-lettered as unknown_symbol."""
+        wanted = self.symbols
+        if wanted is None or all(e.symbol in wanted for e in events):
+            return events
+        kept = []
+        for e in events:
+            if e.symbol in wanted:
+                kept.append(e)
+            else:
+                EVENTS_IN.labels(self.stage, "refused").inc()
+                self.dead_letters.send(e.payload, f"symbol {e.symbol} is not configured",
+                                       kind="unknown_symbol", key=e.symbol)
+        return kept
 
     def publish_events(self, events: list[Event], received_ms: int) -> int:
         """Produce events (bars deduplicated per symbol); returns how many were queued."""
