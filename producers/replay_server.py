@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from producers.hostile_frames import hostile_frames
 from producers.replay_feed import (
     AggregateState,
     ReplayData,
@@ -96,6 +97,8 @@ class ReplayServer:
         if request.path.startswith("/admin/drop"):
             dropped = self.drop_all()
             return self._json(conn, 200, {"status": "OK", "dropped": dropped})
+        if request.path.startswith("/admin/garbage"):
+            return self._garbage(conn, request.path)
         if self.rest_fail_first > 0:
             self.rest_fail_first -= 1
             resp = self._json(conn, 429, {"status": "ERROR", "error": "rate limit (simulated)"})
@@ -120,6 +123,27 @@ class ReplayServer:
         for c in list(self.clients):
             c.ws.transport.abort()
         return len(self.clients)
+
+    def _garbage(self, conn: ServerConnection, path: str) -> Response:
+        """`/admin/garbage?n=N`: broadcast N rounds of hostile frames (needs replay.fault_hooks)."""
+        if not self.settings.replay.fault_hooks:
+            return self._json(conn, 404, {"status": "ERROR",
+                                          "error": "fault hooks are off (replay.fault_hooks)"})
+        query = dict(p.partition("=")[::2] for p in path.partition("?")[2].split("&") if p)
+        try:
+            rounds = max(0, min(int(query.get("n", "1")), 10_000))
+        except ValueError:
+            return self._json(conn, 400, {"status": "ERROR", "error": "n must be an integer"})
+        frames = [text for _, text in hostile_frames()] * rounds
+        clients = list(self.clients)
+        asyncio.get_running_loop().create_task(self._send_garbage(clients, frames))
+        log.warning("fault injection: %d hostile frames to %d clients", len(frames), len(clients))
+        return self._json(conn, 200, {"status": "OK", "frames": len(frames),
+                                      "clients": len(clients)})
+
+    async def _send_garbage(self, clients: list[Client], frames: list[str]) -> None:
+        for text in frames:
+            await asyncio.gather(*(self._send(c, text) for c in clients))
 
     async def _handle(self, ws: ServerConnection) -> None:
         client = Client(ws)

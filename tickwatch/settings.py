@@ -1,4 +1,4 @@
-"""Settings for every tickwatch service, read from `TICKWATCH_*` environment variables and `.env`."""
+"""Settings for every tickwatch service, from `TICKWATCH_*` environment variables and `.env`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ class ReplaySettings(BaseModel):
     history_days: int = 20
     required_key: SecretStr | None = None  # unset: any key is accepted
     csv_path: Path | None = None
+    fault_hooks: bool = False  # /admin/garbage (malformed-frame burst) for fault drills
 
 
 class FeatureSettings(BaseModel):

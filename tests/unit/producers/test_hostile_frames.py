@@ -1,0 +1,24 @@
+"""Each hostile frame of the fault drill earns exactly its dead-letter kind, publishes nothing."""
+
+from __future__ import annotations
+
+from producers.hostile_frames import expected_dead_letters, hostile_frames
+from producers.publisher import Publisher
+from tickwatch.metrics import DEAD_LETTERS
+from tickwatch.settings import Settings
+
+
+def test_every_hostile_frame_is_dead_lettered_with_its_kind() -> None:
+    base = Settings(_env_file=None)
+    settings = base.model_copy(update={"kafka": base.kafka.model_copy(
+        update={"bootstrap_servers": "127.0.0.1:1"})})
+    publisher = Publisher(settings, stage="unit-hostile")
+    kinds = expected_dead_letters(2)
+    before = {k: DEAD_LETTERS.labels("unit-hostile", k)._value.get() for k in kinds}
+    for _ in range(2):
+        for _kind, frame in hostile_frames():
+            publisher.publish_frame(frame)
+    after = {k: DEAD_LETTERS.labels("unit-hostile", k)._value.get() - before[k] for k in kinds}
+    assert after == dict(kinds)
+    assert len(publisher.trade_producer) == 0
+    assert len(publisher.producer) == sum(kinds.values())  # only the dead letters are queued
