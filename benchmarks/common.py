@@ -12,7 +12,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "RESULTS.md"
 HEADER = (
     "# Benchmark results\n\n"
-    "Written by `make bench` (each section by its own `benchmarks/bench_*.py`). Every figure stands "
+    "Written by `make bench` (each section by its `benchmarks/bench_*.py`). Every figure stands "
     "beside a raw baseline measured in the same run on the same machine, as a ratio.\n"
 )
 

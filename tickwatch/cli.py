@@ -12,7 +12,9 @@ import typer
 
 from tickwatch.settings import Settings, get_settings
 
-app = typer.Typer(help="tickwatch: minute-by-minute market anomaly detection.", no_args_is_help=True)
+app = typer.Typer(
+    help="tickwatch: minute-by-minute market anomaly detection.", no_args_is_help=True
+)
 stack_app = typer.Typer(help="The local stack: Kafka 4, Redis, Prometheus, MLflow.")
 app.add_typer(stack_app, name="stack")
 grafana_app = typer.Typer(help="Grafana dashboards and alert rules.")
@@ -128,7 +130,9 @@ def demo(
 
 
 @app.command()
-def bench(only: list[str] = typer.Argument(None, help="names like ingest, features, scoring")) -> None:
+def bench(
+    only: list[str] = typer.Argument(None, help="names like ingest, features, scoring"),
+) -> None:
     """Run the benchmarks in benchmarks/ (each beside its raw baseline) and update RESULTS.md."""
     from tickwatch.stack.services import REPO_ROOT
 

@@ -1,4 +1,4 @@
-"""Rolling per-symbol features, as incremental state updates shared by streaming, training and backtest.
+"""Rolling per-symbol features as incremental state, shared by streaming, training and backtest.
 
 Every feature used by the models is scale-free (z-scores and ratios against the symbol's own recent
 history), so one model serves symbols as different as VOO and TSLA. Each feature is named once, in
@@ -73,7 +73,7 @@ class Bar(NamedTuple):
 
 
 def _mean_std(vals: Sequence[float]) -> tuple[float, float, int]:
-    """Mean and sample std (ddof=1); std 0 below two values. Recomputed from the window, no drift."""
+    """Mean and sample std (ddof=1), 0 below two values; recomputed from the window, no drift."""
     n = len(vals)
     if n == 0:
         return 0.0, 0.0, 0
@@ -157,10 +157,7 @@ class SymbolState:
         vwap_dev = (close - float(bar.vwap)) / float(bar.vwap)
 
         beta = self._beta()
-        if market_return is None or first:
-            residual = 0.0
-        else:
-            residual = r - beta * market_return
+        residual = 0.0 if market_return is None or first else r - beta * market_return
         rm, rs, rn = _mean_std(self.residuals)
         res_sigma = max(rs, SIGMA_FLOOR)
         run = [*list(self.residuals)[1 - RESIDUAL_RUN:], residual]

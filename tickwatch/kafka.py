@@ -1,4 +1,4 @@
-"""Kafka clients for every service: idempotent acks=all producers, batch consumers, topic creation."""
+"""Kafka clients for every service: idempotent acks=all producers, batch consumers, topics."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:
 
 
 def consume_batch(consumer: _Consumer, max_messages: int, timeout_s: float) -> list[Message]:
-    """Up to `max_messages` messages without errors; partition-EOF events are skipped, errors raised."""
+    """Up to `max_messages` good messages; partition-EOF events skipped, fatal errors raised."""
     msgs = consumer.consume(max_messages, timeout_s)
     out = []
     for m in msgs:

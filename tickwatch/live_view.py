@@ -1,4 +1,4 @@
-"""A live terminal view of the pipeline: per symbol the last price and features, anomalies as they come."""
+"""A live terminal view: per symbol the last price and features, anomalies as they come."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from tickwatch.settings import Settings
 from tickwatch.topics import ANOMALIES, FEATURES, topic_name
 
 KEY_FEATURES = ("return_z", "volume_z_20", "vol_ratio_5", "relative_return_z")
-SEVERITY_STYLE = {"low": "cyan", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
+SEVERITY_STYLE = {
+    "low": "cyan", "medium": "yellow", "high": "bold red", "critical": "bold white on red",
+}
 
 
 def _ts(ms: int) -> str:

@@ -1,4 +1,4 @@
-"""Generate the README's configuration, topic and schema tables from the code, so they cannot drift."""
+"""The README's configuration, topic, schema and metric tables, generated from the code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Versioned wire schemas for every Kafka topic, validated on decode; one JSON codec for all services."""
+"""Versioned wire schemas for every Kafka topic, validated on decode; one JSON codec for all."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end as a user runs it: replay -> producer -> features -> models -> sink -> API, Prometheus.
+"""End to end as a user runs it: replay, producer, features, models, sink, API, Prometheus.
 
 One module-scoped run: the replay server serves 6 days of history and streams 1 day; `backfill`,
 `features materialize` and `train` build a champion exactly as `make demo` does; then every

@@ -27,7 +27,7 @@ def stack_settings() -> Iterator[Settings]:
 
 @pytest.fixture
 def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
-    """Settings isolated for one test: its own topic prefix (topics created), Redis db, run folder."""
+    """Settings for one test: its own topic prefix (topics created), Redis db, run folder."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     db = random.randint(1, 63)
     s = stack_settings.model_copy(update={

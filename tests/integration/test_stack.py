@@ -1,4 +1,4 @@
-"""The local stack is real: Kafka 4 round trips with confluent-kafka and aiokafka, Redis, Prometheus."""
+"""The local stack is real: Kafka 4 with confluent-kafka and aiokafka, Redis, Prometheus."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from tickwatch.readme_tables import README, env_vars, render
 
 def test_readme_generated_sections_are_current() -> None:
     text = README.read_text()
-    assert render(text) == text, "README is stale: run `.venv/bin/python -m tickwatch.readme_tables`"
+    assert render(text) == text, "stale README: `.venv/bin/python -m tickwatch.readme_tables`"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

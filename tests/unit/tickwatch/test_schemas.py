@@ -1,4 +1,4 @@
-"""Wire schemas round-trip, refuse bad records with a message naming the field, and ids are stable."""
+"""Wire schemas round-trip, refuse bad records naming the field, and ids are stable."""
 
 from __future__ import annotations
 
