@@ -30,7 +30,8 @@ class ModelWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
     def take(self) -> Scorer | None:
         """A newly loaded scorer, once (None if the alias has not moved)."""

@@ -56,12 +56,16 @@ class ScoreWorker:
         self.topic = topic_name(FEATURES, settings)
         self.out_topic = topic_name(ANOMALIES_TOPIC, settings)
         self.group = f"{settings.topic_prefix}tickwatch-score"
-        tid = f"{self.group}-{instance or socket.gethostname()}"
+        self.instance = instance or socket.gethostname()
+        tid = f"{self.group}-{self.instance}"
         self.producer = make_producer(settings, **{"transactional.id": tid,
                                                  "transaction.timeout.ms": 120_000})
         self.producer.init_transactions(60)  # also aborts what a killed predecessor left open
         self.dead = DeadLetterSink(self.producer, settings, STAGE)
-        self.consumer = make_consumer(settings, self.group, **{"isolation.level": "read_committed"})
+        # static membership: a restarted instance takes its partitions back at once instead of
+        # waiting for the dead member's session to time out
+        self.consumer = make_consumer(settings, self.group, **{
+            "isolation.level": "read_committed", "group.instance.id": self.instance})
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.watcher = ModelWatcher(settings, self.scorer, reload_interval_s)
         self.stopping = False

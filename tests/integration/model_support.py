@@ -86,29 +86,37 @@ def send_vectors(settings: Settings, vectors: list[FeatureVector]) -> None:
     producer = make_producer(settings)
     now = str(int(time.time() * 1000)).encode()
     for v in vectors:
+        # wall-clock message time: simulated 2025 bar times would fall outside topic retention
         produce(producer, topic_name(FEATURES, settings), encode(v), key=v.symbol,
-                timestamp_ms=v.bar_start_ms, headers=[(INGEST_HEADER, now)])
+                headers=[(INGEST_HEADER, now)])
     flush_or_raise(producer)
 
 
-def read_events(settings: Settings, idle_s: float = 3.0,
-                timeout_s: float = 60) -> list[AnomalyEvent]:
-    """Every committed event on the anomalies topic (reads until idle)."""
+def read_messages(settings: Settings, topic: str, idle_s: float = 3.0,
+                  timeout_s: float = 60) -> list:
+    """Every committed message of `topic` from the start (reads until idle)."""
     consumer = make_consumer(settings, f"check-{time.monotonic_ns()}",
                              **{"isolation.level": "read_committed"})
-    consumer.subscribe([topic_name(ANOMALIES, settings)])
-    out: list[AnomalyEvent] = []
+    consumer.subscribe([topic])
+    out: list = []
     deadline, last = time.monotonic() + timeout_s, time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - last < idle_s:
         msgs = consume_batch(consumer, 1000, 0.5)
         if msgs:
             last = time.monotonic()
-        for m in msgs:
-            event = decode(AnomalyEvent, m.value())
-            assert m.key().decode() == event.event_id
-            assert INGEST_HEADER in dict(m.headers() or [])
-            out.append(event)
+        out += msgs
     consumer.close()
+    return out
+
+
+def read_events(settings: Settings) -> list[AnomalyEvent]:
+    """Every committed anomaly event, checking each key and ingest header."""
+    out = []
+    for m in read_messages(settings, topic_name(ANOMALIES, settings)):
+        event = decode(AnomalyEvent, m.value())
+        assert m.key().decode() == event.event_id
+        assert INGEST_HEADER in dict(m.headers() or [])
+        out.append(event)
     return out
 
 

@@ -1,0 +1,138 @@
+"""The scoring worker on real Kafka: kill -9 and restart, alias reload, dead letters."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import pytest
+from model_support import (
+    committed_total,
+    held_out,
+    read_events,
+    read_messages,
+    send_vectors,
+    start_worker,
+    stop,
+    wait_committed,
+    with_models,
+)
+
+from model_workers import registry
+from model_workers.scorer import Scorer, score_bars, vectors_from_bars
+from model_workers.worker import ScoreWorker
+from tickwatch.kafka import admin, ensure_topics, flush_or_raise, make_producer, produce
+from tickwatch.metrics import MODEL_INFO
+from tickwatch.schemas import DeadLetter, decode, encode
+from tickwatch.topics import ALL_TOPICS, DEAD_LETTER, FEATURES, topic_name
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+
+def _days(n: int):
+    vectors = vectors_from_bars(held_out().bars)
+    days = sorted({v.bar_start_ms // 86_400_000 for v in vectors})
+    return vectors, [v for v in vectors if v.bar_start_ms // 86_400_000 < days[n]]
+
+
+def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, tmp_path):
+    base = with_models(settings, tmp_path).model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"consume_batch": 150})})
+    _, vectors = _days(2)
+    expected = {e.event_id for e in score_bars(Scorer.from_registry(base),
+                                               [b for b in held_out().bars
+                                                if b.start_ms <= vectors[-1].bar_start_ms])
+                if e is not None}
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        s = base.model_copy(update={"topic_prefix": f"{settings.topic_prefix}{name[0]}-"})
+        ensure_topics(s)
+        try:
+            send_vectors(s, vectors)
+            log = tmp_path / f"{name}.log"
+            proc = start_worker(s, log)
+            if name == "killed":
+                wait_committed(s, len(vectors) // 3, proc, log)
+                stop(proc, kill=True)
+                assert committed_total(s) < len(vectors)
+                proc = start_worker(s, log)
+            wait_committed(s, len(vectors), proc, log)
+            if name == "killed":  # the restart re-scored the vectors before its commit point
+                rebuilt = re.findall(r"rebuilt state from (\d+) earlier", log.read_text())
+                assert int(rebuilt[-1]) > 0, rebuilt
+            stop(proc)
+            runs[name] = [e.event_id for e in read_events(s)]
+        finally:
+            admin(s).delete_topics([topic_name(t, s) for t in ALL_TOPICS])
+    assert runs["uninterrupted"] and set(runs["killed"]) == set(runs["uninterrupted"])
+    assert max(Counter(runs["killed"]).values()) == 1
+    assert max(Counter(runs["uninterrupted"]).values()) == 1
+    assert set(runs["uninterrupted"]) == expected
+
+
+def _run_until(worker: ScoreWorker, settings, target: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while committed_total(settings) < target:
+        assert time.monotonic() < deadline, "worker did not catch up"
+        worker.step()
+
+
+def test_moving_the_champion_alias_reloads_models_without_stopping(settings, tmp_path):
+    s = with_models(settings, tmp_path)
+    all_vectors, day1 = _days(1)
+    _, day2_end = _days(2)
+    day2 = day2_end[len(day1):]
+    worker = ScoreWorker(s, "reload", reload_interval_s=0.3)
+    worker.watcher.start()
+    try:
+        send_vectors(s, day1)
+        _run_until(worker, s, len(day1))
+        client = registry.use_tracking(s)
+        for name in (s.mlflow.iforest_model_name, s.mlflow.lstm_model_name):
+            v1 = client.get_model_version(name, "1")
+            v2 = client.create_model_version(name, v1.source, run_id=v1.run_id)
+            client.set_registered_model_alias(name, s.mlflow.champion_alias, v2.version)
+        deadline = time.monotonic() + 60
+        while worker.scorer.versions != ("2", "2"):
+            assert time.monotonic() < deadline, "alias move not picked up"
+            worker.step()  # consuming (nothing new) while the watcher loads the new pair
+        send_vectors(s, day2)
+        _run_until(worker, s, len(day1) + len(day2))
+    finally:
+        worker.close()
+    samples = {(s_.labels["model"], s_.labels["version"]) for m in MODEL_INFO.collect()
+               for s_ in m.samples}
+    assert ("tickwatch-lstm-ae", "2") in samples and ("tickwatch-lstm-ae", "1") not in samples
+    events = read_events(s)
+    first_day2 = day2[0].bar_start_ms
+    assert {sc.version for e in events if e.bar_start_ms >= first_day2 for sc in e.scores} == {"2"}
+    assert {sc.version for e in events if e.bar_start_ms < first_day2 for sc in e.scores} == {"1"}
+    assert any(e.bar_start_ms >= first_day2 for e in events)
+
+
+def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings, tmp_path):
+    s = with_models(settings, tmp_path)
+    _, day1 = _days(1)
+    head = day1[:50]
+    producer = make_producer(s)
+    features = topic_name(FEATURES, s)
+    produce(producer, features, b"{not json", key="AAPL")
+    flush_or_raise(producer)
+    send_vectors(s, head)
+    send_vectors(s, head[-1:])  # the same bar again
+    broken = head[0].model_copy(update={"bar_start_ms": head[-1].bar_start_ms + 3_600_000,
+                                        "features": {"return_z": 1.0}})
+    produce(producer, features, encode(broken), key=broken.symbol)
+    flush_or_raise(producer)
+    worker = ScoreWorker(s, "dead")
+    try:
+        _run_until(worker, s, len(head) + 3)
+    finally:
+        worker.close()
+    letters = [decode(DeadLetter, m.value())
+               for m in read_messages(s, topic_name(DEAD_LETTER, s))]
+    assert sorted(d.reason.split(":")[0] for d in letters) == [
+        "duplicate", "invalid", "missing_features"]
+    assert {d.source for d in letters} == {"score"}
+    assert any(d.raw == "{not json" for d in letters)
