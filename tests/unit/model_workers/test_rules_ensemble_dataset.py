@@ -1,0 +1,65 @@
+"""Rule baselines, the ensemble decision and severity, sequences and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from model_workers import dataset
+from model_workers.ensemble import Calibration, calibrate, decide
+from model_workers.rules import fired_rules, prototype_rule
+from tickwatch.features import MODEL_FEATURES
+
+M = 60_000
+T0 = 1_741_012_200_000  # 2025-03-03 09:30 New York
+
+
+def test_prototype_rule_fires_on_3x_volume_or_a_5pct_move():
+    volume = [100.0] * 25
+    volume[22] = 301.0
+    close = [10.0] * 25
+    close[24] = 10.6
+    bars = pd.DataFrame({"symbol": "A", "volume": volume, "close": close})
+    assert list(np.flatnonzero(prototype_rule(bars))) == [22, 24]
+
+
+def test_fired_rules_names_what_tripped():
+    assert fired_rules({"log_return": 0.06, "return_z": 9.0, "volume_z_20": 1.0}) == [
+        "move_over_5pct", "return_z_over_4"]
+    assert fired_rules({"log_return": 0.0, "return_z": 0.5, "volume_z_20": 0.2}) == []
+
+
+def test_calibration_threshold_matches_the_false_alarm_rate():
+    scores = np.arange(10_000, dtype=float)
+    cal = calibrate(scores, 0.01)
+    assert (scores >= cal.threshold).mean() == 0.01
+    np.testing.assert_allclose(cal.excess(np.array([cal.median, cal.threshold])), [0.0, 1.0])
+
+
+def test_decision_autoencoder_leads_forest_covers_cold_start_and_severity_ranks():
+    cal = Calibration(threshold=1.0, median=0.0)
+    if_s = np.array([2.0, 2.0, 0.1, 0.1, 0.1, 1.2])
+    ae_s = np.array([np.nan, 0.1, 1.2, 5.0, 0.1, 1.2])
+    eligible = np.array([True, True, True, True, False, True])
+    d = decide(if_s, ae_s, cal, cal, eligible, np.array([0, 0, 0, 0, 0.2, 0]))
+    assert list(d.flagged) == [True, False, True, True, False, True]  # 4: session open
+    assert list(d.severity[[2, 3, 5]]) == [0, 3, 1]  # low; critical; low+agreement -> medium
+
+
+def test_sequences_are_per_symbol_windows_ending_at_each_row():
+    df = pd.DataFrame({"symbol": ["A"] * 4 + ["B"] * 3,
+                       "bar_start_ms": [T0 + i * M for i in (0, 1, 2, 3, 0, 1, 2)]})
+    for i, k in enumerate(MODEL_FEATURES):
+        df[k] = np.arange(7) * 10 + i
+    windows, valid = dataset.sequences(df, 3)
+    assert list(valid) == [False, False, True, True, False, False, True]
+    assert list(windows[3, :, 0]) == [10, 20, 30] and list(windows[6, :, 0]) == [40, 50, 60]
+
+
+def test_split_keeps_the_last_days_for_validation_and_marks_session_opens():
+    day = 86_400_000
+    df = pd.DataFrame({"symbol": "A", "bar_start_ms": [T0, T0 + M, T0 + day, T0 + 2 * day,
+                                                       T0 + 3 * day]})
+    train, val = dataset.split_by_day(df, 0.5)
+    assert list(val) == [False, False, False, True, True] and list(train) == list(~val)
+    assert list(dataset.add_session_open(df)["session_open"]) == [True, False, True, True, True]
