@@ -107,3 +107,40 @@ def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
         last = max(k for k in expected if k[0] == symbol)
         assert [online[symbol][n] for n in FEATURE_NAMES] == pytest.approx(
             [expected[last][0][n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12)
+
+
+def _bars_assignment(log) -> str | None:
+    """The worker's latest bars-topic assignment as Faust logs it, e.g. "{0-2}"."""
+    found = re.findall(r"-bars\s+\|\s+(\{[^}]*\})", log.read_text())
+    return found[-1] if found else None
+
+
+@pytest.mark.timeout(300)
+def test_two_workers_split_the_partitions_and_produce_the_same_features(
+        settings: Settings, tmp_path) -> None:
+    symbols = [*SYMBOLS, "AMZN", "META", "NVDA", "NFLX", "IBM", "ORCL", "INTC", "AMD"]
+    bars = recent_bars(symbols, 1800, seed=8)
+    expected = expected_features(settings, bars)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start_worker(settings, log, level="INFO") for log in logs]
+    reader = FeatureReader(settings, "check")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # both in the group, each with part of the topic
+            split = [_bars_assignment(log) for log in logs]
+            if all(split) and "{0-5}" not in split:
+                break
+            time.sleep(0.5)
+        send_bars(settings, bars)
+        assert reader.read_until(len(expected), 200, procs[0]) == len(expected)
+    finally:
+        for proc in procs:
+            stop_worker(proc)
+        reader.close()
+    _assert_matches(reader, expected)
+    owned = []
+    for log in logs:
+        found = re.findall(r"symbols recovered on partitions \[([\d, ]*)\]", log.read_text())
+        assert found, log  # this worker processed bars
+        owned.append({int(p) for p in found[-1].split(",") if p.strip()})
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
