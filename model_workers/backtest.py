@@ -79,11 +79,11 @@ def scored_frame(scorer: Scorer, bars: list, settings: Settings) -> pd.DataFrame
 
 def _combined_score(scorer: Scorer, row: RowScore) -> float:
     cals = {"iforest": scorer.iforest.calibration, "lstm_ae": scorer.lstm.calibration}
-    return max(float(cals[s.model].excess(np.array([s.score]))[0]) for s in row.scores)
+    return max(float(cals[s.model].excess(np.array([s.score]))[0]) for s in row.model_scores)
 
 
 def _flag(row: RowScore, model: str) -> bool:
-    return any(s.flagged for s in row.scores if s.model == model)
+    return any(s.flagged for s in row.model_scores if s.model == model)
 
 
 def _reasons_text(row: RowScore) -> str:

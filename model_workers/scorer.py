@@ -6,10 +6,10 @@ across batches so the LSTM sees each symbol's last `sequence_length` vectors.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,28 +33,52 @@ from tickwatch.schemas import (
 from tickwatch.settings import Settings
 
 
+@lru_cache(maxsize=8192)
+def _trading_day(bar_start_ms: int) -> int:
+    return session_slot(bar_start_ms)[0]
+
+
 class SequenceBuffer:
     """Each symbol's last N model-feature vectors and the trading day of its newest bar."""
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.rows: dict[str, deque[np.ndarray]] = {}
+        self.rows: dict[str, np.ndarray] = {}  # symbol -> (length, features), newest last
+        self.filled: dict[str, int] = {}
         self.last: dict[str, tuple[int, int]] = {}  # symbol -> (bar_start_ms, trading day)
 
     def push(self, symbol: str, bar_start_ms: int, x: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Append one vector; (full window ending here or None, is it the session's first bar)."""
-        day = session_slot(bar_start_ms)[0]
+        day = _trading_day(bar_start_ms)
         prev = self.last.get(symbol)
-        rows = self.rows.setdefault(symbol, deque(maxlen=self.length))
-        rows.append(x)
+        rows = self.rows.get(symbol)
+        if rows is None:
+            rows = self.rows[symbol] = np.zeros((self.length, len(x)), dtype=np.float32)
+        rows[:-1] = rows[1:]
+        rows[-1] = x
+        filled = self.filled[symbol] = min(self.filled.get(symbol, 0) + 1, self.length)
         self.last[symbol] = (bar_start_ms, day)
-        window = np.stack(rows) if len(rows) == self.length else None
-        return window, prev is None or prev[1] != day
+        return (rows.copy() if filled == self.length else None), prev is None or prev[1] != day
 
     def is_new(self, symbol: str, bar_start_ms: int) -> bool:
         """False for a duplicate or late vector (not after the symbol's newest)."""
         prev = self.last.get(symbol)
         return prev is None or bar_start_ms > prev[0]
+
+    def forget(self, symbol: str) -> None:
+        """Drop a symbol's history (its partition moved to another worker)."""
+        for d in (self.rows, self.filled, self.last):
+            d.pop(symbol, None)
+
+
+class RawScore(NamedTuple):
+    """One model's verdict on one row, before it becomes a ModelScore record."""
+
+    model: str
+    version: str
+    score: float
+    threshold: float
+    flagged: bool
 
 
 @dataclass(frozen=True)
@@ -64,11 +88,17 @@ class RowScore:
     symbol: str
     bar_start_ms: int
     close: float
-    scores: list[ModelScore]
+    model_scores: tuple[RawScore, ...]
     flagged: bool
     severity: Severity | None
     reasons: list[Reason] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[ModelScore]:
+        """The per-model verdicts as wire records (built on demand: most rows never need them)."""
+        return [ModelScore(model=s.model, version=s.version, score=s.score,
+                           threshold=s.threshold, flagged=s.flagged) for s in self.model_scores]
 
 
 class Scorer:
@@ -108,46 +138,47 @@ class Scorer:
         if not vectors:
             return []
         buffer = buffer or SequenceBuffer(self.length)
+        n = len(vectors)
         x = feature_matrix(vectors)
-        windows, has_window, opens = [], np.zeros(len(vectors), bool), np.zeros(len(vectors), bool)
+        windows = np.empty((n, self.length, x.shape[1]), dtype=np.float32)
+        has_window, opens = np.zeros(n, bool), np.zeros(n, bool)
         for i, v in enumerate(vectors):
             window, opens[i] = buffer.push(v.symbol, v.bar_start_ms, x[i])
             if window is not None:
-                windows.append(window)
+                windows[i] = window
                 has_window[i] = True
         if_scores = iforest_scores(self.iforest.model, x)
         errors = np.full(x.shape, np.nan, dtype=np.float32)
-        if windows:
-            errors[has_window] = autoencoder_errors(self.lstm.model, np.stack(windows))
-        ae_scores = np.full(len(x), np.nan)
+        if has_window.any():
+            errors[has_window] = autoencoder_errors(self.lstm.model, windows[has_window])
+        ae_scores = np.full(n, np.nan)
         ae_scores[has_window] = autoencoder_scores(errors[has_window], self.error_scale)
         warm = np.array([v.warm for v in vectors])
         log_return = np.array([v.features.get("log_return", 0.0) for v in vectors])
         d = decide(if_scores, ae_scores, self.iforest.calibration, self.lstm.calibration,
                    warm & ~opens, log_return)
         flagged = np.flatnonzero(d.flagged)
-        shap_rows = dict(zip(flagged, self.explainer.contributions(x[flagged]), strict=True))
+        shap_rows = dict(zip(flagged.tolist(), self.explainer.contributions(x[flagged]),
+                             strict=True))
         out = []
-        for i, v in enumerate(vectors):
-            scores = [
-                ModelScore(model=IFOREST, version=self.iforest.version, score=float(if_scores[i]),
-                           threshold=self.iforest.calibration.threshold,
-                           flagged=bool(d.iforest_flag[i])),
-            ]
-            if has_window[i]:
-                scores.append(ModelScore(
-                    model=LSTM, version=self.lstm.version, score=float(ae_scores[i]),
-                    threshold=self.lstm.calibration.threshold, flagged=bool(d.lstm_flag[i])))
-            if not d.flagged[i]:
+        if_t, ae_t = self.iforest.calibration.threshold, self.lstm.calibration.threshold
+        rows = zip(vectors, if_scores.tolist(), ae_scores.tolist(), has_window.tolist(),
+                   d.iforest_flag.tolist(), d.lstm_flag.tolist(), d.flagged.tolist(),
+                   d.severity.tolist(), strict=True)
+        for i, (v, s_if, s_ae, has_w, f_if, f_ae, flag, sev) in enumerate(rows):
+            scores: tuple[RawScore, ...] = (
+                RawScore(IFOREST, self.iforest.version, s_if, if_t, f_if),)
+            if has_w:
+                scores += (RawScore(LSTM, self.lstm.version, s_ae, ae_t, f_ae),)
+            if not flag:
                 out.append(RowScore(v.symbol, v.bar_start_ms, v.close, scores, False, None))
                 continue
             reasons = top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
-            if has_window[i]:
+            if has_w:
                 reasons += top_reasons(x[i], tail_errors(errors[i], self.error_scale), LSTM,
                                        self.top_k)
             out.append(RowScore(v.symbol, v.bar_start_ms, v.close, scores, True,
-                                SEVERITIES[int(d.severity[i])], reasons,
-                                fired_rules(v.features)))
+                                SEVERITIES[sev], reasons, fired_rules(v.features)))
         return out
 
     def to_event(self, row: RowScore, detected_at_ms: int) -> AnomalyEvent:

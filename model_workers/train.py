@@ -59,7 +59,7 @@ def train_and_register(settings: Settings, frame: pd.DataFrame, labels: pd.DataF
             "validation_rows": result.n_validation, "sequence_length": m.sequence_length,
             "epochs": epochs, "false_alarm_rate": m.false_alarm_rate,
             "cooldown_minutes": m.cooldown_minutes, "symbols": frame["symbol"].nunique(),
-            "iforest_n_estimators": 200, "iforest_max_samples": 512, "lstm_units": 32,
+            "iforest_n_estimators": 100, "iforest_max_samples": 256, "lstm_units": 32,
             "seed": seed, "labels": len(labels),
         })
         mlflow.log_dict({"features": list(MODEL_FEATURES)}, "features.json")

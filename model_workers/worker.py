@@ -186,16 +186,16 @@ class ScoreWorker:
             headers = [(INGEST_HEADER, str(ingest).encode())] if ingest is not None else None
             produce(self.producer, self.out_topic, encode(event), key=event.event_id,
                     headers=headers)
-            flagged_by = "+".join(s.model for s in row.scores if s.flagged) or "rule"
+            flagged_by = "+".join(s.model for s in row.model_scores if s.flagged) or "rule"
             ANOMALIES.labels(row.symbol, flagged_by, event.severity).inc()
             events.append(ingest)
         if emit:
             for row in rows:
-                for s in row.scores:
+                for s in row.model_scores:
                     ANOMALY_SCORE.labels(s.model).observe(s.score)
             for model in ("iforest", "lstm_ae"):
                 SCORED_BARS.labels(model).inc(sum(
-                    1 for r in rows if any(s.model == model for s in r.scores)))
+                    1 for r in rows if any(s.model == model for s in r.model_scores)))
         return events
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
@@ -212,8 +212,7 @@ class ScoreWorker:
     def _forget(self, partitions: set[int]) -> None:
         for sym in [s for s, p in self.partition_of.items() if p in partitions]:
             del self.partition_of[sym]
-            self.buffer.rows.pop(sym, None)
-            self.buffer.last.pop(sym, None)
+            self.buffer.forget(sym)
             self.cooldown.last_flag.pop(sym, None)
 
     def _replay(self, committed: list[TopicPartition]) -> int:

@@ -48,9 +48,10 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
     for name in ("uninterrupted", "killed"):
         s = base.model_copy(update={"topic_prefix": f"{settings.topic_prefix}{name[0]}-"})
         ensure_topics(s)
+        log = tmp_path / f"{name}.log"
+        proc = None
         try:
             send_vectors(s, vectors)
-            log = tmp_path / f"{name}.log"
             proc = start_worker(s, log)
             if name == "killed":
                 wait_committed(s, len(vectors) // 3, proc, log)
@@ -64,6 +65,8 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
             stop(proc)
             runs[name] = [e.event_id for e in read_events(s)]
         finally:
+            if proc is not None and proc.poll() is None:
+                stop(proc, kill=True)
             admin(s).delete_topics([topic_name(t, s) for t in ALL_TOPICS])
     assert runs["uninterrupted"] and set(runs["killed"]) == set(runs["uninterrupted"])
     assert max(Counter(runs["killed"]).values()) == 1
