@@ -150,6 +150,20 @@ def bench(
 
 
 @app.command()
+def drill(
+    speed: float = typer.Option(150.0, help="replay speed of the faulted run (150: ~2.6 min/day)"),
+    baseline_speed: float = typer.Option(0.0, help="replay speed of the baseline (0: fastest)"),
+    keep: bool = typer.Option(False, help="keep the private stack's temp folder (logs)"),
+    record: bool = typer.Option(True, help="write the table into benchmarks/RESULTS.md"),
+) -> None:
+    """Fault drills on a private stack (kill -9, broker restart, WS drop, Redis, bad frames)."""
+    from tickwatch.drill import run
+
+    if not run(_setup(), speed=speed, baseline_speed=baseline_speed, keep=keep, record=record):
+        raise typer.Exit(1)
+
+
+@app.command()
 def api(
     host: str = typer.Option(None, help="default: settings.api.host"),
     port: int = typer.Option(None, help="default: settings.api.port"),
