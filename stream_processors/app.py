@@ -9,16 +9,17 @@ from tickwatch.settings import Settings
 from tickwatch.topics import BARS, partitions_for
 
 
-def app_id(settings: Settings) -> str:
+def default_app_id(settings: Settings) -> str:
     """Consumer group and changelog-topic prefix; one per deployment (topic prefix)."""
     return f"{settings.topic_prefix}tickwatch-features"
 
 
-def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
+def create_app(settings: Settings, web_port: int | None = None,
+               app_id: str | None = None) -> faust.App:
     """A Faust app: in-memory tables backed by changelog topics, web server off unless a port."""
     compat.apply()
     return faust.App(
-        app_id(settings),
+        app_id or default_app_id(settings),
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         autodiscover=False,
