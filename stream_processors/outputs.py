@@ -7,19 +7,24 @@ broker acknowledged everything, so state persisted after it never runs ahead of 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
+import redis
 from confluent_kafka import Producer
 
 from stream_processors.alignment import Released
 from stream_processors.feast_push import FeatureRow, OnlineWriter
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
-from tickwatch.metrics import EVENT_TO_EMIT, EVENTS_OUT
+from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT
 from tickwatch.schemas import FeatureVector, MarketReturn, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
+
+log = logging.getLogger(__name__)
+MAX_RETRY_DELAY_S = 2.0
 
 
 class FeatureOutputs:
@@ -55,13 +60,30 @@ class FeatureOutputs:
             if ingest is not None:
                 ingests.append(int(ingest))
         if rows:
-            self.writer.write(rows)
+            await self._write_online(rows)
         if rows or out.market:
             await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
         EVENTS_OUT.labels(self.stage, "FeatureVector").inc(len(rows))
         done_s = time.time()
         for ms in ingests:
             EVENT_TO_EMIT.labels(self.stage).observe(max(0.0, done_s - ms / 1000))
+
+    async def _write_online(self, rows: list[FeatureRow]) -> None:
+        """Write Feast rows off the event loop, retrying while Redis is unavailable.
+
+        The batch is not acknowledged until this returns, so an outage holds the stream (the
+        consumer keeps its heartbeats) instead of crashing the agent and skipping its bars.
+        """
+        loop, delay = asyncio.get_running_loop(), 0.2
+        while True:
+            try:
+                await loop.run_in_executor(None, self.writer.write, rows)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ERRORS.labels(self.stage, "redis").inc()
+                log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
     async def write_changelog(self, records: list[tuple[str, int, bytes, bytes]]) -> None:
         """Produce (topic, partition, key, value) records and wait until they are acknowledged."""

@@ -1,0 +1,64 @@
+"""The fault drills as a test: one undisturbed and one faulted replay day on a private stack.
+
+Faults (tickwatch.drill.FAULTS) hit mid-stream one after another: kill -9 of the producer,
+features, score and sink workers, a broker restart, a WebSocket drop, a malformed-frame burst and
+Redis down for 30 s. Nothing may be lost or duplicated and every dead letter must be accounted
+for. Runs on its own broker and Redis ports (tickwatch.drill_stack), never the shared stack.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tickwatch.drill import Drills, run_drills
+from tickwatch.drill_compare import dead_letter_kinds, diff
+from tickwatch.drill_report import rows
+from tickwatch.settings import Settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def drills(tmp_path_factory) -> Iterator[Drills]:
+    yield run_drills(Settings(_env_file=None), tmp_path_factory.mktemp("drill"), speed=150.0)
+
+
+def test_the_baseline_is_a_whole_day(drills: Drills) -> None:
+    base = drills.baseline.snap
+    per_symbol = Counter(sym for sym, _ in base.bars)
+    assert set(per_symbol.values()) == {390}, per_symbol
+    assert set(base.features) == set(base.bars)
+    assert base.anomalies, "the baseline day flagged nothing: nothing to compare"
+    assert set(base.stored) == set(base.anomalies)
+    assert not base.dead_letters
+
+
+def test_no_service_died(drills: Drills) -> None:
+    assert {m.fault.name: m.crashed for m in drills.faulted.marks if m.crashed} == {}
+
+
+def test_no_bar_or_feature_vector_lost_or_duplicated(drills: Drills) -> None:
+    base, run = drills.baseline.snap, drills.faulted.snap
+    assert diff(base.bars, run.bars).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
+    assert diff(base.features, run.features).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
+
+
+def test_no_anomaly_lost_or_duplicated_in_topic_or_store(drills: Drills) -> None:
+    base, run = drills.baseline.snap, drills.faulted.snap
+    assert diff(base.anomalies, run.anomalies).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
+    assert diff(base.anomalies, run.stored).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
+
+
+def test_dead_letters_are_exactly_the_malformed_burst(drills: Drills) -> None:
+    got = dead_letter_kinds(drills.faulted.snap.dead_letters)
+    assert got == drills.expected_burst
+    assert sum(got.values()) == 100
+
+
+def test_the_report_says_every_window_held(drills: Drills) -> None:
+    table = rows(drills)
+    assert [r.window for r in table if not r.ok] == []
+    assert table[-1].window == "overall"
