@@ -31,7 +31,11 @@ class TopicSpec:
 TRADES = TopicSpec("trades", "symbol", "Trade", doc="Polygon T events")
 QUOTES = TopicSpec("quotes", "symbol", "Quote", retention_ms=1 * DAY_MS, doc="Polygon Q events")
 BARS = TopicSpec("bars", "symbol", "MinuteBar", retention_ms=30 * DAY_MS, doc="closed minute bars")
-FEATURES = TopicSpec("features", "symbol", "FeatureVector", doc="rolling features per bar")
+# Retention applies to the record timestamp, which is event time: 30 days keeps a month of
+# backfilled or replayed history readable (a restarted score worker rebuilds from it).
+FEATURES = TopicSpec(
+    "features", "symbol", "FeatureVector", retention_ms=30 * DAY_MS, doc="rolling features per bar"
+)
 ANOMALIES = TopicSpec(
     "anomalies", "event_id", "AnomalyEvent", retention_ms=90 * DAY_MS, doc="explained anomalies"
 )
