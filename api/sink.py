@@ -156,12 +156,15 @@ class AnomalySink:
         assigned = self.consumer.assignment()
         if not assigned:
             return
-        for tp in self.consumer.position(assigned):
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=2, cached=False
-            )
-            pos = tp.offset if tp.offset >= 0 else 0
-            CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(0, high - pos))
+        try:
+            for tp in self.consumer.position(assigned):
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=2, cached=False
+                )
+                pos = tp.offset if tp.offset >= 0 else 0
+                CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(0, high - pos))
+        except KafkaException as exc:  # e.g. no leader while the broker restarts: lag can wait
+            log.debug("consumer lag unavailable: %s", exc)
 
     def run_forever(self) -> None:
         """Consume until `stop_event` is set; commits after every stored batch."""
