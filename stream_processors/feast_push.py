@@ -63,6 +63,7 @@ class OnlineWriter:
             _mmh3(f"{view.name}:{name}") for name in ("close", "volume", "warm"))
         self.redis = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
         self._keys: dict[str, bytes] = {}
+        self.batch = max(1, settings.features.push_batch)  # rows per Redis pipeline
 
     def write(self, rows: Iterable[FeatureRow]) -> int:
         """Write the newest row of each symbol unless the store holds a newer one; returns count."""
@@ -71,15 +72,19 @@ class OnlineWriter:
             old = latest.get(row.symbol)
             if old is None or row.bar_start_ms > old.bar_start_ms:
                 latest[row.symbol] = row
-        if not latest:
-            return 0
-        keys = [self._redis_key(sym) for sym in latest]
+        rows_by_symbol = list(latest.values())
+        return sum(self._write_chunk(rows_by_symbol[i:i + self.batch])
+                   for i in range(0, len(rows_by_symbol), self.batch))
+
+    def _write_chunk(self, rows: list[FeatureRow]) -> int:
+        """One pipelined read of stored timestamps, one pipelined write of the newer rows."""
+        keys = [self._redis_key(row.symbol) for row in rows]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hget(key, self.ts_field)
         stored = pipe.execute()
         written = 0
-        for key, prev, row in zip(keys, stored, latest.values(), strict=True):
+        for key, prev, row in zip(keys, stored, rows, strict=True):
             ts = Timestamp(seconds=row.bar_start_ms // 1000, nanos=row.bar_start_ms % 1000 * 10**6)
             if prev:
                 old_ts = Timestamp.FromString(prev)

@@ -1,0 +1,42 @@
+"""The batched online writer against real Redis, read back through Feast."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_repo.feature_services import ALL_SERVICE
+from feature_repo.store import get_store
+from stream_processors.feast_push import FeatureRow, OnlineWriter
+from tickwatch.features import FEATURE_NAMES
+from tickwatch.settings import Settings
+
+pytestmark = pytest.mark.integration
+T0 = 1_764_000_000_000
+
+
+def _row(i: int, start_ms: int, value: float) -> FeatureRow:
+    feats = {name: value + k for k, name in enumerate(FEATURE_NAMES)}
+    return FeatureRow(f"S{i:04d}", start_ms, 10.0 + i, 100.0 * i, feats, i % 2 == 0)
+
+
+@pytest.mark.timeout(120)
+def test_rows_in_several_pipelines_read_back_and_older_rows_never_win(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={"features": settings.features.model_copy(update={"push_batch": 500})})
+    store = get_store(settings)
+    writer = OnlineWriter(store, settings)
+    n = 1200
+    rows = [_row(i, T0, 0.5) for i in range(n)]
+    assert writer.write([*rows, *(_row(i, T0 - 60_000, 9.0) for i in range(0, n, 7))]) == n
+    assert writer.write([_row(i, T0 - 60_000, 9.0) for i in range(0, n, 3)]) == 0  # older
+    assert writer.write([_row(5, T0 + 60_000, 2.5)]) == 1  # newer replaces
+
+    symbols = [f"S{i:04d}" for i in range(n)]
+    got = store.get_online_features(features=store.get_feature_service(ALL_SERVICE),
+                                    entity_rows=[{"symbol": s} for s in symbols]).to_dict()
+    for i, symbol in enumerate(symbols):
+        base = 2.5 if i == 5 else 0.5
+        assert got["symbol"][i] == symbol
+        assert [got[name][i] for name in FEATURE_NAMES] == [
+            base + k for k in range(len(FEATURE_NAMES))]
+        assert got["close"][i] == 10.0 + i and got["warm"][i] == (i % 2 == 0)
