@@ -33,6 +33,9 @@ class Pipeline:
                timeout_s: float = 90.0) -> ManagedProcess:
         proc = ManagedProcess(f"demo-{name}", self.settings.run_dir)
         proc.stop(timeout_s=5)  # a leftover from an earlier demo
+        if ready_port and port_open("127.0.0.1", ready_port):
+            raise RuntimeError(f"{name}: port {ready_port} is already in use by another process "
+                               "(a demo or test still running?); stop it or change the port")
         proc.start([*_tickwatch(), *args], env=_child_env(self.settings))
         self.started.append(proc)
         if ready_port and not wait_until(lambda: port_open("127.0.0.1", ready_port) or
