@@ -26,7 +26,7 @@ demo: $(STAMP) ## set up everything and run the live pipeline on the replay feed
 	@$(TW) demo $(ARGS)
 
 test: $(STAMP) ## run unit, integration and end-to-end tests against the real local stack
-	@$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP) ## unit tests only (no services)
 	@$(BIN)/python -m pytest -q tests/unit
