@@ -124,12 +124,14 @@ def _progress(settings: Settings) -> tuple[int, ...] | None:
         return None
 
 
-def settle(settings: Settings, settle_s: float, timeout_s: float) -> tuple[int, ...] | None:
-    """Wait until no topic or the store has grown for `settle_s`; give up after `timeout_s`."""
+def settle(settings: Settings, settle_s: float, timeout_s: float,
+           tick: Callable[[], None] = lambda: None) -> tuple[int, ...] | None:
+    """Wait until no topic or the store has grown for `settle_s` (calling `tick` every 2 s)."""
     deadline = time.monotonic() + timeout_s
     last, since = _progress(settings), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(2)
+        tick()
         now = _progress(settings)
         if now is None or now != last:
             last, since = now, time.monotonic()
@@ -170,15 +172,18 @@ def run_once(settings: Settings, stack: PrivateStack, name: str, db: int,
             fault.act(drill)
             mark.took_s = time.monotonic() - started
             time.sleep(gap_s)
-            mark.crashed = services.dead()
-            for dead in mark.crashed:  # note the crash, restart it so the drill goes on
-                log.error("%s died after %s; restarting it", dead, fault.name)
-                services.start(dead)
             marks.append(mark)
-        settle(run, settle_s, timeout_s - (time.monotonic() - t0))
-        crashed_at_end = services.dead()
-        if crashed_at_end and marks:
-            marks[-1].crashed += crashed_at_end
+            mark.crashed += services.restart_dead()
+
+        def supervise() -> None:  # a service dying late is charged to the last fault
+            notes = services.restart_dead()
+            if notes:
+                (marks[-1].crashed if marks else early).extend(notes)
+
+        early: list[str] = []
+        settle(run, settle_s, timeout_s - (time.monotonic() - t0), supervise)
+        if early:
+            raise RuntimeError(f"{name}: services died without a fault: {early}")
         return RunResult(name, snapshot(run), marks, time.monotonic() - t0)
     finally:
         services.stop()

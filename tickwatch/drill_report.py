@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tickwatch.drill import Drills
 from tickwatch.drill_compare import Diff, dead_letter_kinds, diff, unexplained
 
-HEADERS = ("window", "action s", "crashed", "bars lost/dup", "features lost/dup",
+HEADERS = ("window", "action s", "died (restarted)", "bars lost/dup", "features lost/dup",
            "anomaly ids lost/dup (topic)", "store lost/dup", "dead letters", "ok")
 
 
@@ -33,8 +33,13 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        return (not self.crashed and not self.dead_unexplained and self.bars.ok
+        return (not self.crashes and not self.dead_unexplained and self.bars.ok
                 and self.features.ok and self.anomalies.ok and self.store.ok)
+
+    @property
+    def crashes(self) -> list[str]:
+        """Deaths other than a worker's deliberate watchdog exit (restarted like a crash)."""
+        return [c for c in self.crashed if not c.endswith("watchdog exit")]
 
     def cells(self) -> list[str]:
         took = "" if self.took_s is None else f"{self.took_s:.1f}"

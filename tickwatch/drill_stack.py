@@ -163,6 +163,17 @@ class Services:
         """Names of started services that are no longer running."""
         return [n for n, p in self.procs.items() if p.pid() is None]
 
+    def restart_dead(self) -> list[str]:
+        """Restart every service that died, as a supervisor would; says who and why."""
+        notes = []
+        for name in self.dead():
+            tail = self.procs[name].log_file.read_text(errors="replace")[-4000:]
+            why = "watchdog exit" if "WATCHDOG" in tail else "crashed"
+            log.error("%s: %s; restarting it", name, why)
+            self.start(name)
+            notes.append(f"{name}: {why}")
+        return notes
+
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop(timeout_s=15)
