@@ -53,11 +53,21 @@ def make_bars(symbols: int, minutes: int, start_ms: int) -> list[MinuteBar]:
         for s in names:
             p0, p = price[s], price[s] * math.exp(rnd.gauss(0, 0.002))
             price[s] = p
-            bars.append(MinuteBar(symbol=s, start_ms=start_ms + m * 60_000,
-                                  end_ms=start_ms + m * 60_000 + 59_999, open=p0,
-                                  high=max(p0, p) * 1.001, low=min(p0, p) * 0.999, close=p,
-                                  volume=rnd.uniform(1e3, 1e5), vwap=(p0 + p) / 2,
-                                  transactions=rnd.randint(1, 200), source="replay"))
+            bars.append(
+                MinuteBar(
+                    symbol=s,
+                    start_ms=start_ms + m * 60_000,
+                    end_ms=start_ms + m * 60_000 + 59_999,
+                    open=p0,
+                    high=max(p0, p) * 1.001,
+                    low=min(p0, p) * 0.999,
+                    close=p,
+                    volume=rnd.uniform(1e3, 1e5),
+                    vwap=(p0 + p) / 2,
+                    transactions=rnd.randint(1, 200),
+                    source="replay",
+                )
+            )
     return bars
 
 
@@ -65,8 +75,14 @@ def send(settings: Settings, bars: list[MinuteBar]) -> None:
     producer = make_producer(settings)
     topic = topic_name(BARS, settings)
     for bar in bars:
-        produce(producer, topic, encode(bar), key=bar.symbol, timestamp_ms=bar.start_ms,
-                headers=[(INGEST_HEADER, str(int(time.time() * 1000)).encode())])
+        produce(
+            producer,
+            topic,
+            encode(bar),
+            key=bar.symbol,
+            timestamp_ms=bar.start_ms,
+            headers=[(INGEST_HEADER, str(int(time.time() * 1000)).encode())],
+        )
     flush_or_raise(producer)
 
 
@@ -95,10 +111,18 @@ def bare_consume(settings: Settings, n: int) -> float:
 
 def stage_run(settings: Settings, bars: list[MinuteBar], log: Path) -> float:
     """Start a worker, warm it up with one minute, time the rest from produce to last output."""
-    env = {**os.environ, **settings_to_env(settings), "TICKWATCH_LOG_LEVEL": "WARNING",
-           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "tickwatch", "features"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **settings_to_env(settings),
+        "TICKWATCH_LOG_LEVEL": "WARNING",
+        "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickwatch", "features"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         first = [b for b in bars if b.start_ms == bars[0].start_ms]
         consumer = make_consumer(settings, "bench-stage")
@@ -107,7 +131,7 @@ def stage_run(settings: Settings, bars: list[MinuteBar], log: Path) -> float:
         seen, deadline = 0, time.monotonic() + 90
         while seen < len(first) and time.monotonic() < deadline:
             seen += len(consume_batch(consumer, 5000, 0.5))
-        rest = bars[len(first):]
+        rest = bars[len(first) :]
         with Timer() as t:
             send(settings, rest)
             while seen < len(bars) and time.monotonic() < deadline + 60:
@@ -130,8 +154,13 @@ def faust_noop_agent(n: int) -> None:
 
     settings = get_settings()
     app = create_app(settings, app_id=f"{settings.topic_prefix}bench-noop")
-    topic = app.topic(topic_name(BARS, settings), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    topic = app.topic(
+        topic_name(BARS, settings),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     seen: dict[str, float] = {"n": 0}
 
     @app.agent(topic)
@@ -150,8 +179,13 @@ def faust_noop_agent(n: int) -> None:
 def faust_noop(settings: Settings, n: int) -> float:
     """Seconds per event through Faust alone (same app config, an agent that does nothing)."""
     env = {**os.environ, **settings_to_env(settings), "TICKWATCH_LOG_LEVEL": "WARNING"}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_features", "--faust-noop",
-                          str(n)], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_features", "--faust-noop", str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r"NOOP (\S+)", out.stdout)
     if found:
         return float(found.group(1))
@@ -160,8 +194,10 @@ def faust_noop(settings: Settings, n: int) -> float:
 
 def math_only(bars: list[MinuteBar]) -> float:
     """Seconds per bar for SymbolState.update alone."""
-    plain = [Bar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.vwap,
-                 b.transactions) for b in bars]
+    plain = [
+        Bar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.transactions)
+        for b in bars
+    ]
     states: dict[str, SymbolState] = {}
     with Timer() as t:
         for b in plain:
@@ -174,20 +210,26 @@ def feast_only(settings: Settings, bars: list[MinuteBar], batch: int) -> float:
     """Seconds per row for the batched online write (fresh timestamps, so every row is written)."""
     writer = OnlineWriter(get_store(settings), settings)
     feats = dict.fromkeys(FEATURE_NAMES, 0.5)
-    rows = [FeatureRow(b.symbol, b.start_ms + 10 * 86_400_000, b.close, b.volume, feats, True)
-            for b in bars]
+    rows = [
+        FeatureRow(b.symbol, b.start_ms + 10 * 86_400_000, b.close, b.volume, feats, True)
+        for b in bars
+    ]
     with Timer() as t:
         for i in range(0, len(rows), batch):
-            writer.write(rows[i:i + batch])
+            writer.write(rows[i : i + batch])
     return t.seconds / len(rows)
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-features-"))
     base = Settings(_env_file=None)
-    settings = base.model_copy(update={
-        "topic_prefix": f"bench{uuid.uuid4().hex[:8]}-", "run_dir": tmp / "run",
-        "redis": base.redis.model_copy(update={"db": REDIS_DB})})
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench{uuid.uuid4().hex[:8]}-",
+            "run_dir": tmp / "run",
+            "redis": base.redis.model_copy(update={"db": REDIS_DB}),
+        }
+    )
     ensure_topics(settings)
     r = redis.Redis(settings.redis.host, settings.redis.port, db=REDIS_DB)
     r.flushdb()
@@ -202,8 +244,11 @@ def main() -> None:
         admin(settings).delete_topics([topic_name(t, settings) for t in ALL_TOPICS])
         r.flushdb()
     rows = [
-        ("features worker (consume, decode, features, Feast, produce, changelog)", 1 / per_bar,
-         bare / per_bar),
+        (
+            "features worker (consume, decode, features, Feast, produce, changelog)",
+            1 / per_bar,
+            bare / per_bar,
+        ),
         ("bare confluent-kafka consume loop, same topic", 1 / bare, 1.0),
         ("Faust alone: an agent that only counts (take_events)", 1 / noop, bare / noop),
         ("feature math alone (SymbolState.update)", 1 / math_s, bare / math_s),
@@ -213,8 +258,10 @@ def main() -> None:
         f"{len(bars):,} bars ({SYMBOLS:,} symbols x {MINUTES} minutes), "
         f"{settings.kafka.default_partitions} partitions, one worker, "
         f"batches of {settings.kafka.consume_batch}. Goal: 20,000 bars/s per worker.\n\n"
-        + table(["path", "bars/s", "ratio to bare consume"],
-                [(name, round(rate), round(ratio, 3)) for name, rate, ratio in rows])
+        + table(
+            ["path", "bars/s", "ratio to bare consume"],
+            [(name, round(rate), round(ratio, 3)) for name, rate, ratio in rows],
+        )
         + f"\n\nGoal {'met' if 1 / per_bar >= 20_000 else 'not met'}. Faust's own per-event path "
         f"(the no-op agent) caps one worker at {1 / noop:,.0f} events/s here; the stage reaches "
         f"{noop / per_bar:.0%} of that ceiling. Scale out by partitions (one worker per core): "

@@ -33,15 +33,28 @@ def make_frames() -> list[str]:
     events = []
     for bar in sim.bars:
         for t in trades_for(bar):
-            events.append({"ev": "T", "sym": t.symbol, "i": t.trade_id, "x": t.exchange,
-                           "p": t.price, "s": t.size, "c": [12, 37], "t": t.timestamp_ms,
-                           "q": t.sequence, "z": t.tape})
+            events.append(
+                {
+                    "ev": "T",
+                    "sym": t.symbol,
+                    "i": t.trade_id,
+                    "x": t.exchange,
+                    "p": t.price,
+                    "s": t.size,
+                    "c": [12, 37],
+                    "t": t.timestamp_ms,
+                    "q": t.sequence,
+                    "z": t.tape,
+                }
+            )
         if len(events) >= TRADES_TOTAL:
             break
     while len(events) < TRADES_TOTAL:
-        events += events[:TRADES_TOTAL - len(events)]
-    return [json.dumps(events[i:i + EVENTS_PER_FRAME])
-            for i in range(0, TRADES_TOTAL, EVENTS_PER_FRAME)]
+        events += events[: TRADES_TOTAL - len(events)]
+    return [
+        json.dumps(events[i : i + EVENTS_PER_FRAME])
+        for i in range(0, TRADES_TOTAL, EVENTS_PER_FRAME)
+    ]
 
 
 def run_stage(settings: Settings, frames: list[str]) -> float:
@@ -78,8 +91,9 @@ def main() -> None:
     try:
         frames = make_frames()
         with Timer() as parse_t:
-            payloads = [(e.symbol, e.timestamp_ms, e.payload)
-                        for f in frames for e in parse_frame(f).events]
+            payloads = [
+                (e.symbol, e.timestamp_ms, e.payload) for f in frames for e in parse_frame(f).events
+            ]
         assert len(payloads) == TRADES_TOTAL
         stage, bare = [], []
         for _ in range(ROUNDS):
@@ -90,16 +104,21 @@ def main() -> None:
     stage_rate, bare_rate = TRADES_TOTAL / min(stage), TRADES_TOTAL / min(bare)
     parse_rate = TRADES_TOTAL / parse_t.seconds
     rows = [
-        ("producer: frames -> acked (Publisher)", round(stage_rate),
-         f"{stage_rate / bare_rate:.2f}x"),
+        (
+            "producer: frames -> acked (Publisher)",
+            round(stage_rate),
+            f"{stage_rate / bare_rate:.2f}x",
+        ),
         ("bare confluent-kafka, same payloads", round(bare_rate), "1.00x"),
         ("parse + validate only (no Kafka)", round(parse_rate), f"{parse_rate / bare_rate:.2f}x"),
     ]
-    body = (f"{TRADES_TOTAL:,} Polygon trade events in frames of {EVENTS_PER_FRAME}, one process, "
-            f"best of {ROUNDS} rounds; idempotent acks=all lz4 producer, local broker.\n\n"
-            + table(["path", "trade events/s", "vs bare"], rows)
-            + f"\n\nGoal: >= 100,000 events/s and >= 0.5x bare. "
-            f"Measured: {stage_rate:,.0f} events/s, {stage_rate / bare_rate:.2f}x bare.")
+    body = (
+        f"{TRADES_TOTAL:,} Polygon trade events in frames of {EVENTS_PER_FRAME}, one process, "
+        f"best of {ROUNDS} rounds; idempotent acks=all lz4 producer, local broker.\n\n"
+        + table(["path", "trade events/s", "vs bare"], rows)
+        + f"\n\nGoal: >= 100,000 events/s and >= 0.5x bare. "
+        f"Measured: {stage_rate:,.0f} events/s, {stage_rate / bare_rate:.2f}x bare."
+    )
     write_section("ingest", "Ingest: Polygon frames to acknowledged Kafka messages", body)
 
 

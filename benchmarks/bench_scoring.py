@@ -38,14 +38,29 @@ def small_scorer(settings: Settings) -> tuple[Scorer, list[FeatureVector]]:
     """Models fitted on 6 simulated days (2 epochs) and the vectors of 3 later days."""
     sim = simulate(SYMBOLS, 9, 11)
     frame = dataset.frame_from_bars(sim.bars[: 6 * 390 * 5])
-    fit = fit_models(frame, labels_to_frame(sim.labels), settings.model.sequence_length, 2,
-                     settings.model.false_alarm_rate, settings.model.cooldown_minutes)
-    forest = LoadedModel("tickwatch-iforest", "1", fit.iforest, fit.iforest_cal,
-                         model_metadata(fit.iforest_cal))
-    lstm = LoadedModel("tickwatch-lstm-ae", "1", fit.lstm, fit.lstm_cal, model_metadata(
-        fit.lstm_cal, sequence_length=settings.model.sequence_length,
-        error_scale=[float(v) for v in fit.lstm_scale]))
-    later = vectors_from_bars(sim.bars)[6 * 390 * 5:]
+    fit = fit_models(
+        frame,
+        labels_to_frame(sim.labels),
+        settings.model.sequence_length,
+        2,
+        settings.model.false_alarm_rate,
+        settings.model.cooldown_minutes,
+    )
+    forest = LoadedModel(
+        "tickwatch-iforest", "1", fit.iforest, fit.iforest_cal, model_metadata(fit.iforest_cal)
+    )
+    lstm = LoadedModel(
+        "tickwatch-lstm-ae",
+        "1",
+        fit.lstm,
+        fit.lstm_cal,
+        model_metadata(
+            fit.lstm_cal,
+            sequence_length=settings.model.sequence_length,
+            error_scale=[float(v) for v in fit.lstm_scale],
+        ),
+    )
+    later = vectors_from_bars(sim.bars)[6 * 390 * 5 :]
     return Scorer(forest, lstm, settings.model.top_features), later
 
 
@@ -62,20 +77,33 @@ def market_minutes(source: list[FeatureVector], length: int) -> list[list[Featur
     names = sorted(series)
     n = length + MARKET_MINUTES
     t0 = source[-1].bar_start_ms + 3 * 86_400_000
-    picks = [(names[k % len(names)], int(rng.integers(61, len(series[names[0]]) - n)))
-             for k in range(MARKET)]
-    return [[series[name][start + m].model_copy(update={
-                "symbol": f"S{k:05d}", "bar_start_ms": t0 + m * 60_000})
-             for k, (name, start) in enumerate(picks)] for m in range(n)]
+    picks = [
+        (names[k % len(names)], int(rng.integers(61, len(series[names[0]]) - n)))
+        for k in range(MARKET)
+    ]
+    return [
+        [
+            series[name][start + m].model_copy(
+                update={"symbol": f"S{k:05d}", "bar_start_ms": t0 + m * 60_000}
+            )
+            for k, (name, start) in enumerate(picks)
+        ]
+        for m in range(n)
+    ]
 
 
-def run_stage(scorer: Scorer, buffer: SequenceBuffer, cooldown: Cooldown,
-              minute: list[FeatureVector], batch: int) -> tuple[float, int, int]:
+def run_stage(
+    scorer: Scorer,
+    buffer: SequenceBuffer,
+    cooldown: Cooldown,
+    minute: list[FeatureVector],
+    batch: int,
+) -> tuple[float, int, int]:
     """(seconds, flagged, events) to score one minute in worker-sized batches and build events."""
     t0 = time.perf_counter()
     flagged = events = 0
     for i in range(0, len(minute), batch):
-        for row in scorer.score(minute[i:i + batch], buffer):
+        for row in scorer.score(minute[i : i + batch], buffer):
             if row.flagged:
                 flagged += 1
                 if cooldown.admit(row.symbol, row.bar_start_ms):
@@ -103,11 +131,11 @@ def main() -> None:
     batch = settings.kafka.consume_batch
     minutes = market_minutes(later, scorer.length)
     buffer, cooldown = SequenceBuffer(scorer.length), Cooldown(settings.model.cooldown_minutes)
-    for minute in minutes[:scorer.length]:  # history, so every symbol has a full sequence
+    for minute in minutes[: scorer.length]:  # history, so every symbol has a full sequence
         for v in minute:
             buffer.push(v.symbol, v.bar_start_ms, scorer_row(v))
     stage, bare, flagged = [], [], 0
-    for minute in minutes[scorer.length:]:
+    for minute in minutes[scorer.length :]:
         secs, f, _ = run_stage(scorer, buffer, cooldown, minute, batch)
         stage.append(secs)
         flagged += f
@@ -117,7 +145,7 @@ def main() -> None:
     by_minute: dict[int, list[FeatureVector]] = {}
     for v in later:
         by_minute.setdefault(v.bar_start_ms, []).append(v)
-    for i, (_, minute) in enumerate(sorted(by_minute.items())[:SMALL_MINUTES + scorer.length]):
+    for i, (_, minute) in enumerate(sorted(by_minute.items())[: SMALL_MINUTES + scorer.length]):
         secs, f, _ = run_stage(scorer, small_buf, small_cool, minute, batch)
         if i >= scorer.length:
             small_stage.append(secs)
@@ -126,17 +154,34 @@ def main() -> None:
     market_rate = MARKET / np.median(stage)
     bare_rate = MARKET / np.median(bare)
     rows = [
-        [f"whole market: {MARKET:,} symbols at once (stage)", f"{market_rate:,.0f}",
-         f"{percentile(stage, 50) * 1000:.0f}", f"{percentile(stage, 99) * 1000:.0f}",
-         f"{market_rate / bare_rate:.2f}x"],
-        [f"whole market: bare forward pass, same {MARKET:,} rows", f"{bare_rate:,.0f}",
-         f"{percentile(bare, 50) * 1000:.0f}", f"{percentile(bare, 99) * 1000:.0f}", "1.00x"],
-        ["five symbols, minute by minute (stage)", f"{5 / np.median(small_stage):,.0f}",
-         f"{percentile(small_stage, 50) * 1000:.1f}", f"{percentile(small_stage, 99) * 1000:.1f}",
-         f"{np.median(small_bare) / np.median(small_stage):.2f}x"],
-        ["five symbols: bare forward pass", f"{5 / np.median(small_bare):,.0f}",
-         f"{percentile(small_bare, 50) * 1000:.1f}", f"{percentile(small_bare, 99) * 1000:.1f}",
-         "1.00x"],
+        [
+            f"whole market: {MARKET:,} symbols at once (stage)",
+            f"{market_rate:,.0f}",
+            f"{percentile(stage, 50) * 1000:.0f}",
+            f"{percentile(stage, 99) * 1000:.0f}",
+            f"{market_rate / bare_rate:.2f}x",
+        ],
+        [
+            f"whole market: bare forward pass, same {MARKET:,} rows",
+            f"{bare_rate:,.0f}",
+            f"{percentile(bare, 50) * 1000:.0f}",
+            f"{percentile(bare, 99) * 1000:.0f}",
+            "1.00x",
+        ],
+        [
+            "five symbols, minute by minute (stage)",
+            f"{5 / np.median(small_stage):,.0f}",
+            f"{percentile(small_stage, 50) * 1000:.1f}",
+            f"{percentile(small_stage, 99) * 1000:.1f}",
+            f"{np.median(small_bare) / np.median(small_stage):.2f}x",
+        ],
+        [
+            "five symbols: bare forward pass",
+            f"{5 / np.median(small_bare):,.0f}",
+            f"{percentile(small_bare, 50) * 1000:.1f}",
+            f"{percentile(small_bare, 99) * 1000:.1f}",
+            "1.00x",
+        ],
     ]
     body = (
         f"`Scorer.score` as the worker runs it (batches of {batch}, sequence buffer, decision, "

@@ -40,12 +40,15 @@ class Timer:
 def machine_line() -> str:
     import os
 
-    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {platform.machine()}")
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.machine()}"
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A Markdown table."""
+
     def fmt(x: object) -> str:
         return f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
 
@@ -57,11 +60,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section `name` of RESULTS.md, keeping the others."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    block = (f"<!-- {name}:start -->\n## {title}\n\n_{machine_line()}_\n\n{body.strip()}\n"
-             f"<!-- {name}:end -->")
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->",
-                         re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + block + "\n")
+    block = (
+        f"<!-- {name}:start -->\n## {title}\n\n_{machine_line()}_\n\n{body.strip()}\n"
+        f"<!-- {name}:end -->"
+    )
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + block + "\n")
+    )
     RESULTS.write_text(text)
     print(f"\n## {title}\n\n{body.strip()}\n")

@@ -23,10 +23,13 @@ OFFLINE_COLUMNS = ["symbol", TIMESTAMP_FIELD, *FEATURE_NAMES, "close", "volume",
 
 def bars_from_frame(frame: pd.DataFrame) -> list[Bar]:
     """Bar tuples from a bar_store frame (`timestamp` = bar start, Unix ms)."""
-    cols = frame[["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap",
-                  "transactions"]]
-    return [Bar(str(s), int(t), float(o), float(h), float(lo), float(c), float(v), float(w),
-                int(n)) for s, t, o, h, lo, c, v, w, n in cols.itertuples(index=False)]
+    cols = frame[
+        ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap", "transactions"]
+    ]
+    return [
+        Bar(str(s), int(t), float(o), float(h), float(lo), float(c), float(v), float(w), int(n))
+        for s, t, o, h, lo, c, v, w, n in cols.itertuples(index=False)
+    ]
 
 
 def features_frame(settings: Settings, bars_frame: pd.DataFrame) -> pd.DataFrame:
@@ -34,8 +37,10 @@ def features_frame(settings: Settings, bars_frame: pd.DataFrame) -> pd.DataFrame
     rows = [
         (bar.symbol, bar.start_ms, *(feats[n] for n in FEATURE_NAMES), bar.close, bar.volume, warm)
         for bar, feats, warm in compute_features_batch(
-            bars_from_frame(bars_frame), settings.features.market_symbol,
-            settings.features.beta_window)
+            bars_from_frame(bars_frame),
+            settings.features.market_symbol,
+            settings.features.beta_window,
+        )
     ]
     df = pd.DataFrame(rows, columns=OFFLINE_COLUMNS)
     df[TIMESTAMP_FIELD] = pd.to_datetime(df[TIMESTAMP_FIELD].astype("int64"), unit="ms", utc=True)
@@ -51,8 +56,11 @@ def materialize_bars(settings: Settings, bars_frame: pd.DataFrame) -> int:
         path = root / f"{symbol}.parquet"
         if path.exists():
             part = pd.concat([pd.read_parquet(path), part], ignore_index=True)
-        part = (part.drop_duplicates(TIMESTAMP_FIELD, keep="last")
-                .sort_values(TIMESTAMP_FIELD).reset_index(drop=True))
+        part = (
+            part.drop_duplicates(TIMESTAMP_FIELD, keep="last")
+            .sort_values(TIMESTAMP_FIELD)
+            .reset_index(drop=True)
+        )
         _replace_atomically(part, path)
     return len(df)
 

@@ -50,8 +50,14 @@ def definitions() -> list:
     from feature_repo.feature_views import bar_features
     from feature_repo.sources import bar_features_file, bar_features_push
 
-    return [symbol, bar_features_file, bar_features_push, bar_features, tickwatch_model,
-            tickwatch_all]
+    return [
+        symbol,
+        bar_features_file,
+        bar_features_push,
+        bar_features,
+        tickwatch_model,
+        tickwatch_all,
+    ]
 
 
 def apply_definitions(store: FeatureStore) -> None:

@@ -28,10 +28,14 @@ def read_labels_csv(path: Path) -> pd.DataFrame:
     missing = {"symbol", "start", "end", "type"} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}; need symbol,start,end,type")
-    return pd.DataFrame({"symbol": df["symbol"].str.strip(),
-                         "start": df["start"].map(parse_timestamp).astype("int64"),
-                         "end": df["end"].map(parse_timestamp).astype("int64"),
-                         "type": df["type"].str.strip()})
+    return pd.DataFrame(
+        {
+            "symbol": df["symbol"].str.strip(),
+            "start": df["start"].map(parse_timestamp).astype("int64"),
+            "end": df["end"].map(parse_timestamp).astype("int64"),
+            "type": df["type"].str.strip(),
+        }
+    )
 
 
 def load_scorer(settings: Settings, model_uri: str | None, run_id: str | None) -> Scorer:
@@ -45,8 +49,11 @@ def load_scorer(settings: Settings, model_uri: str | None, run_id: str | None) -
         client = use_tracking(settings)
         versions = []
         for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
-            found = [mv.version for mv in client.search_model_versions(f"name='{name}'")
-                     if mv.run_id == run_id]
+            found = [
+                mv.version
+                for mv in client.search_model_versions(f"name='{name}'")
+                if mv.run_id == run_id
+            ]
             if not found:
                 raise LookupError(f"run {run_id} registered no version of {name}")
             versions.append(str(found[0]))
@@ -56,22 +63,26 @@ def load_scorer(settings: Settings, model_uri: str | None, run_id: str | None) -
 
 def scored_frame(scorer: Scorer, bars: list, settings: Settings) -> pd.DataFrame:
     """One row per bar: features, each model's flag, the combined score, flag and reasons."""
-    vectors = vectors_from_bars(bars, settings.features.market_symbol,
-                                settings.features.beta_window)
+    vectors = vectors_from_bars(
+        bars, settings.features.market_symbol, settings.features.beta_window
+    )
     rows = scorer.score(vectors)
-    df = pd.DataFrame({
-        "symbol": [v.symbol for v in vectors],
-        "bar_start_ms": [v.bar_start_ms for v in vectors],
-        "close": [v.close for v in vectors], "volume": [v.volume for v in vectors],
-        "warm": [v.warm for v in vectors],
-        "log_return": [v.features["log_return"] for v in vectors],
-        **{k: [v.features[k] for v in vectors] for k in MODEL_FEATURES},
-        "score": [_combined_score(scorer, r) for r in rows],
-        "is_anomaly": [r.flagged for r in rows],
-        "iforest_flag": [_flag(r, "iforest") for r in rows],
-        "lstm_ae_flag": [_flag(r, "lstm_ae") for r in rows],
-        "top_features": [_reasons_text(r) for r in rows],
-    })
+    df = pd.DataFrame(
+        {
+            "symbol": [v.symbol for v in vectors],
+            "bar_start_ms": [v.bar_start_ms for v in vectors],
+            "close": [v.close for v in vectors],
+            "volume": [v.volume for v in vectors],
+            "warm": [v.warm for v in vectors],
+            "log_return": [v.features["log_return"] for v in vectors],
+            **{k: [v.features[k] for v in vectors] for k in MODEL_FEATURES},
+            "score": [_combined_score(scorer, r) for r in rows],
+            "is_anomaly": [r.flagged for r in rows],
+            "iforest_flag": [_flag(r, "iforest") for r in rows],
+            "lstm_ae_flag": [_flag(r, "lstm_ae") for r in rows],
+            "top_features": [_reasons_text(r) for r in rows],
+        }
+    )
     df["timestamp"] = df["bar_start_ms"]
     df["model"] = scorer.version
     return dataset.add_session_open(df)
@@ -87,12 +98,14 @@ def _flag(row: RowScore, model: str) -> bool:
 
 
 def _reasons_text(row: RowScore) -> str:
-    return "; ".join(f"{r.feature}={r.value:.3g} ({r.model} {r.contribution:+.3g})"
-                     for r in row.reasons)
+    return "; ".join(
+        f"{r.feature}={r.value:.3g} ({r.model} {r.contribution:+.3g})" for r in row.reasons
+    )
 
 
-def detector_metrics(df: pd.DataFrame, labels: pd.DataFrame,
-                     cooldown_minutes: int) -> dict[str, EventMetrics]:
+def detector_metrics(
+    df: pd.DataFrame, labels: pd.DataFrame, cooldown_minutes: int
+) -> dict[str, EventMetrics]:
     """Event metrics for each model, the ensemble and both rule baselines."""
     flags = {
         "iforest": df["iforest_flag"].to_numpy(bool),
@@ -104,8 +117,14 @@ def detector_metrics(df: pd.DataFrame, labels: pd.DataFrame,
     return {name: evaluate_frame(df, f, labels, cooldown_minutes) for name, f in flags.items()}
 
 
-def run(settings: Settings, bars_path: Path, labels_path: Path | None, out_dir: Path,
-        model_uri: str | None = None, run_id: str | None = None) -> Path:
+def run(
+    settings: Settings,
+    bars_path: Path,
+    labels_path: Path | None,
+    out_dir: Path,
+    model_uri: str | None = None,
+    run_id: str | None = None,
+) -> Path:
     """Score the CSV, write scores.csv (one row per bar) and report.md with plots."""
     from model_workers.backtest_report import write_report
     from model_workers.models.lstm_ae import configure_tensorflow
@@ -129,6 +148,7 @@ def run(settings: Settings, bars_path: Path, labels_path: Path | None, out_dir: 
     metrics = None
     if labels is not None:
         metrics = detector_metrics(df, labels, settings.model.cooldown_minutes)
-        pd.DataFrame([m.row(n) for n, m in metrics.items()]).to_csv(out_dir / "metrics.csv",
-                                                                      index=False)
+        pd.DataFrame([m.row(n) for n, m in metrics.items()]).to_csv(
+            out_dir / "metrics.csv", index=False
+        )
     return write_report(out_dir, df, metrics, labels, scorer.version, len(refused))

@@ -22,13 +22,15 @@ def markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(
-            f"{x:.3f}" if isinstance(x, float) else str(x) for x in row) + " |")
+        lines.append(
+            "| " + " | ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in row) + " |"
+        )
     return "\n".join(lines)
 
 
-def plot_symbol(scored: pd.DataFrame, symbol: str, labels: pd.DataFrame | None,
-                out_dir: Path) -> str:
+def plot_symbol(
+    scored: pd.DataFrame, symbol: str, labels: pd.DataFrame | None, out_dir: Path
+) -> str:
     """Price with flagged bars (labelled spans shaded) over the score; returns the file name."""
     import matplotlib
 
@@ -38,12 +40,19 @@ def plot_symbol(scored: pd.DataFrame, symbol: str, labels: pd.DataFrame | None,
     df = scored[scored["symbol"] == symbol]
     t = pd.to_datetime(df["timestamp"], unit="ms", utc=True)
     x = np.arange(len(df))  # bar index: no overnight gaps in the plot
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
-                                   gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax1, ax2) = plt.subplots(
+        2, 1, figsize=(12, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     ax1.plot(x, df["close"], lw=0.7, color="#333")
     flagged = df["is_anomaly"].to_numpy(bool)
-    ax1.scatter(x[flagged], df["close"].to_numpy()[flagged], color="#d62728", s=14, zorder=3,
-                label="flagged")
+    ax1.scatter(
+        x[flagged],
+        df["close"].to_numpy()[flagged],
+        color="#d62728",
+        s=14,
+        zorder=3,
+        label="flagged",
+    )
     if labels is not None and len(labels):
         ts = df["timestamp"].to_numpy()
         for lab in labels[labels["symbol"] == symbol].itertuples(index=False):
@@ -64,25 +73,52 @@ def plot_symbol(scored: pd.DataFrame, symbol: str, labels: pd.DataFrame | None,
     return name
 
 
-def write_report(out_dir: Path, scored: pd.DataFrame, metrics: dict[str, EventMetrics] | None,
-                 labels: pd.DataFrame | None, model: str, refused: int) -> Path:
+def write_report(
+    out_dir: Path,
+    scored: pd.DataFrame,
+    metrics: dict[str, EventMetrics] | None,
+    labels: pd.DataFrame | None,
+    model: str,
+    refused: int,
+) -> Path:
     """Write report.md (and the PNGs) into `out_dir`; returns the report path."""
-    lines = ["# tickwatch backtest", "",
-             f"- models: `{model}`",
-             f"- bars scored: {len(scored):,} ({scored['symbol'].nunique()} symbols); "
-             f"refused rows: {refused}",
-             f"- flagged bars: {int(scored['is_anomaly'].sum()):,}", ""]
+    lines = [
+        "# tickwatch backtest",
+        "",
+        f"- models: `{model}`",
+        f"- bars scored: {len(scored):,} ({scored['symbol'].nunique()} symbols); "
+        f"refused rows: {refused}",
+        f"- flagged bars: {int(scored['is_anomaly'].sum()):,}",
+        "",
+    ]
     if metrics:
         table = metrics_table(metrics)
-        main = ["detector", "precision", "recall", "f1", "false_alarms_per_symbol_day",
-                "mean_delay_min", "alerts", "events"]
-        lines += ["## Event-level metrics", "",
-                  "An alert is a flagged bar with no flagged bar of its symbol in the previous "
-                  "cooldown; it detects a labelled event if it falls between the event's start "
-                  "and 5 minutes after its end.", "", markdown_table(table[main]), "",
-                  "## Recall by anomaly type", "",
-                  markdown_table(table[["detector", *[c for c in table.columns
-                                                      if c.startswith("recall_")]]]), ""]
+        main = [
+            "detector",
+            "precision",
+            "recall",
+            "f1",
+            "false_alarms_per_symbol_day",
+            "mean_delay_min",
+            "alerts",
+            "events",
+        ]
+        lines += [
+            "## Event-level metrics",
+            "",
+            "An alert is a flagged bar with no flagged bar of its symbol in the previous "
+            "cooldown; it detects a labelled event if it falls between the event's start "
+            "and 5 minutes after its end.",
+            "",
+            markdown_table(table[main]),
+            "",
+            "## Recall by anomaly type",
+            "",
+            markdown_table(
+                table[["detector", *[c for c in table.columns if c.startswith("recall_")]]]
+            ),
+            "",
+        ]
     lines += ["## Plots", ""]
     for symbol in sorted(scored["symbol"].unique())[:MAX_PLOTTED_SYMBOLS]:
         lines.append(f"![{symbol}]({plot_symbol(scored, symbol, labels, out_dir)})")

@@ -17,13 +17,23 @@ LABEL_TAIL_MINUTES = 20
 CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm", "log_return", "session_open")
 
 
-def frame_from_bars(bars: Iterable[Any], market_symbol: str = "VOO",
-                    beta_window: int = 60) -> pd.DataFrame:
+def frame_from_bars(
+    bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
+) -> pd.DataFrame:
     """One row per bar: context columns and MODEL_FEATURES, computed by tickwatch.features."""
     rows = []
     for bar, feats, warm in compute_features_batch(bars, market_symbol, beta_window):
-        rows.append((bar.symbol, int(bar.start_ms), float(bar.close), float(bar.volume), warm,
-                     feats["log_return"], *(feats[k] for k in MODEL_FEATURES)))
+        rows.append(
+            (
+                bar.symbol,
+                int(bar.start_ms),
+                float(bar.close),
+                float(bar.volume),
+                warm,
+                feats["log_return"],
+                *(feats[k] for k in MODEL_FEATURES),
+            )
+        )
     cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *MODEL_FEATURES]
     df = pd.DataFrame(rows, columns=cols)
     return add_session_open(df.sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True))
@@ -87,5 +97,5 @@ def sequences(df: pd.DataFrame, length: int) -> tuple[np.ndarray, np.ndarray]:
         padded = np.concatenate([np.zeros((length - 1, f), dtype=np.float32), block])
         view = np.lib.stride_tricks.sliding_window_view(padded, (length, f))[:, 0]
         out[a:b] = view
-        valid[a + length - 1:b] = True
+        valid[a + length - 1 : b] = True
     return out, valid

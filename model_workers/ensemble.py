@@ -41,8 +41,14 @@ class Decision:
     severity: np.ndarray
 
 
-def decide(if_scores: np.ndarray, ae_scores: np.ndarray, if_cal: Calibration,
-           ae_cal: Calibration, eligible: np.ndarray, log_return: np.ndarray) -> Decision:
+def decide(
+    if_scores: np.ndarray,
+    ae_scores: np.ndarray,
+    if_cal: Calibration,
+    ae_cal: Calibration,
+    eligible: np.ndarray,
+    log_return: np.ndarray,
+) -> Decision:
     """Flag a bar when the autoencoder crosses its threshold or it moved over 5%; rank severity.
 
     The forest decides only where the symbol has no full sequence yet (`ae_scores` NaN): on the
@@ -55,8 +61,9 @@ def decide(if_scores: np.ndarray, ae_scores: np.ndarray, if_cal: Calibration,
     ae_flag = eligible & ae_ok & (np.where(ae_ok, ae_scores, -np.inf) >= ae_cal.threshold)
     big_move = eligible & (np.abs(log_return) > BIG_MOVE_LOG)
     flagged = ae_flag | (if_flag & ~ae_ok) | big_move
-    excess = np.maximum(if_cal.excess(if_scores),
-                        np.where(ae_ok, ae_cal.excess(np.nan_to_num(ae_scores)), 0.0))
+    excess = np.maximum(
+        if_cal.excess(if_scores), np.where(ae_ok, ae_cal.excess(np.nan_to_num(ae_scores)), 0.0)
+    )
     level = np.searchsorted(SEVERITY_EDGES, excess, side="right")
     level = level + (if_flag & ae_flag) + big_move
     level = np.where(big_move, np.maximum(level, 2), level)

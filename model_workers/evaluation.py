@@ -12,8 +12,9 @@ from tickwatch.schemas import MINUTE_MS
 MATCH_TAIL_MINUTES = 5  # an alert up to 5 minutes after a labelled event still detects it
 
 
-def alerts_from_flags(symbols: np.ndarray, ts: np.ndarray, flags: np.ndarray,
-                      cooldown_minutes: int) -> np.ndarray:
+def alerts_from_flags(
+    symbols: np.ndarray, ts: np.ndarray, flags: np.ndarray, cooldown_minutes: int
+) -> np.ndarray:
     """Bool per row: a flagged bar with no flagged bar of its symbol in the previous cooldown.
 
     Rows must be sorted by symbol then time. The worker applies the same rule, so one ongoing
@@ -48,17 +49,22 @@ class EventMetrics:
     def row(self, name: str) -> dict[str, object]:
         """A flat dict for tables and MLflow metrics."""
         out: dict[str, object] = {
-            "detector": name, "precision": self.precision, "recall": self.recall, "f1": self.f1,
+            "detector": name,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
             "false_alarms_per_symbol_day": self.false_alarms_per_symbol_day,
-            "mean_delay_min": self.mean_delay_minutes, "alerts": self.alerts,
+            "mean_delay_min": self.mean_delay_minutes,
+            "alerts": self.alerts,
             "events": self.events,
         }
         out.update({f"recall_{k}": v for k, v in sorted(self.recall_by_type.items())})
         return out
 
 
-def evaluate_alerts(frame: pd.DataFrame, alerts: np.ndarray, labels: pd.DataFrame,
-                    symbol_days: int) -> EventMetrics:
+def evaluate_alerts(
+    frame: pd.DataFrame, alerts: np.ndarray, labels: pd.DataFrame, symbol_days: int
+) -> EventMetrics:
     """Precision/recall/F1 of alerts against labels [start, end + tail], delay, per-type recall."""
     sym = frame["symbol"].to_numpy()
     ts = frame["bar_start_ms"].to_numpy()
@@ -68,8 +74,11 @@ def evaluate_alerts(frame: pd.DataFrame, alerts: np.ndarray, labels: pd.DataFram
     by_type: dict[str, list[bool]] = {}
     a_sym, a_ts = sym[alert_idx], ts[alert_idx]
     for lab in labels.itertuples(index=False):
-        hit = (a_sym == lab.symbol) & (a_ts >= int(lab.start)) & (
-            a_ts <= int(lab.end) + MATCH_TAIL_MINUTES * MINUTE_MS)
+        hit = (
+            (a_sym == lab.symbol)
+            & (a_ts >= int(lab.start))
+            & (a_ts <= int(lab.end) + MATCH_TAIL_MINUTES * MINUTE_MS)
+        )
         matched |= hit
         found = bool(hit.any())
         by_type.setdefault(str(lab.type), []).append(found)
@@ -82,8 +91,13 @@ def evaluate_alerts(frame: pd.DataFrame, alerts: np.ndarray, labels: pd.DataFram
     recall = detected / n_events if n_events else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return EventMetrics(
-        alerts=n_alerts, true_alerts=true_alerts, events=n_events, detected=detected,
-        precision=precision, recall=recall, f1=f1,
+        alerts=n_alerts,
+        true_alerts=true_alerts,
+        events=n_events,
+        detected=detected,
+        precision=precision,
+        recall=recall,
+        f1=f1,
         false_alarms_per_symbol_day=(n_alerts - true_alerts) / max(symbol_days, 1),
         mean_delay_minutes=float(np.mean(delays)) if delays else float("nan"),
         recall_by_type={k: float(np.mean(v)) for k, v in by_type.items()},

@@ -30,6 +30,13 @@ class ForestExplainer:
 def top_reasons(values: np.ndarray, contributions: np.ndarray, model: str, k: int) -> list[Reason]:
     """The `k` features contributing most to one row's anomaly score, largest first."""
     order = np.argsort(-contributions)[:k]
-    return [Reason(feature=MODEL_FEATURES[i], value=float(values[i]),
-                   contribution=float(contributions[i]), model=model)
-            for i in order if np.isfinite(contributions[i])]
+    return [
+        Reason(
+            feature=MODEL_FEATURES[i],
+            value=float(values[i]),
+            contribution=float(contributions[i]),
+            model=model,
+        )
+        for i in order
+        if np.isfinite(contributions[i])
+    ]

@@ -26,8 +26,9 @@ def use_tracking(settings: Settings):
     if settings.mlflow_tracking_uri.startswith("sqlite"):
         settings.mlflow_artifact_dir.mkdir(parents=True, exist_ok=True)
         if mlflow.get_experiment_by_name(settings.mlflow.experiment) is None:
-            mlflow.create_experiment(settings.mlflow.experiment,
-                                     artifact_location=settings.mlflow_artifact_dir.as_uri())
+            mlflow.create_experiment(
+                settings.mlflow.experiment, artifact_location=settings.mlflow_artifact_dir.as_uri()
+            )
     mlflow.set_experiment(settings.mlflow.experiment)
     return mlflow.MlflowClient()
 
@@ -45,8 +46,12 @@ class LoadedModel:
 
 def model_metadata(cal: Calibration, **extra: Any) -> dict[str, Any]:
     """What a scorer needs beside the weights: features, threshold, median, extras."""
-    return {"features": list(MODEL_FEATURES), "threshold": cal.threshold, "median": cal.median,
-            **extra}
+    return {
+        "features": list(MODEL_FEATURES),
+        "threshold": cal.threshold,
+        "median": cal.median,
+        **extra,
+    }
 
 
 def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.ndarray) -> str:
@@ -58,7 +63,9 @@ def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.nda
     from model_workers.models.iforest import iforest_scores
 
     info = mlflow.sklearn.log_model(
-        pipe, name="iforest", serialization_format="cloudpickle",
+        pipe,
+        name="iforest",
+        serialization_format="cloudpickle",
         signature=infer_signature(example, iforest_scores(pipe, example)),
         registered_model_name=settings.mlflow.iforest_model_name,
         metadata=model_metadata(cal, kind="iforest"),
@@ -67,19 +74,25 @@ def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.nda
     return str(info.registered_model_version)
 
 
-def log_lstm(scorer: Any, cal: Calibration, scale: np.ndarray, settings: Settings,
-             example: np.ndarray) -> str:
+def log_lstm(
+    scorer: Any, cal: Calibration, scale: np.ndarray, settings: Settings, example: np.ndarray
+) -> str:
     """Log and register the autoencoder scorer in the active run; returns the new version."""
     import mlflow.tensorflow
     import tensorflow as tf
     from mlflow.models import infer_signature
 
     info = mlflow.tensorflow.log_model(
-        scorer, name="lstm_ae",
+        scorer,
+        name="lstm_ae",
         signature=infer_signature(example, np.asarray(scorer.predict_on_batch(example))),
         registered_model_name=settings.mlflow.lstm_model_name,
-        metadata=model_metadata(cal, kind="lstm_ae", sequence_length=int(example.shape[1]),
-                                error_scale=[float(v) for v in scale]),
+        metadata=model_metadata(
+            cal,
+            kind="lstm_ae",
+            sequence_length=int(example.shape[1]),
+            error_scale=[float(v) for v in scale],
+        ),
         pip_requirements=[f"tensorflow-cpu=={tf.__version__}"],
     )
     return str(info.registered_model_version)
@@ -92,8 +105,10 @@ def champion_versions(settings: Settings) -> tuple[str, str] | None:
     client = use_tracking(settings)
     alias = settings.mlflow.champion_alias
     try:
-        forest, lstm = (str(client.get_model_version_by_alias(name, alias).version) for name in (
-            settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name))
+        forest, lstm = (
+            str(client.get_model_version_by_alias(name, alias).version)
+            for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name)
+        )
     except MlflowException:
         return None
     return forest, lstm
@@ -105,8 +120,13 @@ def set_champion(settings: Settings, iforest_version: str, lstm_version: str) ->
     alias = settings.mlflow.champion_alias
     client.set_registered_model_alias(settings.mlflow.iforest_model_name, alias, iforest_version)
     client.set_registered_model_alias(settings.mlflow.lstm_model_name, alias, lstm_version)
-    log.info("champion: %s v%s, %s v%s", settings.mlflow.iforest_model_name, iforest_version,
-             settings.mlflow.lstm_model_name, lstm_version)
+    log.info(
+        "champion: %s v%s, %s v%s",
+        settings.mlflow.iforest_model_name,
+        iforest_version,
+        settings.mlflow.lstm_model_name,
+        lstm_version,
+    )
 
 
 def load_version(settings: Settings, name: str, version: str, kind: str) -> LoadedModel:
@@ -128,13 +148,17 @@ def load_version(settings: Settings, name: str, version: str, kind: str) -> Load
         configure_tensorflow()
         model = mlflow.tensorflow.load_model(uri)
     if list(meta.get("features", [])) != list(MODEL_FEATURES):
-        raise ValueError(f"{uri} was trained on features {meta.get('features')}, "
-                         f"this code computes {list(MODEL_FEATURES)}")
+        raise ValueError(
+            f"{uri} was trained on features {meta.get('features')}, "
+            f"this code computes {list(MODEL_FEATURES)}"
+        )
     cal = Calibration(float(meta["threshold"]), float(meta["median"]))
     return LoadedModel(name, str(version), model, cal, dict(meta))
 
 
 def load_pair(settings: Settings, versions: tuple[str, str]) -> tuple[LoadedModel, LoadedModel]:
     """The forest and autoencoder at the given versions."""
-    return (load_version(settings, settings.mlflow.iforest_model_name, versions[0], "iforest"),
-            load_version(settings, settings.mlflow.lstm_model_name, versions[1], "lstm_ae"))
+    return (
+        load_version(settings, settings.mlflow.iforest_model_name, versions[0], "iforest"),
+        load_version(settings, settings.mlflow.lstm_model_name, versions[1], "lstm_ae"),
+    )

@@ -21,8 +21,11 @@ def prototype_rule(bars: pd.DataFrame) -> np.ndarray:
     g = bars.groupby("symbol", sort=False)
     prev_mean = g["volume"].transform(lambda v: v.shift().rolling(20, min_periods=20).mean())
     move = g["close"].pct_change().abs()
-    return ((bars["volume"] > PROTOTYPE_VOLUME_MULTIPLE * prev_mean) | (move > PROTOTYPE_MOVE)
-            ).fillna(False).to_numpy(dtype=bool)
+    return (
+        ((bars["volume"] > PROTOTYPE_VOLUME_MULTIPLE * prev_mean) | (move > PROTOTYPE_MOVE))
+        .fillna(False)
+        .to_numpy(dtype=bool)
+    )
 
 
 def zscore_rule(features: pd.DataFrame, limit: float = ZSCORE_LIMIT) -> np.ndarray:

@@ -97,8 +97,16 @@ class RowScore:
     @property
     def scores(self) -> list[ModelScore]:
         """The per-model verdicts as wire records (built on demand: most rows never need them)."""
-        return [ModelScore(model=s.model, version=s.version, score=s.score,
-                           threshold=s.threshold, flagged=s.flagged) for s in self.model_scores]
+        return [
+            ModelScore(
+                model=s.model,
+                version=s.version,
+                score=s.score,
+                threshold=s.threshold,
+                flagged=s.flagged,
+            )
+            for s in self.model_scores
+        ]
 
 
 class Scorer:
@@ -128,8 +136,9 @@ class Scorer:
     def versions(self) -> tuple[str, str]:
         return self.iforest.version, self.lstm.version
 
-    def score(self, vectors: Sequence[FeatureVector],
-              buffer: SequenceBuffer | None = None) -> list[RowScore]:
+    def score(
+        self, vectors: Sequence[FeatureVector], buffer: SequenceBuffer | None = None
+    ) -> list[RowScore]:
         """Score vectors in order; history comes from `buffer` (a fresh one if None).
 
         Vectors must be new for their symbol (see SequenceBuffer.is_new); the worker filters
@@ -155,19 +164,35 @@ class Scorer:
         ae_scores[has_window] = autoencoder_scores(errors[has_window], self.error_scale)
         warm = np.array([v.warm for v in vectors])
         log_return = np.array([v.features.get("log_return", 0.0) for v in vectors])
-        d = decide(if_scores, ae_scores, self.iforest.calibration, self.lstm.calibration,
-                   warm & ~opens, log_return)
+        d = decide(
+            if_scores,
+            ae_scores,
+            self.iforest.calibration,
+            self.lstm.calibration,
+            warm & ~opens,
+            log_return,
+        )
         flagged = np.flatnonzero(d.flagged)
-        shap_rows = dict(zip(flagged.tolist(), self.explainer.contributions(x[flagged]),
-                             strict=True))
+        shap_rows = dict(
+            zip(flagged.tolist(), self.explainer.contributions(x[flagged]), strict=True)
+        )
         out = []
         if_t, ae_t = self.iforest.calibration.threshold, self.lstm.calibration.threshold
-        rows = zip(vectors, if_scores.tolist(), ae_scores.tolist(), has_window.tolist(),
-                   d.iforest_flag.tolist(), d.lstm_flag.tolist(), d.flagged.tolist(),
-                   d.severity.tolist(), strict=True)
+        rows = zip(
+            vectors,
+            if_scores.tolist(),
+            ae_scores.tolist(),
+            has_window.tolist(),
+            d.iforest_flag.tolist(),
+            d.lstm_flag.tolist(),
+            d.flagged.tolist(),
+            d.severity.tolist(),
+            strict=True,
+        )
         for i, (v, s_if, s_ae, has_w, f_if, f_ae, flag, sev) in enumerate(rows):
             scores: tuple[RawScore, ...] = (
-                RawScore(IFOREST, self.iforest.version, s_if, if_t, f_if),)
+                RawScore(IFOREST, self.iforest.version, s_if, if_t, f_if),
+            )
             if has_w:
                 scores += (RawScore(LSTM, self.lstm.version, s_ae, ae_t, f_ae),)
             if not flag:
@@ -175,10 +200,21 @@ class Scorer:
                 continue
             reasons = top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
             if has_w:
-                reasons += top_reasons(x[i], tail_errors(errors[i], self.error_scale), LSTM,
-                                       self.top_k)
-            out.append(RowScore(v.symbol, v.bar_start_ms, v.close, scores, True,
-                                SEVERITIES[sev], reasons, fired_rules(v.features)))
+                reasons += top_reasons(
+                    x[i], tail_errors(errors[i], self.error_scale), LSTM, self.top_k
+                )
+            out.append(
+                RowScore(
+                    v.symbol,
+                    v.bar_start_ms,
+                    v.close,
+                    scores,
+                    True,
+                    SEVERITIES[sev],
+                    reasons,
+                    fired_rules(v.features),
+                )
+            )
         return out
 
     def to_event(self, row: RowScore, detected_at_ms: int) -> AnomalyEvent:
@@ -186,8 +222,13 @@ class Scorer:
         assert row.flagged and row.severity is not None
         return AnomalyEvent(
             event_id=make_event_id(row.symbol, row.bar_start_ms, self.version),
-            symbol=row.symbol, bar_start_ms=row.bar_start_ms, detected_at_ms=detected_at_ms,
-            severity=row.severity, close=row.close, scores=row.scores, reasons=row.reasons,
+            symbol=row.symbol,
+            bar_start_ms=row.bar_start_ms,
+            detected_at_ms=detected_at_ms,
+            severity=row.severity,
+            close=row.close,
+            scores=row.scores,
+            reasons=row.reasons,
             rules=row.rules,
         )
 
@@ -211,19 +252,37 @@ class Cooldown:
         return prev is None or bar_start_ms - prev > self.window_ms
 
 
-def vectors_from_bars(bars: Iterable[Any], market_symbol: str = "VOO",
-                      beta_window: int = 60) -> list[FeatureVector]:
+def vectors_from_bars(
+    bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
+) -> list[FeatureVector]:
     """Feature vectors for bars, computed exactly as the streaming agents do."""
-    return [FeatureVector(symbol=b.symbol, bar_start_ms=int(b.start_ms), close=float(b.close),
-                          volume=float(b.volume), features=f, warm=w)
-            for b, f, w in compute_features_batch(bars, market_symbol, beta_window)]
+    return [
+        FeatureVector(
+            symbol=b.symbol,
+            bar_start_ms=int(b.start_ms),
+            close=float(b.close),
+            volume=float(b.volume),
+            features=f,
+            warm=w,
+        )
+        for b, f, w in compute_features_batch(bars, market_symbol, beta_window)
+    ]
 
 
-def score_bars(scorer: Scorer, bars: Iterable[Any], cooldown_minutes: int = 5,
-               market_symbol: str = "VOO", detected_at_ms: int = 0) -> list[AnomalyEvent | None]:
+def score_bars(
+    scorer: Scorer,
+    bars: Iterable[Any],
+    cooldown_minutes: int = 5,
+    market_symbol: str = "VOO",
+    detected_at_ms: int = 0,
+) -> list[AnomalyEvent | None]:
     """One entry per scored bar (feature order): its event if it opens one, else None."""
     vectors = vectors_from_bars(bars, market_symbol)
     rows = scorer.score(vectors)
     cooldown = Cooldown(cooldown_minutes)
-    return [scorer.to_event(r, detected_at_ms or r.bar_start_ms)
-            if r.flagged and cooldown.admit(r.symbol, r.bar_start_ms) else None for r in rows]
+    return [
+        scorer.to_event(r, detected_at_ms or r.bar_start_ms)
+        if r.flagged and cooldown.admit(r.symbol, r.bar_start_ms)
+        else None
+        for r in rows
+    ]

@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 
 def bars_from_frame(bars: pd.DataFrame) -> list[Bar]:
     """Bar tuples (what tickwatch.features reads) from a bar-store frame."""
-    cols = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap",
-            "transactions"]
-    return [Bar(s, int(t), o, h, lo, c, v, w, int(n))
-            for s, t, o, h, lo, c, v, w, n in bars[cols].itertuples(index=False, name=None)]
+    cols = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap", "transactions"]
+    return [
+        Bar(s, int(t), o, h, lo, c, v, w, int(n))
+        for s, t, o, h, lo, c, v, w, n in bars[cols].itertuples(index=False, name=None)
+    ]
 
 
 def load_training_frame(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -32,8 +33,15 @@ def load_training_frame(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame,
     frame = feast_frame(settings, bars)
     if frame is None:
         log.info("Feast offline store empty: computing features from %d stored bars", len(bars))
-        return frame_from_bars(bars_from_frame(bars), settings.features.market_symbol,
-                               settings.features.beta_window), labels, "bars"
+        return (
+            frame_from_bars(
+                bars_from_frame(bars),
+                settings.features.market_symbol,
+                settings.features.beta_window,
+            ),
+            labels,
+            "bars",
+        )
     log.info("training set: %d rows point-in-time from the Feast offline store", len(frame))
     return frame, labels, "feast"
 
@@ -46,14 +54,18 @@ def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
     if not any((features_dir(settings) / "offline").glob("*.parquet")):
         return None
     store = get_store(settings)
-    entity = pd.DataFrame({
-        "symbol": bars["symbol"].to_numpy(),
-        "event_timestamp": pd.to_datetime(bars["timestamp"], unit="ms", utc=True),
-        "bar_start_ms": bars["timestamp"].to_numpy(), "close": bars["close"].to_numpy(),
-        "volume": bars["volume"].to_numpy(),
-    })
+    entity = pd.DataFrame(
+        {
+            "symbol": bars["symbol"].to_numpy(),
+            "event_timestamp": pd.to_datetime(bars["timestamp"], unit="ms", utc=True),
+            "bar_start_ms": bars["timestamp"].to_numpy(),
+            "close": bars["close"].to_numpy(),
+            "volume": bars["volume"].to_numpy(),
+        }
+    )
     hist = store.get_historical_features(
-        entity_df=entity, features=store.get_feature_service(MODEL_SERVICE)).to_df()
+        entity_df=entity, features=store.get_feature_service(MODEL_SERVICE)
+    ).to_df()
     missing = hist[list(MODEL_FEATURES)].isna().any(axis=1)
     if missing.all():
         return None

@@ -52,8 +52,13 @@ EXIT_HUNG = 75  # EX_TEMPFAIL: restart me
 class ScoreWorker:
     """One member of the scoring consumer group."""
 
-    def __init__(self, settings: Settings, instance: str | None = None,
-                 reload_interval_s: float = 10.0, replay_messages: int = REPLAY_MESSAGES) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        instance: str | None = None,
+        reload_interval_s: float = 10.0,
+        replay_messages: int = REPLAY_MESSAGES,
+    ) -> None:
         self.settings, self.replay_messages = settings, replay_messages
         self.scorer = Scorer.from_registry(settings)
         self.buffer = SequenceBuffer(self.scorer.length)
@@ -64,14 +69,18 @@ class ScoreWorker:
         self.group = f"{settings.topic_prefix}tickwatch-score"
         self.instance = instance or socket.gethostname()
         tid = f"{self.group}-{self.instance}"
-        self.producer = make_producer(settings, **{"transactional.id": tid,
-                                                 "transaction.timeout.ms": 120_000})
+        self.producer = make_producer(
+            settings, **{"transactional.id": tid, "transaction.timeout.ms": 120_000}
+        )
         self.producer.init_transactions(60)  # also aborts what a killed predecessor left open
         self.dead = DeadLetterSink(self.producer, settings, STAGE)
         # static membership: a restarted instance takes its partitions back at once instead of
         # waiting for the dead member's session to time out
-        self.consumer = make_consumer(settings, self.group, **{
-            "isolation.level": "read_committed", "group.instance.id": self.instance})
+        self.consumer = make_consumer(
+            settings,
+            self.group,
+            **{"isolation.level": "read_committed", "group.instance.id": self.instance},
+        )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.watcher = ModelWatcher(settings, self.scorer, reload_interval_s)
         self.stopping = False
@@ -110,8 +119,11 @@ class ScoreWorker:
             return
         publish_model_info(new, self.scorer)
         if new.length != self.buffer.length:
-            log.warning("sequence length changed %d -> %d: LSTM history restarts",
-                        self.buffer.length, new.length)
+            log.warning(
+                "sequence length changed %d -> %d: LSTM history restarts",
+                self.buffer.length,
+                new.length,
+            )
             self.buffer = SequenceBuffer(new.length)
         self.scorer = new
         log.info("scoring with %s", new.version)
@@ -129,7 +141,9 @@ class ScoreWorker:
             with _watchdog(TXN_WATCHDOG_S):
                 self.producer.send_offsets_to_transaction(
                     [TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                    self.consumer.consumer_group_metadata(), 30)
+                    self.consumer.consumer_group_metadata(),
+                    30,
+                )
                 self.producer.commit_transaction(60)
         except Exception:
             log.exception("batch failed: aborting the transaction; offsets stay uncommitted")
@@ -143,8 +157,7 @@ class ScoreWorker:
         if vectors:
             LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)
 
-    def _accept(self, msgs: list[Message], live: bool
-                ) -> tuple[list[FeatureVector], list[Message]]:
+    def _accept(self, msgs: list[Message], live: bool) -> tuple[list[FeatureVector], list[Message]]:
         """Decoded, complete, new vectors; the rest go to the dead-letter topic (when live)."""
         vectors, sources, latest = [], [], {}
         for m in msgs:
@@ -159,7 +172,8 @@ class ScoreWorker:
                 if missing:
                     reason, kind = f"missing model features {missing}", "missing_features"
                 elif (prev is not None and v.bar_start_ms <= prev) or not self.buffer.is_new(
-                        v.symbol, v.bar_start_ms):
+                    v.symbol, v.bar_start_ms
+                ):
                     reason, kind = f"{v.symbol} bar {v.bar_start_ms} already scored", "duplicate"
             if reason is None and v is not None:
                 latest[v.symbol] = v.bar_start_ms
@@ -170,13 +184,20 @@ class ScoreWorker:
                 if kind == "duplicate":
                     DUPLICATES.labels(STAGE, kind).inc()
                 key = m.key().decode(errors="replace") if m.key() else None
-                self.dead.send(m.value() or b"", reason or "undecodable", kind=kind,
-                               topic=m.topic(), partition=m.partition(), offset=m.offset(),
-                               key=key)
+                self.dead.send(
+                    m.value() or b"",
+                    reason or "undecodable",
+                    kind=kind,
+                    topic=m.topic(),
+                    partition=m.partition(),
+                    offset=m.offset(),
+                    key=key,
+                )
         return vectors, sources
 
-    def _score(self, vectors: list[FeatureVector], sources: list[Message], emit: bool
-               ) -> list[int | None]:
+    def _score(
+        self, vectors: list[FeatureVector], sources: list[Message], emit: bool
+    ) -> list[int | None]:
         """Score in one call per model; produce an event per new anomaly when `emit`.
 
         Returns the ingest time (header) of each emitted event's source vector.
@@ -191,8 +212,9 @@ class ScoreWorker:
             event = self.scorer.to_event(row, int(time.time() * 1000))
             ingest = _ingest_ms(m)
             headers = [(INGEST_HEADER, str(ingest).encode())] if ingest is not None else None
-            produce(self.producer, self.out_topic, encode(event), key=event.event_id,
-                    headers=headers)
+            produce(
+                self.producer, self.out_topic, encode(event), key=event.event_id, headers=headers
+            )
             flagged_by = "+".join(s.model for s in row.model_scores if s.flagged) or "rule"
             ANOMALIES.labels(row.symbol, flagged_by, event.severity).inc()
             events.append(ingest)
@@ -201,8 +223,9 @@ class ScoreWorker:
                 for s in row.model_scores:
                     ANOMALY_SCORE.labels(s.model).observe(s.score)
             for model in ("iforest", "lstm_ae"):
-                SCORED_BARS.labels(model).inc(sum(
-                    1 for r in rows if any(s.model == model for s in r.model_scores)))
+                SCORED_BARS.labels(model).inc(
+                    sum(1 for r in rows if any(s.model == model for s in r.model_scores))
+                )
         return events
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
@@ -210,8 +233,11 @@ class ScoreWorker:
         self._forget({p.partition for p in partitions})
         committed = consumer.committed(partitions, timeout=60)
         replayed = self._replay([tp for tp in committed if tp.offset >= 0])
-        log.info("assigned %s; rebuilt state from %d earlier vectors",
-                 sorted(p.partition for p in partitions), replayed)
+        log.info(
+            "assigned %s; rebuilt state from %d earlier vectors",
+            sorted(p.partition for p in partitions),
+            replayed,
+        )
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
         self._forget({p.partition for p in partitions})
@@ -224,8 +250,9 @@ class ScoreWorker:
 
     def _replay(self, committed: list[TopicPartition]) -> int:
         """Re-score up to `replay_messages` per partition before the committed offsets, silently."""
-        reader = make_consumer(self.settings, f"{self.group}-rebuild",
-                               **{"isolation.level": "read_committed"})
+        reader = make_consumer(
+            self.settings, f"{self.group}-rebuild", **{"isolation.level": "read_committed"}
+        )
         ends, starts = {}, []
         for tp in committed:
             low, _high = reader.get_watermark_offsets(tp, timeout=30)
@@ -274,8 +301,12 @@ def _watchdog(seconds: float) -> Iterator[None]:
 
 
 def _exit_hung(seconds: float) -> None:
-    log.critical("WATCHDOG: transaction commit hung for %.0fs (librdkafka#5456); exiting %d so "
-                 "the supervisor restarts the worker", seconds, EXIT_HUNG)
+    log.critical(
+        "WATCHDOG: transaction commit hung for %.0fs (librdkafka#5456); exiting %d so "
+        "the supervisor restarts the worker",
+        seconds,
+        EXIT_HUNG,
+    )
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(EXIT_HUNG)
@@ -291,8 +322,12 @@ def _ingest_ms(m: Message) -> int | None:
     return None
 
 
-def run(settings: Settings, instance: str | None = None, reload_interval_s: float = 10.0,
-        max_idle_s: float | None = None) -> None:
+def run(
+    settings: Settings,
+    instance: str | None = None,
+    reload_interval_s: float = 10.0,
+    max_idle_s: float | None = None,
+) -> None:
     """Serve metrics and score until SIGTERM/SIGINT (or `max_idle_s` without input)."""
     serve_metrics(settings.prometheus.score_metrics_port, "score")
     worker = ScoreWorker(settings, instance, reload_interval_s)

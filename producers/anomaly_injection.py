@@ -6,12 +6,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("volume_spike", "price_jump", "flash_crash", "volatility_burst", "stale_price",
-         "decoupling")
+KINDS = (
+    "volume_spike",
+    "price_jump",
+    "flash_crash",
+    "volatility_burst",
+    "stale_price",
+    "decoupling",
+)
 BARS_PER_DAY = 390
 _EDGE = 5  # no anomaly in the first/last bars of a day (the open and close are noisy anyway)
-_LENGTH = {"volume_spike": (1, 3), "price_jump": (1, 1), "flash_crash": (4, 5),
-           "volatility_burst": (6, 10), "stale_price": (10, 12), "decoupling": (15, 15)}
+_LENGTH = {
+    "volume_spike": (1, 3),
+    "price_jump": (1, 1),
+    "flash_crash": (4, 5),
+    "volatility_burst": (6, 10),
+    "stale_price": (10, 12),
+    "decoupling": (15, 15),
+}
 
 
 @dataclass(frozen=True)
@@ -45,15 +57,16 @@ def plan_day(rng: np.random.Generator, allow_decoupling: bool) -> list[Injection
         for _attempt in range(20):
             start = int(rng.integers(_EDGE, BARS_PER_DAY - _EDGE - length))
             # keep a margin so two anomalies never touch
-            if not taken[max(0, start - 10):start + length + 10].any():
-                taken[start:start + length] = True
+            if not taken[max(0, start - 10) : start + length + 10].any():
+                taken[start : start + length] = True
                 out.append(Injection(kind, start, start + length - 1))
                 break
     return sorted(out, key=lambda i: i.start)
 
 
-def market_drift(rng: np.random.Generator, injection: Injection, market_sigma: np.ndarray
-                 ) -> np.ndarray:
+def market_drift(
+    rng: np.random.Generator, injection: Injection, market_sigma: np.ndarray
+) -> np.ndarray:
     """The market-wide trend that a decoupling stock moves against (a normal market move)."""
     drift = np.zeros(BARS_PER_DAY)
     sign = 1.0 if rng.random() < 0.5 else -1.0
@@ -62,8 +75,14 @@ def market_drift(rng: np.random.Generator, injection: Injection, market_sigma: n
     return drift
 
 
-def apply(rng: np.random.Generator, inj: Injection, day: DayPaths, sigma: np.ndarray,
-          beta: float, drift: np.ndarray | None) -> None:
+def apply(
+    rng: np.random.Generator,
+    inj: Injection,
+    day: DayPaths,
+    sigma: np.ndarray,
+    beta: float,
+    drift: np.ndarray | None,
+) -> None:
     """Apply one anomaly in place; `sigma` is the symbol's per-bar return sigma."""
     sl = slice(inj.start, inj.end + 1)
     n = inj.end - inj.start + 1
@@ -77,8 +96,8 @@ def apply(rng: np.random.Generator, inj: Injection, day: DayPaths, sigma: np.nda
     elif inj.kind == "flash_crash":
         drop = rng.uniform(18, 26) * sigma[k]
         down, up = 2, n - 2
-        day.returns[k:k + down] = -drop / down
-        day.returns[k + down:inj.end + 1] = drop * rng.uniform(0.85, 1.0) / up
+        day.returns[k : k + down] = -drop / down
+        day.returns[k + down : inj.end + 1] = drop * rng.uniform(0.85, 1.0) / up
         day.volume[sl] *= rng.uniform(4, 8, n)
         day.range_scale[sl] = 3.0
     elif inj.kind == "volatility_burst":

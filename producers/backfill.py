@@ -34,8 +34,9 @@ class BackfillReport:
     refused: int = 0
 
 
-def run(settings: Settings, symbols: list[str], start: dt.date, end: dt.date,
-        progress: bool = True) -> BackfillReport:
+def run(
+    settings: Settings, symbols: list[str], start: dt.date, end: dt.date, progress: bool = True
+) -> BackfillReport:
     """Backfill `symbols` from `start` to `end` (inclusive)."""
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
@@ -47,9 +48,15 @@ def run(settings: Settings, symbols: list[str], start: dt.date, end: dt.date,
     with httpx.Client(timeout=60) as client:
         for symbol in symbols:
             bar.set_postfix_str(symbol)
-            bars, refused = fetch_minute_bars(client, upstream.rest_url, upstream.api_key, symbol,
-                                              start.isoformat(), end.isoformat(),
-                                              on_page=bar.update)
+            bars, refused = fetch_minute_bars(
+                client,
+                upstream.rest_url,
+                upstream.api_key,
+                symbol,
+                start.isoformat(),
+                end.isoformat(),
+                on_page=bar.update,
+            )
             for raw, reason in refused:
                 publisher.dead_letters.send(raw, reason, kind="invalid_rest_bar", key=symbol)
             new = _not_stored(root, bars)

@@ -61,6 +61,16 @@ def _row_to_bar(row: dict[str, str]) -> MinuteBar:
     o, h, lo, c = (float(row[k]) for k in ("open", "high", "low", "close"))
     vwap = float(row["vwap"]) if row.get("vwap") else (h + lo + c) / 3
     tx = int(float(row["transactions"])) if row.get("transactions") else 0
-    return MinuteBar(symbol=(row["symbol"] or "").strip(), start_ms=start,
-                     end_ms=start + MINUTE_MS, open=o, high=h, low=lo, close=c,
-                     volume=float(row["volume"]), vwap=vwap, transactions=tx, source="csv")
+    return MinuteBar(
+        symbol=(row["symbol"] or "").strip(),
+        start_ms=start,
+        end_ms=start + MINUTE_MS,
+        open=o,
+        high=h,
+        low=lo,
+        close=c,
+        volume=float(row["volume"]),
+        vwap=vwap,
+        transactions=tx,
+        source="csv",
+    )

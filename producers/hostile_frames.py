@@ -12,9 +12,22 @@ from collections import Counter
 
 
 def _bar(symbol: str, open_: float, start_ms: int) -> dict:
-    return {"ev": "AM", "sym": symbol, "v": 100, "av": 100, "op": 10.0, "vw": 10.0, "o": open_,
-            "c": 10.0, "h": 10.5, "l": 9.5, "a": 10.0, "z": 10, "s": start_ms,
-            "e": start_ms + 60_000}
+    return {
+        "ev": "AM",
+        "sym": symbol,
+        "v": 100,
+        "av": 100,
+        "op": 10.0,
+        "vw": 10.0,
+        "o": open_,
+        "c": 10.0,
+        "h": 10.5,
+        "l": 9.5,
+        "a": 10.0,
+        "z": 10,
+        "s": start_ms,
+        "e": start_ms + 60_000,
+    }
 
 
 def hostile_frames(now_ms: int | None = None) -> list[tuple[str, str]]:
@@ -32,5 +45,6 @@ def hostile_frames(now_ms: int | None = None) -> list[tuple[str, str]]:
 
 def expected_dead_letters(rounds: int) -> Counter[str]:
     """Dead letters by kind that `rounds` rounds of hostile frames must produce."""
-    return Counter({kind: n * rounds for kind, n in
-                    Counter(kind for kind, _ in hostile_frames(0)).items()})
+    return Counter(
+        {kind: n * rounds for kind, n in Counter(kind for kind, _ in hostile_frames(0)).items()}
+    )

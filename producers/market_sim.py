@@ -52,8 +52,13 @@ def profile_for(symbol: str) -> SymbolProfile:
     if symbol in PROFILES:
         return PROFILES[symbol]
     h = zlib.crc32(symbol.encode())
-    return SymbolProfile(0.15 + (h % 30) / 100, 0.8 + (h % 7) / 10, 20.0 + h % 300,
-                         5e6 + (h % 20) * 1e6, 500 + h % 1000)
+    return SymbolProfile(
+        0.15 + (h % 30) / 100,
+        0.8 + (h % 7) / 10,
+        20.0 + h % 300,
+        5e6 + (h % 20) * 1e6,
+        500 + h % 1000,
+    )
 
 
 @dataclass
@@ -114,8 +119,9 @@ def _t_noise(rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
     return rng.standard_t(_DF, size) / np.sqrt(_DF / (_DF - 2))
 
 
-def simulate(symbols: list[str], days: int, seed: int, start_day: dt.date | None = None,
-             inject: bool = True) -> SimResult:
+def simulate(
+    symbols: list[str], days: int, seed: int, start_day: dt.date | None = None, inject: bool = True
+) -> SimResult:
     """Simulate `days` trading days of minute bars for `symbols`, with labelled anomalies."""
     rng = np.random.default_rng(seed)
     days_list = trading_days(start_day or DEFAULT_START_DAY, days)
@@ -123,8 +129,10 @@ def simulate(symbols: list[str], days: int, seed: int, start_day: dt.date | None
     vol_shape = np.sqrt(shape)  # volatility follows activity, less steeply
     market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
     market = _t_noise(rng, (days, BARS_PER_DAY)) * market_sigma
-    plans = {s: [inj.plan_day(rng, s != MARKET_SYMBOL) if inject else [] for _ in range(days)]
-             for s in symbols}
+    plans = {
+        s: [inj.plan_day(rng, s != MARKET_SYMBOL) if inject else [] for _ in range(days)]
+        for s in symbols
+    }
     drifts: dict[tuple[str, int], np.ndarray] = {}
     for s in symbols:
         for d, plan in enumerate(plans[s]):
@@ -144,9 +152,15 @@ def simulate(symbols: list[str], days: int, seed: int, start_day: dt.date | None
     return SimResult(bars, labels, days_list)
 
 
-def _simulate_symbol(rng: np.random.Generator, symbol: str, market: np.ndarray,
-                     plans: list[list[inj.Injection]], drifts: dict, opens: np.ndarray,
-                     shape: np.ndarray) -> tuple[list[MinuteBar], list[AnomalyLabel]]:
+def _simulate_symbol(
+    rng: np.random.Generator,
+    symbol: str,
+    market: np.ndarray,
+    plans: list[list[inj.Injection]],
+    drifts: dict,
+    opens: np.ndarray,
+    shape: np.ndarray,
+) -> tuple[list[MinuteBar], list[AnomalyLabel]]:
     """One symbol's bars over all days, anomalies applied."""
     p = profile_for(symbol)
     days = market.shape[0]
@@ -157,11 +171,17 @@ def _simulate_symbol(rng: np.random.Generator, symbol: str, market: np.ndarray,
         beta = 1.0
     else:
         market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
-        idio_sigma = np.sqrt(np.maximum(sigma**2 - (p.beta * market_sigma) ** 2, (0.3 * sigma)**2))
+        idio_sigma = np.sqrt(
+            np.maximum(sigma**2 - (p.beta * market_sigma) ** 2, (0.3 * sigma) ** 2)
+        )
         beta = p.beta
     returns = beta * market + _t_noise(rng, market.shape) * idio_sigma
-    volume = (p.daily_volume / BARS_PER_DAY * shape
-              * np.exp(rng.normal(-0.045, 0.3, market.shape) + 0.15 * np.abs(returns / sigma)))
+    volume = (
+        p.daily_volume
+        / BARS_PER_DAY
+        * shape
+        * np.exp(rng.normal(-0.045, 0.3, market.shape) + 0.15 * np.abs(returns / sigma))
+    )
     range_scale = np.ones(market.shape)
     stale = np.zeros(market.shape, dtype=bool)
     labels = []
@@ -169,21 +189,37 @@ def _simulate_symbol(rng: np.random.Generator, symbol: str, market: np.ndarray,
         day = inj.DayPaths(returns[d], volume[d], range_scale[d], stale[d])
         for i in plans[d]:
             inj.apply(rng, i, day, sigma, beta, drifts.get((symbol, d)))
-            labels.append(AnomalyLabel(
-                symbol=symbol, start_ms=int(opens[d]) + i.start * MINUTE_MS,
-                end_ms=int(opens[d]) + i.end * MINUTE_MS, kind=i.kind))
+            labels.append(
+                AnomalyLabel(
+                    symbol=symbol,
+                    start_ms=int(opens[d]) + i.start * MINUTE_MS,
+                    end_ms=int(opens[d]) + i.end * MINUTE_MS,
+                    kind=i.kind,
+                )
+            )
     overnight = rng.normal(0, p.annual_vol / np.sqrt(252) * 0.4, days)
     overnight[0] = 0.0
     log_close = np.log(p.price) + np.cumsum((returns + _day_start(overnight)).ravel())
     close = np.exp(log_close)
-    open_ = np.exp(np.concatenate([[np.log(p.price)], log_close[:-1]]) + _day_start(overnight)
-                   .ravel())
-    spread = (np.abs(rng.standard_normal((2, close.size))) * 0.6
-              * (sigma[None, :] * range_scale).ravel())
+    open_ = np.exp(
+        np.concatenate([[np.log(p.price)], log_close[:-1]]) + _day_start(overnight).ravel()
+    )
+    spread = (
+        np.abs(rng.standard_normal((2, close.size))) * 0.6 * (sigma[None, :] * range_scale).ravel()
+    )
     high = np.maximum(open_, close) * np.exp(spread[0])
     low = np.minimum(open_, close) * np.exp(-spread[1])
-    return _to_bars(symbol, opens, open_, high, low, close, np.round(volume.ravel()),
-                    stale.ravel(), p.trade_size), labels
+    return _to_bars(
+        symbol,
+        opens,
+        open_,
+        high,
+        low,
+        close,
+        np.round(volume.ravel()),
+        stale.ravel(),
+        p.trade_size,
+    ), labels
 
 
 def _day_start(overnight: np.ndarray) -> np.ndarray:
@@ -193,9 +229,17 @@ def _day_start(overnight: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_bars(symbol: str, opens: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
-             c: np.ndarray, v: np.ndarray, stale: np.ndarray, trade_size: float
-             ) -> list[MinuteBar]:
+def _to_bars(
+    symbol: str,
+    opens: np.ndarray,
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    stale: np.ndarray,
+    trade_size: float,
+) -> list[MinuteBar]:
     """Rounded, validated MinuteBar records."""
     o, h, lo, c = (np.round(x, 2) for x in (o, h, lo, c))
     for i in np.flatnonzero(stale):  # stale: the price does not move at all
@@ -205,9 +249,19 @@ def _to_bars(symbol: str, opens: np.ndarray, o: np.ndarray, h: np.ndarray, lo: n
     tx = np.where(v > 0, np.maximum(1, np.round(v / trade_size)), 0).astype(np.int64)
     starts = (opens[:, None] + np.arange(BARS_PER_DAY, dtype=np.int64) * MINUTE_MS).ravel()
     return [
-        MinuteBar(symbol=symbol, start_ms=int(s), end_ms=int(s) + MINUTE_MS, open=float(oo),
-                  high=float(hh), low=float(ll), close=float(cc), volume=float(vv),
-                  vwap=float(ww), transactions=int(tt), source="replay")
+        MinuteBar(
+            symbol=symbol,
+            start_ms=int(s),
+            end_ms=int(s) + MINUTE_MS,
+            open=float(oo),
+            high=float(hh),
+            low=float(ll),
+            close=float(cc),
+            volume=float(vv),
+            vwap=float(ww),
+            transactions=int(tt),
+            source="replay",
+        )
         for s, oo, hh, ll, cc, vv, ww, tt in zip(starts, o, h, lo, c, v, vwap, tx, strict=True)
     ]
 
@@ -225,8 +279,11 @@ def trades_for(bar: MinuteBar) -> list[Trade]:
     walk = np.cumsum(rng.standard_normal(n))
     bridge = walk - np.linspace(0, 1, n) * walk[-1] if n > 1 else np.zeros(1)
     span = np.ptp(bridge) or 1.0
-    prices = bar.open + (bar.close - bar.open) * np.linspace(0, 1, n) + bridge / span * (
-        bar.high - bar.low) / 2
+    prices = (
+        bar.open
+        + (bar.close - bar.open) * np.linspace(0, 1, n)
+        + bridge / span * (bar.high - bar.low) / 2
+    )
     prices = np.clip(prices, bar.low, bar.high)
     if n >= 4:
         mid = rng.choice(np.arange(1, n - 1), 2, replace=False)
@@ -236,8 +293,15 @@ def trades_for(bar: MinuteBar) -> list[Trade]:
     tape = 2 if bar.symbol == MARKET_SYMBOL else 3
     exchanges = rng.choice([4, 8, 10, 11, 12, 15, 19, 21], n)
     return [
-        Trade(symbol=bar.symbol, price=round(float(p), 4), size=float(sz), timestamp_ms=int(t),
-              exchange=int(x), trade_id=f"{bar.start_ms // 1000 % 10**7}{i:05d}", tape=tape,
-              sequence=i)
+        Trade(
+            symbol=bar.symbol,
+            price=round(float(p), 4),
+            size=float(sz),
+            timestamp_ms=int(t),
+            exchange=int(x),
+            trade_id=f"{bar.start_ms // 1000 % 10**7}{i:05d}",
+            tape=tape,
+            sequence=i,
+        )
         for i, (p, sz, t, x) in enumerate(zip(prices, sizes, times, exchanges, strict=True))
     ]

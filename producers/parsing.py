@@ -132,8 +132,19 @@ def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
     elements = None
     for idx, el in enumerate(decoded):
         if type(el) is _WireT and (el.sym in _KNOWN_SYMBOLS or _new_valid_symbol(el.sym)):
-            events.append(_new_event(Event, ("T", el.sym, el.t, _ENCODE(_TradeOut(
-                1, el.sym, el.p, el.s, el.t, el.x, el.i, el.z, el.c, el.q)))))
+            events.append(
+                _new_event(
+                    Event,
+                    (
+                        "T",
+                        el.sym,
+                        el.t,
+                        _ENCODE(
+                            _TradeOut(1, el.sym, el.p, el.s, el.t, el.x, el.i, el.z, el.c, el.q)
+                        ),
+                    ),
+                )
+            )
         else:  # status, A, Q, AM, odd symbols: few per frame, validated by pydantic
             if elements is None:
                 try:
@@ -173,8 +184,11 @@ def _parse_elements(frame: bytes | str, source: str) -> ParsedFrame:
 def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame) -> None:
     """Validate one element with pydantic and file it under events, statuses, skipped or refused."""
     if type(el) is not dict:
-        out.refused.append(Refused(_raw(el), "not_an_object",
-                                   f"element is a JSON {type(el).__name__}, not an object"))
+        out.refused.append(
+            Refused(
+                _raw(el), "not_an_object", f"element is a JSON {type(el).__name__}, not an object"
+            )
+        )
         return
     if ev == "status":
         out.statuses.append((str(el.get("status", "")), str(el.get("message", ""))))
@@ -184,8 +198,13 @@ def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame) -> None:
         return
     builder = _BUILDERS.get(ev) if isinstance(ev, str) else None
     if builder is None:
-        out.refused.append(Refused(_raw(el), "unknown_event",
-                                   f"unknown event type ev={ev!r} (expected T, Q, AM, A, status)"))
+        out.refused.append(
+            Refused(
+                _raw(el),
+                "unknown_event",
+                f"unknown event type ev={ev!r} (expected T, Q, AM, A, status)",
+            )
+        )
         return
     model, make = builder
     try:
@@ -216,21 +235,38 @@ def _require(e: dict[str, Any], *keys: str) -> None:
 def _trade(e: dict[str, Any], source: str) -> Trade:
     _require(e, "sym", "p", "s", "t")
     tid = e.get("i", "")
-    return Trade.model_validate({
-        "symbol": e["sym"], "price": e["p"], "size": e["s"], "timestamp_ms": e["t"],
-        "exchange": e.get("x", 0), "trade_id": str(tid) if type(tid) is int else tid,
-        "tape": e.get("z", 0), "conditions": e.get("c", []), "sequence": e.get("q", 0),
-    })
+    return Trade.model_validate(
+        {
+            "symbol": e["sym"],
+            "price": e["p"],
+            "size": e["s"],
+            "timestamp_ms": e["t"],
+            "exchange": e.get("x", 0),
+            "trade_id": str(tid) if type(tid) is int else tid,
+            "tape": e.get("z", 0),
+            "conditions": e.get("c", []),
+            "sequence": e.get("q", 0),
+        }
+    )
 
 
 def _quote(e: dict[str, Any], source: str) -> Quote:
     _require(e, "sym", "bp", "bs", "ap", "as", "t")
-    return Quote.model_validate({
-        "symbol": e["sym"], "bid_price": e["bp"], "bid_size": e["bs"], "ask_price": e["ap"],
-        "ask_size": e["as"], "timestamp_ms": e["t"], "bid_exchange": e.get("bx", 0),
-        "ask_exchange": e.get("ax", 0), "conditions": e.get("c", []), "tape": e.get("z", 0),
-        "sequence": e.get("q", 0),
-    })
+    return Quote.model_validate(
+        {
+            "symbol": e["sym"],
+            "bid_price": e["bp"],
+            "bid_size": e["bs"],
+            "ask_price": e["ap"],
+            "ask_size": e["as"],
+            "timestamp_ms": e["t"],
+            "bid_exchange": e.get("bx", 0),
+            "ask_exchange": e.get("ax", 0),
+            "conditions": e.get("c", []),
+            "tape": e.get("z", 0),
+            "sequence": e.get("q", 0),
+        }
+    )
 
 
 def _minute_bar(e: dict[str, Any], source: str) -> MinuteBar:
@@ -240,13 +276,25 @@ def _minute_bar(e: dict[str, Any], source: str) -> MinuteBar:
     transactions = 0
     if type(v) in _NUMBER and type(z) in _NUMBER and z > 0 and math.isfinite(v / z):
         transactions = round(v / z)
-    return MinuteBar.model_validate({
-        "symbol": e["sym"], "start_ms": e["s"], "end_ms": e["e"], "open": e["o"],
-        "high": e["h"], "low": e["l"], "close": e["c"], "volume": v, "vwap": e["vw"],
-        "transactions": transactions, "source": source,
-    })
+    return MinuteBar.model_validate(
+        {
+            "symbol": e["sym"],
+            "start_ms": e["s"],
+            "end_ms": e["e"],
+            "open": e["o"],
+            "high": e["h"],
+            "low": e["l"],
+            "close": e["c"],
+            "volume": v,
+            "vwap": e["vw"],
+            "transactions": transactions,
+            "source": source,
+        }
+    )
 
 
 _BUILDERS: dict[str, tuple[type[WireModel], Any]] = {
-    "T": (Trade, _trade), "Q": (Quote, _quote), "AM": (MinuteBar, _minute_bar),
+    "T": (Trade, _trade),
+    "Q": (Quote, _quote),
+    "AM": (MinuteBar, _minute_bar),
 }

@@ -79,16 +79,25 @@ def _first_bar_start(frame: str | bytes) -> int | None:
         events = json.loads(frame)
     except ValueError:
         return None
-    starts = [e["s"] for e in events if isinstance(e, dict) and e.get("ev") == "AM"
-              and type(e.get("s")) is int] if isinstance(events, list) else []
+    starts = (
+        [
+            e["s"]
+            for e in events
+            if isinstance(e, dict) and e.get("ev") == "AM" and type(e.get("s")) is int
+        ]
+        if isinstance(events, list)
+        else []
+    )
     return min(starts, default=None)
 
 
 def _refusal_message(status: str, message: str) -> str:
-    hint = {"auth_failed": "check TICKWATCH_POLYGON__API_KEY (or unset it to use the built-in "
-                           "replay server)",
-            "max_connections": "another client is connected with this key; most plans allow "
-                               "one connection per cluster"}.get(status, "")
+    hint = {
+        "auth_failed": "check TICKWATCH_POLYGON__API_KEY (or unset it to use the built-in "
+        "replay server)",
+        "max_connections": "another client is connected with this key; most plans allow "
+        "one connection per cluster",
+    }.get(status, "")
     return f"market data feed refused the connection: {status}: {message}. {hint}".strip()
 
 
@@ -106,8 +115,10 @@ class Producer:
         """Start from the newest bar per symbol already in Kafka, so a restart backfills its gap."""
         if "AM" in self.settings.polygon.channels:
             self.publisher.last_bar_start.update(last_bar_starts(self.settings))
-            log.info("resuming after the bars already in Kafka for %d symbols",
-                     len(self.publisher.last_bar_start))
+            log.info(
+                "resuming after the bars already in Kafka for %d symbols",
+                len(self.publisher.last_bar_start),
+            )
 
     async def run(self, exit_at_end: bool = False) -> None:
         """Stream until cancelled (or until the replay ends, with `exit_at_end`)."""
@@ -115,8 +126,13 @@ class Producer:
         channels = subscription(self.settings)
         while True:
             try:
-                async with connect(self.upstream.ws_url, max_size=None, open_timeout=15,
-                                   ping_interval=20, ping_timeout=20) as ws:
+                async with connect(
+                    self.upstream.ws_url,
+                    max_size=None,
+                    open_timeout=15,
+                    ping_interval=20,
+                    ping_timeout=20,
+                ) as ws:
                     await handshake(ws, self.upstream.api_key, channels)
                     attempt = 0
                     if await self._read(ws, exit_at_end):
@@ -126,10 +142,18 @@ class Producer:
                 RECONNECTS.labels("producer").inc()
                 delay = backoff_s(attempt)
                 attempt += 1
-                hint = " (is `tickwatch replay-server` running?)" if (
-                    self.upstream.source == "replay" and isinstance(exc, OSError)) else ""
-                log.warning("connection to %s lost (%s)%s; reconnecting in %.1fs",
-                            self.upstream.ws_url, exc or type(exc).__name__, hint, delay)
+                hint = (
+                    " (is `tickwatch replay-server` running?)"
+                    if (self.upstream.source == "replay" and isinstance(exc, OSError))
+                    else ""
+                )
+                log.warning(
+                    "connection to %s lost (%s)%s; reconnecting in %.1fs",
+                    self.upstream.ws_url,
+                    exc or type(exc).__name__,
+                    hint,
+                    delay,
+                )
                 self.publisher.poll()
                 await asyncio.sleep(delay)
 
@@ -182,9 +206,13 @@ class Producer:
             start = last + MINUTE_MS
             if self.upstream.source == "polygon" and until_ms - start > MAX_GAP_MS:
                 start = until_ms - MAX_GAP_MS
-                log.warning("%s: gap longer than %d days; filling the last %d only (use "
-                            "`tickwatch backfill` for the rest)", symbol, MAX_GAP_DAYS,
-                            MAX_GAP_DAYS)
+                log.warning(
+                    "%s: gap longer than %d days; filling the last %d only (use "
+                    "`tickwatch backfill` for the rest)",
+                    symbol,
+                    MAX_GAP_DAYS,
+                    MAX_GAP_DAYS,
+                )
             if start <= until_ms:
                 bars = await asyncio.to_thread(self._fetch, symbol, start, until_ms)
                 count += self.publisher.publish_bars(bars)
@@ -193,8 +221,9 @@ class Producer:
 
     def _fetch(self, symbol: str, start: int, end: int) -> list[MinuteBar]:
         with httpx.Client(timeout=30) as client:
-            bars, refused = fetch_minute_bars(client, self.upstream.rest_url,
-                                              self.upstream.api_key, symbol, start, end)
+            bars, refused = fetch_minute_bars(
+                client, self.upstream.rest_url, self.upstream.api_key, symbol, start, end
+            )
         for raw, reason in refused:
             self.publisher.dead_letters.send(raw, reason, kind="invalid_rest_bar", key=symbol)
         return bars
@@ -223,6 +252,9 @@ def run(settings: Settings, exit_at_end: bool = False) -> None:
         asyncio.run(main())
     finally:
         publisher.flush()
-        log.info("delivered %s; %d reconnects, %d bars backfilled",
-                 dict(publisher.acked), producer.reconnects, producer.backfilled)
-
+        log.info(
+            "delivered %s; %d reconnects, %d bars backfilled",
+            dict(publisher.acked),
+            producer.reconnects,
+            producer.backfilled,
+        )

@@ -37,11 +37,15 @@ class Publisher:
     def __init__(self, settings: Settings, stage: str = "producer") -> None:
         self.stage = stage
         self.producer = make_producer(settings, on_delivery=self._on_delivery)
-        self.trade_producer = make_producer(settings, on_delivery=self._on_delivery,
-                                            **{"delivery.report.only.error": True})
+        self.trade_producer = make_producer(
+            settings, on_delivery=self._on_delivery, **{"delivery.report.only.error": True}
+        )
         self.dead_letters = DeadLetterSink(self.producer, settings, stage)
-        self.topics = {"T": topic_name(TRADES, settings), "Q": topic_name(QUOTES, settings),
-                       "AM": topic_name(BARS, settings)}
+        self.topics = {
+            "T": topic_name(TRADES, settings),
+            "Q": topic_name(QUOTES, settings),
+            "AM": topic_name(BARS, settings),
+        }
         self._kind_of = {topic: kind for kind, topic in self.topics.items()}
         self.last_bar_start: dict[str, int] = {}
         # None: every symbol is wanted (`*`); else events of other symbols are refused
@@ -58,8 +62,9 @@ class Publisher:
     def acked(self) -> Counter[str]:
         """Messages the broker acknowledged, by kind (T, Q, AM)."""
         self._count_acked_trades()
-        return Counter({k: self._acked_by_topic[t] for k, t in self.topics.items()
-                        if self._acked_by_topic[t]})
+        return Counter(
+            {k: self._acked_by_topic[t] for k, t in self.topics.items() if self._acked_by_topic[t]}
+        )
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -76,7 +81,8 @@ class Publisher:
     def _count_acked_trades(self) -> None:
         in_flight = len(self.trade_producer)
         self._acked_by_topic[self.topics["T"]] = (
-            self._trades_queued - self._trades_failed - in_flight)
+            self._trades_queued - self._trades_failed - in_flight
+        )
 
     def poll(self) -> None:
         """Serve delivery reports and update the acknowledged-events counters."""
@@ -93,8 +99,9 @@ class Publisher:
                 EVENTS_OUT.labels(self.stage, kind).inc(count - self._reported[topic])
                 self._reported[topic] = count
 
-    def publish_frame(self, frame: bytes | str, received_ms: int | None = None,
-                      source: str = "polygon") -> ParsedFrame:
+    def publish_frame(
+        self, frame: bytes | str, received_ms: int | None = None, source: str = "polygon"
+    ) -> ParsedFrame:
         """Parse one WebSocket frame and publish its events; refused parts go to dead letters."""
         received_ms = received_ms or int(time.time() * 1000)
         BYTES_IN.labels(self.stage).inc(len(frame))
@@ -122,8 +129,12 @@ class Publisher:
                 kept.append(e)
             else:
                 EVENTS_IN.labels(self.stage, "refused").inc()
-                self.dead_letters.send(e.payload, f"symbol {e.symbol} is not configured",
-                                       kind="unknown_symbol", key=e.symbol)
+                self.dead_letters.send(
+                    e.payload,
+                    f"symbol {e.symbol} is not configured",
+                    kind="unknown_symbol",
+                    key=e.symbol,
+                )
         return kept
 
     def publish_events(self, events: list[Event], received_ms: int) -> int:
@@ -163,8 +174,11 @@ class Publisher:
         if last is not None and start_ms <= last:
             what = "duplicate" if start_ms == last else "late"
             self.dead_letters.send(
-                payload, f"{what} bar {symbol} start {start_ms}: last published bar started at "
-                f"{last}", kind=f"{what}_bar", key=symbol)
+                payload,
+                f"{what} bar {symbol} start {start_ms}: last published bar started at {last}",
+                kind=f"{what}_bar",
+                key=symbol,
+            )
             return False
         self.last_bar_start[symbol] = start_ms
         return True

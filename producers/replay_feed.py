@@ -34,14 +34,14 @@ def load_replay_data(settings: Settings) -> ReplayData:
         labels: list[AnomalyLabel] = []
     else:
         days = r.history_days + r.days
-        sim = simulate(settings.symbols, days=days, seed=r.seed,
-                       start_day=recent_start_day(days))
+        sim = simulate(settings.symbols, days=days, seed=r.seed, start_day=recent_start_day(days))
         bars, labels = sim.bars, sim.labels
     return split_history(bars, labels, r.history_days)
 
 
-def split_history(bars: list[MinuteBar], labels: list[AnomalyLabel], history_days: int
-                  ) -> ReplayData:
+def split_history(
+    bars: list[MinuteBar], labels: list[AnomalyLabel], history_days: int
+) -> ReplayData:
     """The first `history_days` trading days are history (at least one day is left live)."""
     days = sorted({trading_day_of(b.start_ms) for b in bars})
     if not days:
@@ -77,31 +77,71 @@ class AggregateState:
         acc_value += bar.vwap * bar.volume
         self._day[bar.symbol] = (day, day_open, acc_volume, acc_value)
         return {
-            "ev": "AM", "sym": bar.symbol, "v": bar.volume, "av": acc_volume, "op": day_open,
-            "vw": bar.vwap, "o": bar.open, "c": bar.close, "h": bar.high, "l": bar.low,
+            "ev": "AM",
+            "sym": bar.symbol,
+            "v": bar.volume,
+            "av": acc_volume,
+            "op": day_open,
+            "vw": bar.vwap,
+            "o": bar.open,
+            "c": bar.close,
+            "h": bar.high,
+            "l": bar.low,
             "a": round(acc_value / acc_volume, 4) if acc_volume else bar.vwap,
             "z": round(bar.volume / bar.transactions, 4) if bar.transactions else 0,
-            "s": bar.start_ms, "e": bar.end_ms,
+            "s": bar.start_ms,
+            "e": bar.end_ms,
         }
 
 
 def trade_events(bar: MinuteBar) -> list[dict]:
     """The bar's trades as Polygon `T` events."""
-    return [{"ev": "T", "sym": t.symbol, "i": t.trade_id, "x": t.exchange, "p": t.price,
-             "s": t.size, "c": t.conditions, "t": t.timestamp_ms, "q": t.sequence, "z": t.tape}
-            for t in trades_for(bar)]
+    return [
+        {
+            "ev": "T",
+            "sym": t.symbol,
+            "i": t.trade_id,
+            "x": t.exchange,
+            "p": t.price,
+            "s": t.size,
+            "c": t.conditions,
+            "t": t.timestamp_ms,
+            "q": t.sequence,
+            "z": t.tape,
+        }
+        for t in trades_for(bar)
+    ]
 
 
 def quote_event(trade: dict) -> dict:
     """A Polygon `Q` (NBBO) event around a trade's price."""
     p = trade["p"]
-    return {"ev": "Q", "sym": trade["sym"], "bx": trade["x"], "ax": trade["x"],
-            "bp": round(max(p - QUOTE_HALF_SPREAD, 0.0001), 4), "bs": 1 + trade["q"] % 9,
-            "ap": round(p + QUOTE_HALF_SPREAD, 4), "as": 1 + trade["q"] % 7, "c": [0], "i": [],
-            "t": trade["t"], "q": trade["q"], "z": trade["z"]}
+    return {
+        "ev": "Q",
+        "sym": trade["sym"],
+        "bx": trade["x"],
+        "ax": trade["x"],
+        "bp": round(max(p - QUOTE_HALF_SPREAD, 0.0001), 4),
+        "bs": 1 + trade["q"] % 9,
+        "ap": round(p + QUOTE_HALF_SPREAD, 4),
+        "as": 1 + trade["q"] % 7,
+        "c": [0],
+        "i": [],
+        "t": trade["t"],
+        "q": trade["q"],
+        "z": trade["z"],
+    }
 
 
 def rest_result(bar: MinuteBar) -> dict:
     """One REST aggregates result (`t` is the bar start in Unix ms)."""
-    return {"v": bar.volume, "vw": bar.vwap, "o": bar.open, "c": bar.close, "h": bar.high,
-            "l": bar.low, "t": bar.start_ms, "n": bar.transactions}
+    return {
+        "v": bar.volume,
+        "vw": bar.vwap,
+        "o": bar.open,
+        "c": bar.close,
+        "h": bar.high,
+        "l": bar.low,
+        "t": bar.start_ms,
+        "n": bar.transactions,
+    }

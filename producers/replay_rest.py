@@ -16,7 +16,8 @@ from tickwatch.schemas import MinuteBar
 
 AGGS_PATH = re.compile(
     r"^/v2/aggs/ticker/(?P<ticker>[^/]+)/range/(?P<mult>\d+)/(?P<span>[a-z]+)/"
-    r"(?P<start>[^/]+)/(?P<end>[^/]+)$")
+    r"(?P<start>[^/]+)/(?P<end>[^/]+)$"
+)
 DEFAULT_LIMIT, MAX_LIMIT = 5000, 50_000
 
 
@@ -66,15 +67,23 @@ class AggregatesIndex:
         lo, hi = bisect.bisect_left(starts, start), bisect.bisect_right(starts, end)
         rows = self.bars.get(ticker, [])[lo:hi]
         page = rows[::-1][:limit] if descending else rows[:limit]
-        body: dict = {"ticker": ticker, "queryCount": len(page), "resultsCount": len(page),
-                      "adjusted": True, "status": "OK", "request_id": uuid.uuid4().hex,
-                      "results": [rest_result(b) for b in page]}
+        body: dict = {
+            "ticker": ticker,
+            "queryCount": len(page),
+            "resultsCount": len(page),
+            "adjusted": True,
+            "status": "OK",
+            "request_id": uuid.uuid4().hex,
+            "results": [rest_result(b) for b in page],
+        }
         if len(rows) > limit:
             last = page[-1].start_ms
             nxt_start, nxt_end = (start, last - 1) if descending else (last + 1, end)
             rest = {k: v for k, v in query.items() if k != "apiKey"}
-            body["next_url"] = (f"{base_url}/v2/aggs/ticker/{ticker}/range/1/minute/"
-                                f"{nxt_start}/{nxt_end}?{urlencode(rest)}")
+            body["next_url"] = (
+                f"{base_url}/v2/aggs/ticker/{ticker}/range/1/minute/"
+                f"{nxt_start}/{nxt_end}?{urlencode(rest)}"
+            )
         return 200, body
 
 

@@ -61,8 +61,14 @@ def _status(status: str, message: str) -> str:
 class ReplayServer:
     """Serves `data` over the Polygon protocol; `drop_after_frames` aborts one connection once."""
 
-    def __init__(self, settings: Settings, data: ReplayData, *,
-                 drop_after_frames: int | None = None, rest_fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        data: ReplayData,
+        *,
+        drop_after_frames: int | None = None,
+        rest_fail_first: int = 0,
+    ) -> None:
         self.settings = settings
         self.data = data
         self.speed = settings.replay.speed
@@ -78,12 +84,21 @@ class ReplayServer:
 
     async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set."""
-        async with serve(self._handle, self.settings.replay.host, self.settings.replay.port,
-                         process_request=self._process_request, max_size=2**20) as server:
+        async with serve(
+            self._handle,
+            self.settings.replay.host,
+            self.settings.replay.port,
+            process_request=self._process_request,
+            max_size=2**20,
+        ) as server:
             port = list(server.sockets)[0].getsockname()[1]
             self.base_url = f"http://{self.settings.replay.host}:{port}"
-            log.info("replay server on ws://%s:%d (REST on the same port), %d live bars",
-                     self.settings.replay.host, port, len(self.data.live))
+            log.info(
+                "replay server on ws://%s:%d (REST on the same port), %d live bars",
+                self.settings.replay.host,
+                port,
+                len(self.data.live),
+            )
             clock = asyncio.create_task(self._clock())
             if ready:
                 ready.set()
@@ -127,8 +142,9 @@ class ReplayServer:
     def _garbage(self, conn: ServerConnection, path: str) -> Response:
         """`/admin/garbage?n=N`: broadcast N rounds of hostile frames (needs replay.fault_hooks)."""
         if not self.settings.replay.fault_hooks:
-            return self._json(conn, 404, {"status": "ERROR",
-                                          "error": "fault hooks are off (replay.fault_hooks)"})
+            return self._json(
+                conn, 404, {"status": "ERROR", "error": "fault hooks are off (replay.fault_hooks)"}
+            )
         query = dict(p.partition("=")[::2] for p in path.partition("?")[2].split("&") if p)
         try:
             rounds = max(0, min(int(query.get("n", "1")), 10_000))
@@ -138,8 +154,9 @@ class ReplayServer:
         clients = list(self.clients)
         asyncio.get_running_loop().create_task(self._send_garbage(clients, frames))
         log.warning("fault injection: %d hostile frames to %d clients", len(frames), len(clients))
-        return self._json(conn, 200, {"status": "OK", "frames": len(frames),
-                                      "clients": len(clients)})
+        return self._json(
+            conn, 200, {"status": "OK", "frames": len(frames), "clients": len(clients)}
+        )
 
     async def _send_garbage(self, clients: list[Client], frames: list[str]) -> None:
         for text in frames:
@@ -183,9 +200,14 @@ class ReplayServer:
             else:
                 client.subs.difference_update(channels)
             verb = "subscribed to" if action == "subscribe" else "unsubscribed to"
-            await client.ws.send(json.dumps(
-                [{"ev": "status", "status": "success", "message": f"{verb}: {c}"}
-                 for c in channels]))
+            await client.ws.send(
+                json.dumps(
+                    [
+                        {"ev": "status", "status": "success", "message": f"{verb}: {c}"}
+                        for c in channels
+                    ]
+                )
+            )
             if action == "subscribe" and self.finished.is_set():  # joined after the end
                 await client.ws.send(_status(REPLAY_COMPLETE, "end of the replayed market data"))
         else:
@@ -214,7 +236,7 @@ class ReplayServer:
                     await self.subscribed.wait()
                 if j == 0 and previous:  # REST serves a bar from the moment it is streamed
                     self.index.visible_until = previous[0].start_ms
-                part = trades[len(trades) * j // chunks:len(trades) * (j + 1) // chunks]
+                part = trades[len(trades) * j // chunks : len(trades) * (j + 1) // chunks]
                 await self._broadcast((bars if j == 0 else []) + part)
             previous = slot
         await self._broadcast_text(_status(REPLAY_COMPLETE, "end of the replayed market data"))
@@ -231,8 +253,8 @@ class ReplayServer:
     async def _send_events(self, client: Client, events: list[dict]) -> None:
         mine = [e for e in events if client.wants(e["ev"], e["sym"])]
         for i in range(0, len(mine), MAX_EVENTS_PER_FRAME):
-            await self._send(client, json.dumps(mine[i:i + MAX_EVENTS_PER_FRAME]))
-            for e in mine[i:i + MAX_EVENTS_PER_FRAME]:
+            await self._send(client, json.dumps(mine[i : i + MAX_EVENTS_PER_FRAME]))
+            for e in mine[i : i + MAX_EVENTS_PER_FRAME]:
                 EVENTS_OUT.labels("replay", e["ev"]).inc()
 
     async def _broadcast_text(self, text: str) -> None:
@@ -255,7 +277,7 @@ class ReplayServer:
 def _request_key(request: Request) -> str:
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
-        return auth[len("Bearer "):]
+        return auth[len("Bearer ") :]
     query = request.path.partition("?")[2]
     for part in query.split("&"):
         name, _, value = part.partition("=")
@@ -272,8 +294,12 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
     for lb in data.labels:
         produce(producer, topic, encode(lb), key=lb.symbol, timestamp_ms=lb.start_ms)
     flush_or_raise(producer)
-    log.info("%d anomaly labels written to %s and %s", len(data.labels),
-             bar_store.labels_path(settings), topic)
+    log.info(
+        "%d anomaly labels written to %s and %s",
+        len(data.labels),
+        bar_store.labels_path(settings),
+        topic,
+    )
 
 
 def run(settings: Settings) -> None:
@@ -282,8 +308,13 @@ def run(settings: Settings) -> None:
     publish_labels(settings, data)
     serve_metrics(settings.prometheus.replay_metrics_port, "replay")
     first_live = data.live[0].start_ms if data.live else 0
-    log.info("history: %d bars (REST); live from %s, %d bars at speed %s", len(data.history),
-             first_live, len(data.live), settings.replay.speed)
+    log.info(
+        "history: %d bars (REST); live from %s, %d bars at speed %s",
+        len(data.history),
+        first_live,
+        len(data.live),
+        settings.replay.speed,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -293,4 +324,3 @@ def run(settings: Settings) -> None:
         await ReplayServer(settings, data).serve(stop)
 
     asyncio.run(main())
-

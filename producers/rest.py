@@ -28,8 +28,15 @@ class RestError(RuntimeError):
 
 
 def fetch_minute_bars(
-    client: httpx.Client, base_url: str, api_key: str, symbol: str, start: str | int,
-    end: str | int, *, max_retries: int = 8, sleep: Callable[[float], None] = time.sleep,
+    client: httpx.Client,
+    base_url: str,
+    api_key: str,
+    symbol: str,
+    start: str | int,
+    end: str | int,
+    *,
+    max_retries: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
     on_page: Callable[[int], None] | None = None,
 ) -> tuple[list[MinuteBar], list[tuple[str, str]]]:
     """Minute bars of `symbol` from `start` to `end` (dates or Unix ms, inclusive).
@@ -58,8 +65,14 @@ def fetch_minute_bars(
     return bars, refused
 
 
-def _get_json(client: httpx.Client, url: str, params: dict[str, Any], headers: dict[str, str],
-              max_retries: int, sleep: Callable[[float], None]) -> dict[str, Any]:
+def _get_json(
+    client: httpx.Client,
+    url: str,
+    params: dict[str, Any],
+    headers: dict[str, str],
+    max_retries: int,
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
     for attempt in range(max_retries + 1):
         try:
             resp = client.get(url, params=params, headers=headers)
@@ -89,7 +102,7 @@ def _get_json(client: httpx.Client, url: str, params: dict[str, Any], headers: d
 
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, capped at a minute."""
-    return random.uniform(0.5, 1.0) * min(60.0, 2.0 ** attempt)
+    return random.uniform(0.5, 1.0) * min(60.0, 2.0**attempt)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -104,8 +117,18 @@ def _row_to_bar(symbol: str, row: dict[str, Any]) -> MinuteBar:
     """REST aggregates carry the bar start as `t`; `vw` may be absent (typical price then)."""
     start = row["t"]
     vwap = row.get("vw", (row["h"] + row["l"] + row["c"]) / 3)
-    return MinuteBar.model_validate({
-        "symbol": symbol, "start_ms": start, "end_ms": start + MINUTE_MS, "open": row["o"],
-        "high": row["h"], "low": row["l"], "close": row["c"], "volume": row["v"], "vwap": vwap,
-        "transactions": row.get("n", 0), "source": "rest",
-    })
+    return MinuteBar.model_validate(
+        {
+            "symbol": symbol,
+            "start_ms": start,
+            "end_ms": start + MINUTE_MS,
+            "open": row["o"],
+            "high": row["h"],
+            "low": row["l"],
+            "close": row["c"],
+            "volume": row["v"],
+            "vwap": vwap,
+            "transactions": row.get("n", 0),
+            "source": "rest",
+        }
+    )

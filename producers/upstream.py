@@ -22,8 +22,12 @@ class Upstream:
 def upstream_for(settings: Settings) -> Upstream:
     """Polygon's endpoints when `polygon.api_key` is set, else the replay server's."""
     if settings.polygon.api_key is not None:
-        return Upstream(settings.polygon.ws_url, settings.polygon.rest_url.rstrip("/"),
-                        settings.polygon.api_key.get_secret_value(), "polygon")
+        return Upstream(
+            settings.polygon.ws_url,
+            settings.polygon.rest_url.rstrip("/"),
+            settings.polygon.api_key.get_secret_value(),
+            "polygon",
+        )
     r = settings.replay
     key = r.required_key.get_secret_value() if r.required_key else "replay"
     return Upstream(f"ws://{r.host}:{r.port}/stocks", f"http://{r.host}:{r.port}", key, "replay")

@@ -55,9 +55,13 @@ class FeaturesAgent:
         # JSON keys and values (the app's table serializers): floats round-trip exactly.
         self.states = app.Table("symbol-state", key_type=str)
         self.profiles = app.Table("minute-profile", key_type=str)
-        self.bars_topic = app.topic(topic_name(BARS, settings), key_type=bytes,
-                                    value_type=bytes, key_serializer="raw",
-                                    value_serializer="raw")
+        self.bars_topic = app.topic(
+            topic_name(BARS, settings),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
         self.lock = asyncio.Lock()
         self.loaded = False
         self.ingest_ms: dict[tuple[str, int], bytes] = {}
@@ -94,11 +98,26 @@ class FeaturesAgent:
         try:
             record = decode(MinuteBar, msg.value)
         except SchemaError as exc:
-            self.outputs.dead.send(msg.value or b"", str(exc), kind="invalid", topic=msg.topic,
-                                   partition=msg.partition, offset=msg.offset)
+            self.outputs.dead.send(
+                msg.value or b"",
+                str(exc),
+                kind="invalid",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+            )
             return
-        bar = Bar(record.symbol, record.start_ms, record.open, record.high, record.low,
-                  record.close, record.volume, record.vwap, record.transactions)
+        bar = Bar(
+            record.symbol,
+            record.start_ms,
+            record.open,
+            record.high,
+            record.low,
+            record.close,
+            record.volume,
+            record.vwap,
+            record.transactions,
+        )
         slot = self._slot(bar.symbol)
         verdict = self.aligner.offer(slot, bar.symbol, bar, msg.partition, msg.offset)
         if verdict == ACCEPTED:
@@ -110,9 +129,15 @@ class FeaturesAgent:
             DUPLICATES.labels(STAGE, verdict).inc()
         elif verdict == OUT_OF_ORDER:
             self.outputs.dead.send(
-                msg.value, f"{bar.symbol} bar {bar.start_ms} is not after the last accepted bar "
-                f"{slot.last_start()}", kind="out_of_order", topic=msg.topic,
-                partition=msg.partition, offset=msg.offset, key=bar.symbol)
+                msg.value,
+                f"{bar.symbol} bar {bar.start_ms} is not after the last accepted bar "
+                f"{slot.last_start()}",
+                kind="out_of_order",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                key=bar.symbol,
+            )
 
     async def _release(self, symbols: Any) -> None:
         out = Released()
@@ -130,19 +155,26 @@ class FeaturesAgent:
         """After (re)assignment: rebuild the slots of our partitions from the recovered tables."""
         if self.loaded:
             return
-        mine = {tp.partition for tp in self.app.consumer.assignment()
-                if tp.topic == self.bars_topic.get_topic_name()}
+        mine = {
+            tp.partition
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.bars_topic.get_topic_name()
+        }
         profiles: dict[str, dict[int, list[float]]] = {}
         for key, values in self.profiles.data.items():
             symbol, minute = key.rsplit("|", 1)
             profiles.setdefault(symbol, {})[int(minute)] = values
-        self.aligner.load({
-            symbol: Slot.from_dicts(core, profiles.get(symbol, {}))
-            for symbol, core in self.states.data.items() if core["partition"] in mine
-        })
+        self.aligner.load(
+            {
+                symbol: Slot.from_dicts(core, profiles.get(symbol, {}))
+                for symbol, core in self.states.data.items()
+                if core["partition"] in mine
+            }
+        )
         self.loaded = True
-        log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots),
-                 sorted(mine))
+        log.info(
+            "features: %d symbols recovered on partitions %s", len(self.aligner.slots), sorted(mine)
+        )
 
     async def _persist(self) -> None:
         """Write changed slots to the tables' changelogs, after the outputs were acknowledged.
@@ -156,8 +188,14 @@ class FeaturesAgent:
             slot = self.aligner.slots[symbol]
             records.append(_changelog(self.states, slot.partition, symbol, slot.core_dict()))
             for minute in slot.changed_minutes:
-                records.append(_changelog(self.profiles, slot.partition, f"{symbol}|{minute}",
-                                          slot.profile_values(minute)))
+                records.append(
+                    _changelog(
+                        self.profiles,
+                        slot.partition,
+                        f"{symbol}|{minute}",
+                        slot.profile_values(minute),
+                    )
+                )
             slot.changed_minutes.clear()
         self.aligner.dirty.clear()
         await self.outputs.write_changelog(records)
@@ -174,12 +212,17 @@ class FeaturesAgent:
             LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
 
 
-def _changelog(table: faust.Table, partition: int, key: str,
-               value: Any) -> tuple[str, int, bytes, bytes]:
+def _changelog(
+    table: faust.Table, partition: int, key: str, value: Any
+) -> tuple[str, int, bytes, bytes]:
     """Set a table key in memory; return its changelog record (JSON, as Faust's codec reads it)."""
     table.data[key] = value
-    return (table.changelog_topic.get_topic_name(), partition, json.dumps(key).encode(),
-            json.dumps(value, separators=(",", ":")).encode())
+    return (
+        table.changelog_topic.get_topic_name(),
+        partition,
+        json.dumps(key).encode(),
+        json.dumps(value, separators=(",", ":")).encode(),
+    )
 
 
 def _header(msg: Any, name: str) -> bytes | None:
@@ -218,8 +261,9 @@ def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> Featur
 
 async def _read_market_returns(stage: FeaturesAgent, settings: Settings) -> None:
     """Follow the whole market-returns topic (not in the consumer group: every worker reads all)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic_name(MARKET_RETURNS, settings), 0)
@@ -232,8 +276,14 @@ async def _read_market_returns(stage: FeaturesAgent, settings: Settings) -> None
                 try:
                     m = decode(MarketReturn, record.value)
                 except SchemaError as exc:
-                    stage.outputs.dead.send(record.value or b"", str(exc), kind="invalid",
-                                            topic=tp.topic, partition=0, offset=record.offset)
+                    stage.outputs.dead.send(
+                        record.value or b"",
+                        str(exc),
+                        kind="invalid",
+                        topic=tp.topic,
+                        partition=0,
+                        offset=record.offset,
+                    )
                     continue
                 returns.append((m.start_ms, m.log_return))
             if returns:

@@ -62,8 +62,12 @@ class Slot:
         del core["tod"]
         for key in PACKED:
             core[key] = _pack(core[key])
-        core.update(partition=self.partition, offset=self.offset, recent=list(self.recent),
-                    pending=[list(b) for b in self.pending])
+        core.update(
+            partition=self.partition,
+            offset=self.offset,
+            recent=list(self.recent),
+            pending=[list(b) for b in self.pending],
+        )
         return core
 
     def profile_values(self, minute: int) -> list[float]:
@@ -73,10 +77,14 @@ class Slot:
     def from_dicts(cls, core: dict[str, Any], profiles: dict[int, list[float]]) -> Slot:
         unpacked = {key: _unpack(core[key]) for key in PACKED}
         state = SymbolState.from_dict({**core, **unpacked, "tod": profiles})
-        return cls(state=state, partition=int(core["partition"]), offset=int(core["offset"]),
-                   pending=deque(Bar(*b) for b in core["pending"]),
-                   recent=deque(core["recent"], maxlen=RECENT_STARTS),
-                   waiting_since=time.monotonic())
+        return cls(
+            state=state,
+            partition=int(core["partition"]),
+            offset=int(core["offset"]),
+            pending=deque(Bar(*b) for b in core["pending"]),
+            recent=deque(core["recent"], maxlen=RECENT_STARTS),
+            waiting_since=time.monotonic(),
+        )
 
 
 @dataclass
@@ -161,8 +169,9 @@ class MarketAligner:
                 if m is not None and symbol == self.market_symbol:
                     out.market.append((bar.start_ms, m))
                     self.add_market_returns([(bar.start_ms, m)])
-                out.rows.append(FeatureRow(symbol, bar.start_ms, bar.close, bar.volume, feats,
-                                           slot.state.warm))
+                out.rows.append(
+                    FeatureRow(symbol, bar.start_ms, bar.close, bar.volume, feats, slot.state.warm)
+                )
             if slot is not None and not slot.pending:
                 self.waiting.discard(symbol)
         self._prune()

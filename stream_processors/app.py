@@ -14,8 +14,9 @@ def default_app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}tickwatch-features"
 
 
-def create_app(settings: Settings, web_port: int | None = None,
-               app_id: str | None = None) -> faust.App:
+def create_app(
+    settings: Settings, web_port: int | None = None, app_id: str | None = None
+) -> faust.App:
     """A Faust app: in-memory tables backed by changelog topics, web server off unless a port."""
     compat.apply()
     return faust.App(

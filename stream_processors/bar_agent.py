@@ -32,8 +32,13 @@ class BarBuilderAgent:
         self.app = app
         self.builder = MinuteBarBuilder(settings.features.allowed_lateness_s)
         self.table = app.Table("trade-windows", key_type=str)
-        self.topic = app.topic(topic_name(TRADES, settings), key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw")
+        self.topic = app.topic(
+            topic_name(TRADES, settings),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
         self.bars_topic = topic_name(BARS, settings)
         self.producer = make_producer(settings)
         self.dead = DeadLetterSink(self.producer, settings, STAGE)
@@ -43,23 +48,36 @@ class BarBuilderAgent:
     async def process(self, events: list[faust.EventT]) -> None:
         """Window a batch of trades, publish the bars that closed, then persist the windows."""
         if not self.loaded:
-            self.builder.symbols = {k: SymbolWindows.from_dict(v)
-                                    for k, v in self.table.data.items()}
+            self.builder.symbols = {
+                k: SymbolWindows.from_dict(v) for k, v in self.table.data.items()
+            }
             self.loaded = True
         for event in events:
             msg = event.message
             try:
                 trade = decode(Trade, msg.value)
             except SchemaError as exc:
-                self.dead.send(msg.value or b"", str(exc), kind="invalid", topic=msg.topic,
-                               partition=msg.partition, offset=msg.offset)
+                self.dead.send(
+                    msg.value or b"",
+                    str(exc),
+                    kind="invalid",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                )
                 continue
             verdict = self.builder.add(trade, msg.partition, msg.offset)
             if verdict == LATE:
-                self.dead.send(msg.value, f"trade at {trade.timestamp_ms} is later than the "
-                               f"allowed lateness for its minute", kind="late_trade",
-                               topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                               key=trade.symbol)
+                self.dead.send(
+                    msg.value,
+                    f"trade at {trade.timestamp_ms} is later than the "
+                    f"allowed lateness for its minute",
+                    kind="late_trade",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    key=trade.symbol,
+                )
             elif verdict == REPLAYED:
                 DUPLICATES.labels(STAGE, REPLAYED).inc()
             else:
@@ -70,9 +88,14 @@ class BarBuilderAgent:
         bars = self.builder.close_ready()
         for bar in bars:
             header = self.ingest.pop(bar.symbol, None)
-            produce(self.producer, self.bars_topic, encode(bar), key=bar.symbol,
-                    timestamp_ms=bar.start_ms,
-                    headers=[(INGEST_HEADER, header)] if header is not None else None)
+            produce(
+                self.producer,
+                self.bars_topic,
+                encode(bar),
+                key=bar.symbol,
+                timestamp_ms=bar.start_ms,
+                headers=[(INGEST_HEADER, header)] if header is not None else None,
+            )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, flush_or_raise, self.producer)
         EVENTS_OUT.labels(STAGE, "MinuteBar").inc(len(bars))
@@ -81,10 +104,12 @@ class BarBuilderAgent:
         for symbol in self.builder.dirty:
             sw = self.builder.symbols[symbol]
             self.table.data[symbol] = value = sw.to_dict()
-            records.append((topic, sw.partition, json.dumps(symbol).encode(),
-                            json.dumps(value).encode()))
+            records.append(
+                (topic, sw.partition, json.dumps(symbol).encode(), json.dumps(value).encode())
+            )
         self.builder.dirty.clear()
         await produce_records(self.producer, records)
+
 
 def register_bar_builder(app: faust.App, settings: Settings) -> BarBuilderAgent:
     """Define the trades -> bars agent on `app`."""

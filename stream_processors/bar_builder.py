@@ -45,10 +45,19 @@ class Window:
 
     def to_bar(self, symbol: str) -> MinuteBar:
         vwap = self.notional / self.volume if self.volume > 0 else self.close
-        return MinuteBar(symbol=symbol, start_ms=self.start_ms, end_ms=self.start_ms + MINUTE_MS,
-                         open=self.open, high=self.high, low=self.low, close=self.close,
-                         volume=self.volume, vwap=min(max(vwap, self.low), self.high),
-                         transactions=self.transactions, source="trades")
+        return MinuteBar(
+            symbol=symbol,
+            start_ms=self.start_ms,
+            end_ms=self.start_ms + MINUTE_MS,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            vwap=min(max(vwap, self.low), self.high),
+            transactions=self.transactions,
+            source="trades",
+        )
 
 
 @dataclass
@@ -62,15 +71,24 @@ class SymbolWindows:
     offset: int = -1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"windows": [asdict(w) for w in self.windows.values()],
-                "closed_until": self.closed_until, "watermark": self.watermark,
-                "partition": self.partition, "offset": self.offset}
+        return {
+            "windows": [asdict(w) for w in self.windows.values()],
+            "closed_until": self.closed_until,
+            "watermark": self.watermark,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SymbolWindows:
         windows = {w["start_ms"]: Window(**w) for w in d["windows"]}
-        return cls(windows, int(d["closed_until"]), int(d["watermark"]), int(d["partition"]),
-                   int(d["offset"]))
+        return cls(
+            windows,
+            int(d["closed_until"]),
+            int(d["watermark"]),
+            int(d["partition"]),
+            int(d["offset"]),
+        )
 
 
 class MinuteBarBuilder:

@@ -60,7 +60,8 @@ class OnlineWriter:
         self.ts_field = f"_ts:{view.name}".encode()
         self.feature_fields = [_mmh3(f"{view.name}:{name}") for name in FEATURE_NAMES]
         self.close_field, self.volume_field, self.warm_field = (
-            _mmh3(f"{view.name}:{name}") for name in ("close", "volume", "warm"))
+            _mmh3(f"{view.name}:{name}") for name in ("close", "volume", "warm")
+        )
         self.redis = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
         self._keys: dict[str, bytes] = {}
         self.batch = max(1, settings.features.push_batch)  # rows per Redis pipeline
@@ -73,8 +74,10 @@ class OnlineWriter:
             if old is None or row.bar_start_ms > old.bar_start_ms:
                 latest[row.symbol] = row
         rows_by_symbol = list(latest.values())
-        return sum(self._write_chunk(rows_by_symbol[i:i + self.batch])
-                   for i in range(0, len(rows_by_symbol), self.batch))
+        return sum(
+            self._write_chunk(rows_by_symbol[i : i + self.batch])
+            for i in range(0, len(rows_by_symbol), self.batch)
+        )
 
     def _write_chunk(self, rows: list[FeatureRow]) -> int:
         """One pipelined read of stored timestamps, one pipelined write of the newer rows."""

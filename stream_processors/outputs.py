@@ -43,19 +43,26 @@ class FeatureOutputs:
         """Publish a step's rows and market returns, write Feast, wait for acknowledgements."""
         for start, r in out.market:
             value = encode(MarketReturn(symbol=self.market_symbol, start_ms=start, log_return=r))
-            produce(self.producer, self.market_topic, value, key=self.market_symbol,
-                    timestamp_ms=start)
+            produce(
+                self.producer, self.market_topic, value, key=self.market_symbol, timestamp_ms=start
+            )
         rows, ingests = [], []
         now_ms = int(time.time() * 1000)
         for row in out.rows:
             ingest = ingest_ms.pop((row.symbol, row.bar_start_ms), None)
             if not all(math.isfinite(x) for x in row.features.values()):
-                self.dead.send(repr(row), "non-finite feature value", kind="non_finite",
-                               key=row.symbol)
+                self.dead.send(
+                    repr(row), "non-finite feature value", kind="non_finite", key=row.symbol
+                )
                 continue
-            produce(self.producer, self.features_topic, feature_vector_json(row, now_ms),
-                    key=row.symbol, timestamp_ms=row.bar_start_ms,
-                    headers=[(INGEST_HEADER, ingest)] if ingest is not None else None)
+            produce(
+                self.producer,
+                self.features_topic,
+                feature_vector_json(row, now_ms),
+                key=row.symbol,
+                timestamp_ms=row.bar_start_ms,
+                headers=[(INGEST_HEADER, ingest)] if ingest is not None else None,
+            )
             rows.append(row)
             if ingest is not None:
                 ingests.append(int(ingest))
@@ -95,9 +102,18 @@ class FeatureOutputs:
 
 def feature_vector_json(row: FeatureRow, computed_at_ms: int) -> bytes:
     """The FeatureVector wire record for a row (values already checked finite)."""
-    return encode(FeatureVector.model_construct(
-        symbol=row.symbol, bar_start_ms=row.bar_start_ms, close=row.close, volume=row.volume,
-        features=row.features, warm=row.warm, computed_at_ms=computed_at_ms, v=1))
+    return encode(
+        FeatureVector.model_construct(
+            symbol=row.symbol,
+            bar_start_ms=row.bar_start_ms,
+            close=row.close,
+            volume=row.volume,
+            features=row.features,
+            warm=row.warm,
+            computed_at_ms=computed_at_ms,
+            v=1,
+        )
+    )
 
 
 async def produce_records(producer: Producer, records: list[tuple[str, int, bytes, bytes]]) -> None:

@@ -17,8 +17,9 @@ from tickwatch.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, bars_from_trades: bool | None = None,
-          web_port: int | None = None) -> faust.App:
+def build(
+    settings: Settings, bars_from_trades: bool | None = None, web_port: int | None = None
+) -> faust.App:
     """The configured Faust app with its agents (trades -> bars only if asked or AM is off)."""
     app = create_app(settings, web_port=web_port)
     register(app, settings, OnlineWriter(get_store(settings), settings))
@@ -31,13 +32,15 @@ def build(settings: Settings, bars_from_trades: bool | None = None,
     return app
 
 
-def run(settings: Settings, bars_from_trades: bool | None = None,
-        web_port: int | None = None) -> None:
+def run(
+    settings: Settings, bars_from_trades: bool | None = None, web_port: int | None = None
+) -> None:
     """Serve metrics and run one worker until SIGINT/SIGTERM."""
     ensure_topics(settings)
     serve_metrics(settings.prometheus.features_metrics_port, "features")
     app = build(settings, bars_from_trades, web_port)
     log.info("%s worker %s starting", STAGE, app.conf.id)
-    worker = faust.Worker(app, loglevel=logging.getLogger().level or logging.INFO,
-                          redirect_stdouts=False, quiet=True)
+    worker = faust.Worker(
+        app, loglevel=logging.getLogger().level or logging.INFO, redirect_stdouts=False, quiet=True
+    )
     worker.execute_from_commandline()

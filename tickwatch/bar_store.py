@@ -18,12 +18,29 @@ from tickwatch.schemas import AnomalyLabel, MinuteBar
 from tickwatch.settings import Settings
 
 NEW_YORK = ZoneInfo("America/New_York")
-BAR_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap",
-               "transactions"]
+BAR_COLUMNS = [
+    "symbol",
+    "timestamp",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "transactions",
+]
 LABEL_COLUMNS = ["symbol", "start", "end", "type"]
-_DTYPES = {"symbol": "object", "timestamp": "int64", "open": "float64", "high": "float64",
-           "low": "float64", "close": "float64", "volume": "float64", "vwap": "float64",
-           "transactions": "int64"}
+_DTYPES = {
+    "symbol": "object",
+    "timestamp": "int64",
+    "open": "float64",
+    "high": "float64",
+    "low": "float64",
+    "close": "float64",
+    "volume": "float64",
+    "vwap": "float64",
+    "transactions": "int64",
+}
 
 
 def bars_root(settings: Settings) -> Path:
@@ -38,8 +55,10 @@ def labels_path(settings: Settings) -> Path:
 
 def bars_to_frame(bars: Iterable[MinuteBar]) -> pd.DataFrame:
     """Bars as a DataFrame with BAR_COLUMNS (`timestamp` = bar start, Unix ms)."""
-    rows = [(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.vwap,
-             b.transactions) for b in bars]
+    rows = [
+        (b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.transactions)
+        for b in bars
+    ]
     return pd.DataFrame(rows, columns=BAR_COLUMNS).astype(_DTYPES)
 
 
@@ -71,8 +90,11 @@ def write_bars(root: Path, bars: Iterable[MinuteBar] | pd.DataFrame) -> int:
         path = Path(root) / str(symbol) / f"{day:%Y-%m-%d}.parquet"
         old = pd.read_parquet(path) if path.exists() else None
         merged = part if old is None else pd.concat([old, part], ignore_index=True)
-        merged = (merged.drop_duplicates("timestamp", keep="last")
-                  .sort_values("timestamp").reset_index(drop=True))
+        merged = (
+            merged.drop_duplicates("timestamp", keep="last")
+            .sort_values("timestamp")
+            .reset_index(drop=True)
+        )
         before = 0 if old is None else len(old)
         new += len(merged) - before
         if old is None or not merged.equals(old.reset_index(drop=True)):
@@ -88,15 +110,20 @@ def stored_timestamps(root: Path, symbol: str, day: dt.date) -> set[int]:
     return set(pd.read_parquet(path, columns=["timestamp"])["timestamp"].tolist())
 
 
-def read_bars(root: Path, symbols: list[str] | None = None, start_ms: int | None = None,
-              end_ms: int | None = None) -> pd.DataFrame:
+def read_bars(
+    root: Path,
+    symbols: list[str] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> pd.DataFrame:
     """Stored bars with start in [start_ms, end_ms) (bounds optional), sorted by time, symbol."""
     root = Path(root)
     first = _day_of(pd.Series([start_ms]))[0] if start_ms is not None else None
     last = _day_of(pd.Series([end_ms]))[0] if end_ms is not None else None
     parts = []
-    dirs = [root / s for s in symbols] if symbols else sorted(p for p in root.glob("*") if
-                                                              p.is_dir())
+    dirs = (
+        [root / s for s in symbols] if symbols else sorted(p for p in root.glob("*") if p.is_dir())
+    )
     for d in dirs:
         for path in sorted(d.glob("*.parquet")):
             day = dt.date.fromisoformat(path.stem)
@@ -117,8 +144,11 @@ def write_labels(path: Path, labels: Iterable[AnomalyLabel] | pd.DataFrame) -> i
     """Merge labels into the CSV at `path` (deduplicated); returns how many were new."""
     df = labels if isinstance(labels, pd.DataFrame) else labels_to_frame(labels)
     old = read_labels(path)
-    merged = (pd.concat([old, df[LABEL_COLUMNS]], ignore_index=True)
-              .drop_duplicates(LABEL_COLUMNS).sort_values(["start", "symbol"]))
+    merged = (
+        pd.concat([old, df[LABEL_COLUMNS]], ignore_index=True)
+        .drop_duplicates(LABEL_COLUMNS)
+        .sort_values(["start", "symbol"])
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -131,7 +161,14 @@ def read_labels(path: Path) -> pd.DataFrame:
     """Labels from the CSV at `path` (empty frame if missing): symbol, start, end, type."""
     path = Path(path)
     if not path.exists():
-        return pd.DataFrame({"symbol": pd.Series(dtype="object"), "start": pd.Series(
-            dtype="int64"), "end": pd.Series(dtype="int64"), "type": pd.Series(dtype="object")})
+        return pd.DataFrame(
+            {
+                "symbol": pd.Series(dtype="object"),
+                "start": pd.Series(dtype="int64"),
+                "end": pd.Series(dtype="int64"),
+                "type": pd.Series(dtype="object"),
+            }
+        )
     return pd.read_csv(path, dtype={"symbol": str, "type": str}).astype(
-        {"start": "int64", "end": "int64"})
+        {"start": "int64", "end": "int64"}
+    )

@@ -240,16 +240,20 @@ def backfill(
     except RestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"fetched {report.fetched}, published {report.published}, "
-               f"already stored {report.already_stored}, refused {report.refused}")
+    typer.echo(
+        f"fetched {report.fetched}, published {report.published}, "
+        f"already stored {report.already_stored}, refused {report.refused}"
+    )
 
 
 @features_app.callback()
 def features(
     ctx: typer.Context,
     bars_from_trades: bool = typer.Option(
-        None, "--bars-from-trades/--no-bars-from-trades",
-        help="build minute bars from trades (default: when the AM channel is not subscribed)"),
+        None,
+        "--bars-from-trades/--no-bars-from-trades",
+        help="build minute bars from trades (default: when the AM channel is not subscribed)",
+    ),
     web_port: int = typer.Option(None, help="Faust web server port (default: off)"),
 ) -> None:
     """Run a features worker: bars -> rolling features -> Feast online store + features topic."""
@@ -289,8 +293,10 @@ def train(
 
     out = run(_setup(), epochs=epochs or None, seed=seed)
     verdict = "promoted to champion" if out.promoted else "champion kept"
-    typer.echo(f"registered iforest v{out.iforest_version}, lstm_ae v{out.lstm_version} "
-               f"(validation F1 {out.f1:.3f}): {verdict}")
+    typer.echo(
+        f"registered iforest v{out.iforest_version}, lstm_ae v{out.lstm_version} "
+        f"(validation F1 {out.f1:.3f}): {verdict}"
+    )
 
 
 @app.command()

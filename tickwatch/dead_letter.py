@@ -38,8 +38,13 @@ class DeadLetterSink:
         """Publish one dead letter; `kind` is the short counter label, `reason` the full message."""
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         record = DeadLetter(
-            source=self.stage, reason=f"{kind}: {reason}", raw=text, topic=topic,
-            partition=partition, offset=offset, key=key,
+            source=self.stage,
+            reason=f"{kind}: {reason}",
+            raw=text,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
             received_at_ms=int(time.time() * 1000),
         )
         produce(self.producer, self.topic, encode(record), key=self.stage)

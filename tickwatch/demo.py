@@ -29,17 +29,21 @@ class Pipeline:
     polygon: bool = False
     started: list[ManagedProcess] = field(default_factory=list)
 
-    def _start(self, name: str, *args: str, ready_port: int | None = None,
-               timeout_s: float = 90.0) -> ManagedProcess:
+    def _start(
+        self, name: str, *args: str, ready_port: int | None = None, timeout_s: float = 90.0
+    ) -> ManagedProcess:
         proc = ManagedProcess(f"demo-{name}", self.settings.run_dir)
         proc.stop(timeout_s=5)  # a leftover from an earlier demo
         if ready_port and port_open("127.0.0.1", ready_port):
-            raise RuntimeError(f"{name}: port {ready_port} is already in use by another process "
-                               "(a demo or test still running?); stop it or change the port")
+            raise RuntimeError(
+                f"{name}: port {ready_port} is already in use by another process "
+                "(a demo or test still running?); stop it or change the port"
+            )
         proc.start([*_tickwatch(), *args], env=_child_env(self.settings))
         self.started.append(proc)
-        if ready_port and not wait_until(lambda: port_open("127.0.0.1", ready_port) or
-                                         proc.pid() is None, timeout_s):
+        if ready_port and not wait_until(
+            lambda: port_open("127.0.0.1", ready_port) or proc.pid() is None, timeout_s
+        ):
             raise RuntimeError(f"{name} did not open port {ready_port}; see {proc.log_file}")
         if proc.pid() is None:
             raise RuntimeError(f"{name} exited at start; see {proc.log_file}")
@@ -52,8 +56,7 @@ class Pipeline:
     def start_services(self) -> None:
         s = self.settings
         self._start("features", "features", ready_port=s.prometheus.features_metrics_port)
-        self._start("score", "score", ready_port=s.prometheus.score_metrics_port,
-                    timeout_s=180)
+        self._start("score", "score", ready_port=s.prometheus.score_metrics_port, timeout_s=180)
         self._start("sink", "sink", ready_port=s.prometheus.sink_metrics_port)
         self._start("api", "api", ready_port=s.api.port)
         self._start("producer", "produce", ready_port=s.prometheus.producer_metrics_port)
@@ -70,9 +73,14 @@ class Pipeline:
 
 def _child_env(settings: Settings) -> dict[str, str]:
     """The settings as TICKWATCH_* variables, so every service sees exactly the same ones."""
-    return {**settings_to_env(settings), "PYTHONUNBUFFERED": "1",
-            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve())}
+    return {
+        **settings_to_env(settings),
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
+    }
 
 
 def champion_exists(settings: Settings) -> bool:
@@ -91,12 +99,15 @@ def champion_exists(settings: Settings) -> bool:
 
 def _run_step(settings: Settings, title: str, *args: str) -> None:
     print(f"==> {title}", flush=True)
-    subprocess.run([*_tickwatch(), *args], check=True, env={**os.environ,
-                                                             **_child_env(settings)})
+    subprocess.run([*_tickwatch(), *args], check=True, env={**os.environ, **_child_env(settings)})
 
 
-def run(settings: Settings, polygon: bool = False, duration_s: float | None = None,
-        retrain: bool = False) -> None:
+def run(
+    settings: Settings,
+    polygon: bool = False,
+    duration_s: float | None = None,
+    retrain: bool = False,
+) -> None:
     """Stack up, train if needed, start every service, show the live view until Ctrl-C."""
     from tickwatch import stack
     from tickwatch.kafka import ensure_topics

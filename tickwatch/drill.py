@@ -62,22 +62,46 @@ def _redis_outage(d: Drill) -> None:
 
 
 FAULTS: tuple[Fault, ...] = (
-    Fault("kill -9 producer", "a restarted producer fills its gap from REST, no bar twice",
-          lambda d: d.services.kill9_and_restart("produce")),
-    Fault("kill -9 features", "features state recovers from changelogs; offsets after outputs",
-          lambda d: d.services.kill9_and_restart("features")),
-    Fault("kill -9 score", "transactional scoring: events and offsets commit together",
-          lambda d: d.services.kill9_and_restart("score")),
-    Fault("kill -9 sink", "the sink re-reads an uncommitted batch; the store write is idempotent",
-          lambda d: d.services.kill9_and_restart("sink")),
-    Fault("broker restart", "every client reconnects to a restarted broker without loss",
-          lambda d: d.stack.restart_kafka()),
-    Fault("WebSocket drop", "the producer reconnects and backfills the missed minutes",
-          lambda d: d.admin("/admin/drop")),
-    Fault("malformed burst", "hostile frames become dead letters by reason; nothing else changes",
-          lambda d: d.admin(f"/admin/garbage?n={GARBAGE_ROUNDS}")),
-    Fault(f"Redis down {REDIS_DOWN_S:.0f} s", "Feast pushes and the sink retry until Redis is back",
-          _redis_outage),
+    Fault(
+        "kill -9 producer",
+        "a restarted producer fills its gap from REST, no bar twice",
+        lambda d: d.services.kill9_and_restart("produce"),
+    ),
+    Fault(
+        "kill -9 features",
+        "features state recovers from changelogs; offsets after outputs",
+        lambda d: d.services.kill9_and_restart("features"),
+    ),
+    Fault(
+        "kill -9 score",
+        "transactional scoring: events and offsets commit together",
+        lambda d: d.services.kill9_and_restart("score"),
+    ),
+    Fault(
+        "kill -9 sink",
+        "the sink re-reads an uncommitted batch; the store write is idempotent",
+        lambda d: d.services.kill9_and_restart("sink"),
+    ),
+    Fault(
+        "broker restart",
+        "every client reconnects to a restarted broker without loss",
+        lambda d: d.stack.restart_kafka(),
+    ),
+    Fault(
+        "WebSocket drop",
+        "the producer reconnects and backfills the missed minutes",
+        lambda d: d.admin("/admin/drop"),
+    ),
+    Fault(
+        "malformed burst",
+        "hostile frames become dead letters by reason; nothing else changes",
+        lambda d: d.admin(f"/admin/garbage?n={GARBAGE_ROUNDS}"),
+    ),
+    Fault(
+        f"Redis down {REDIS_DOWN_S:.0f} s",
+        "Feast pushes and the sink retry until Redis is back",
+        _redis_outage,
+    ),
 )
 
 
@@ -117,15 +141,20 @@ def newest_bar(settings: Settings, timeout_s: float = 60.0) -> int:
 def _progress(settings: Settings) -> tuple[int, ...] | None:
     """Sizes of the topics and the store; None while the broker cannot tell."""
     try:
-        return (topic_size(settings, BARS), topic_size(settings, FEATURES),
-                topic_size(settings, ANOMALIES), topic_size(settings, DEAD_LETTER),
-                store_size(settings))
+        return (
+            topic_size(settings, BARS),
+            topic_size(settings, FEATURES),
+            topic_size(settings, ANOMALIES),
+            topic_size(settings, DEAD_LETTER),
+            store_size(settings),
+        )
     except KafkaException:
         return None
 
 
-def settle(settings: Settings, settle_s: float, timeout_s: float,
-           tick: Callable[[], None] = lambda: None) -> tuple[int, ...] | None:
+def settle(
+    settings: Settings, settle_s: float, timeout_s: float, tick: Callable[[], None] = lambda: None
+) -> tuple[int, ...] | None:
     """Wait until no topic or the store has grown for `settle_s` (calling `tick` every 2 s)."""
     deadline = time.monotonic() + timeout_s
     last, since = _progress(settings), time.monotonic()
@@ -155,9 +184,16 @@ def _start_run(run: Settings) -> Services:
     return services
 
 
-def run_once(settings: Settings, stack: PrivateStack, name: str, db: int,
-             faults: tuple[Fault, ...] = (), gap_s: float = 6.0, settle_s: float = 12.0,
-             timeout_s: float = 600.0) -> RunResult:
+def run_once(
+    settings: Settings,
+    stack: PrivateStack,
+    name: str,
+    db: int,
+    faults: tuple[Fault, ...] = (),
+    gap_s: float = 6.0,
+    settle_s: float = 12.0,
+    timeout_s: float = 600.0,
+) -> RunResult:
     """One pass of the replay day through the pipeline, with `faults` one after another."""
     run = for_run(settings, name, db)
     t0 = time.monotonic()
@@ -198,8 +234,13 @@ class Drills:
     expected_burst: Counter[tuple[str, str]]
 
 
-def run_drills(base: Settings, work_dir: Path, speed: float = 150.0, baseline_speed: float = 0.0,
-               faults: tuple[Fault, ...] = FAULTS) -> Drills:
+def run_drills(
+    base: Settings,
+    work_dir: Path,
+    speed: float = 150.0,
+    baseline_speed: float = 0.0,
+    faults: tuple[Fault, ...] = FAULTS,
+) -> Drills:
     """Private stack up, champion ready, baseline and faulted runs; stops what it started."""
     from tickwatch.drill_stack import private_settings
 
@@ -209,20 +250,30 @@ def run_drills(base: Settings, work_dir: Path, speed: float = 150.0, baseline_sp
     try:
         stack.start()
         ensure_champion(settings, models)
-        fast = settings.model_copy(update={"replay": settings.replay.model_copy(
-            update={"speed": baseline_speed})})
+        fast = settings.model_copy(
+            update={"replay": settings.replay.model_copy(update={"speed": baseline_speed})}
+        )
         baseline = run_once(fast, stack, "baseline", 1)
         faulted = run_once(settings, stack, "faulted", 2, faults)
     finally:
         stack.stop()
     burst = any(f.name == "malformed burst" for f in faults)
-    expected = Counter({("producer", kind): n for kind, n in
-                        expected_dead_letters(GARBAGE_ROUNDS if burst else 0).items()})
+    expected = Counter(
+        {
+            ("producer", kind): n
+            for kind, n in expected_dead_letters(GARBAGE_ROUNDS if burst else 0).items()
+        }
+    )
     return Drills(baseline, faulted, expected)
 
 
-def run(settings: Settings, speed: float = 150.0, baseline_speed: float = 0.0,
-        keep: bool = False, record: bool = True) -> bool:
+def run(
+    settings: Settings,
+    speed: float = 150.0,
+    baseline_speed: float = 0.0,
+    keep: bool = False,
+    record: bool = True,
+) -> bool:
     """The `tickwatch drill` command: run, print the tables, record them; True if all held."""
     from tickwatch.drill_report import print_report, record_results, rows
 

@@ -43,8 +43,9 @@ def topic_size(settings: Settings, spec: TopicSpec) -> int:
     consumer = make_consumer(settings, f"drill-size-{uuid.uuid4().hex[:8]}")
     try:
         parts = consumer.list_topics(name, timeout=10).topics[name].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                   for p in parts)
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in parts
+        )
     finally:
         consumer.close()
 
@@ -52,12 +53,14 @@ def topic_size(settings: Settings, spec: TopicSpec) -> int:
 def read_values(settings: Settings, spec: TopicSpec, timeout_s: float = 60.0) -> list[bytes]:
     """Every committed value in the topic up to its current end (read_committed)."""
     name = topic_name(spec, settings)
-    consumer = make_consumer(settings, f"drill-read-{uuid.uuid4().hex[:8]}",
-                             **{"isolation.level": "read_committed"})
+    consumer = make_consumer(
+        settings, f"drill-read-{uuid.uuid4().hex[:8]}", **{"isolation.level": "read_committed"}
+    )
     try:
         parts = consumer.list_topics(name, timeout=10).topics[name].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                for p in parts}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in parts
+        }
         pending = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(name, p, 0) for p in pending])
         out: list[bytes] = []
@@ -99,8 +102,9 @@ def snapshot(settings: Settings) -> Snapshot:
 
 
 def store_size(settings: Settings) -> int:
-    r = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db,
-                    socket_timeout=5)
+    r = redis.Redis(
+        settings.redis.host, settings.redis.port, db=settings.redis.db, socket_timeout=5
+    )
     try:
         return int(r.zcard(ALL_IDS))
     except redis.RedisError:
@@ -126,13 +130,16 @@ class Diff:
 
 def diff(base: Counter, run: Counter, keep: Callable[[object], bool] = lambda _: True) -> Diff:
     """Compare keyed counts, only over keys `keep` accepts."""
-    return Diff(lost=sum(1 for k in base if keep(k) and k not in run),
-                dup=sum(n - 1 for k, n in run.items() if keep(k) and n > 1),
-                extra=sum(1 for k in run if keep(k) and k not in base))
+    return Diff(
+        lost=sum(1 for k in base if keep(k) and k not in run),
+        dup=sum(n - 1 for k, n in run.items() if keep(k) and n > 1),
+        extra=sum(1 for k in run if keep(k) and k not in base),
+    )
 
 
-def dead_letter_kinds(items: Iterable[tuple[str, str, int]],
-                      keep: Callable[[int], bool] = lambda _: True) -> Counter[tuple[str, str]]:
+def dead_letter_kinds(
+    items: Iterable[tuple[str, str, int]], keep: Callable[[int], bool] = lambda _: True
+) -> Counter[tuple[str, str]]:
     """Dead letters by (source, kind), only those received at times `keep` accepts."""
     return Counter((src, kind) for src, kind, ms in items if keep(ms))
 

@@ -13,8 +13,17 @@ from dataclasses import dataclass
 from tickwatch.drill import Drills
 from tickwatch.drill_compare import Diff, dead_letter_kinds, diff, unexplained
 
-HEADERS = ("window", "action s", "died (restarted)", "bars lost/dup", "features lost/dup",
-           "anomaly ids lost/dup (topic)", "store lost/dup", "dead letters", "ok")
+HEADERS = (
+    "window",
+    "action s",
+    "died (restarted)",
+    "bars lost/dup",
+    "features lost/dup",
+    "anomaly ids lost/dup (topic)",
+    "store lost/dup",
+    "dead letters",
+    "ok",
+)
 
 
 @dataclass
@@ -33,8 +42,14 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        return (not self.crashes and not self.dead_unexplained and self.bars.ok
-                and self.features.ok and self.anomalies.ok and self.store.ok)
+        return (
+            not self.crashes
+            and not self.dead_unexplained
+            and self.bars.ok
+            and self.features.ok
+            and self.anomalies.ok
+            and self.store.ok
+        )
 
     @property
     def crashes(self) -> list[str]:
@@ -45,9 +60,17 @@ class Row:
         took = "" if self.took_s is None else f"{self.took_s:.1f}"
         extra = ", ".join(f"{k[0]}/{k[1]} {n:+d}" for k, n in sorted(self.dead_unexplained.items()))
         dead = f"{self.dead_letters}" + (f" (unexplained {extra})" if extra else " (accounted)")
-        return [self.window, took, ", ".join(self.crashed) or "-", str(self.bars),
-                str(self.features), str(self.anomalies), str(self.store), dead,
-                "yes" if self.ok else "NO"]
+        return [
+            self.window,
+            took,
+            ", ".join(self.crashed) or "-",
+            str(self.bars),
+            str(self.features),
+            str(self.anomalies),
+            str(self.store),
+            dead,
+            "yes" if self.ok else "NO",
+        ]
 
 
 def rows(d: Drills) -> list[Row]:
@@ -67,29 +90,46 @@ def rows(d: Drills) -> list[Row]:
         if i == 0:
             expected = expected + dead_letter_kinds(base.dead_letters)
         mark = marks[i - 1] if i else None
-        out.append(Row(name, mark.took_s if mark else None, mark.crashed if mark else [],
-                       diff(base.bars, run.bars, in_bars),
-                       diff(base.features, run.features, in_bars),
-                       diff(base.anomalies, run.anomalies, in_ids),
-                       diff(base.anomalies, run.stored, in_ids),
-                       sum(dead.values()), unexplained(dead, expected)))
+        out.append(
+            Row(
+                name,
+                mark.took_s if mark else None,
+                mark.crashed if mark else [],
+                diff(base.bars, run.bars, in_bars),
+                diff(base.features, run.features, in_bars),
+                diff(base.anomalies, run.anomalies, in_ids),
+                diff(base.anomalies, run.stored, in_ids),
+                sum(dead.values()),
+                unexplained(dead, expected),
+            )
+        )
     dead = dead_letter_kinds(run.dead_letters)
-    out.append(Row("overall", d.faulted.seconds, [c for m in marks for c in m.crashed],
-                   diff(base.bars, run.bars), diff(base.features, run.features),
-                   diff(base.anomalies, run.anomalies), diff(base.anomalies, run.stored),
-                   sum(dead.values()),
-                   unexplained(dead, d.expected_burst + dead_letter_kinds(base.dead_letters))))
+    out.append(
+        Row(
+            "overall",
+            d.faulted.seconds,
+            [c for m in marks for c in m.crashed],
+            diff(base.bars, run.bars),
+            diff(base.features, run.features),
+            diff(base.anomalies, run.anomalies),
+            diff(base.anomalies, run.stored),
+            sum(dead.values()),
+            unexplained(dead, d.expected_burst + dead_letter_kinds(base.dead_letters)),
+        )
+    )
     return out
 
 
 def summary(d: Drills) -> str:
     b, f = d.baseline.snap, d.faulted.snap
-    return (f"baseline: {len(b.bars)} bars, {len(b.features)} feature vectors, "
-            f"{len(b.anomalies)} anomalies ({len(b.stored)} stored), "
-            f"{len(b.dead_letters)} dead letters, {d.baseline.seconds:.0f} s; "
-            f"faulted: {len(f.bars)} bars, {len(f.features)} vectors, {len(f.anomalies)} "
-            f"anomalies ({len(f.stored)} stored), {len(f.dead_letters)} dead letters "
-            f"(burst: {sum(d.expected_burst.values())}), {d.faulted.seconds:.0f} s")
+    return (
+        f"baseline: {len(b.bars)} bars, {len(b.features)} feature vectors, "
+        f"{len(b.anomalies)} anomalies ({len(b.stored)} stored), "
+        f"{len(b.dead_letters)} dead letters, {d.baseline.seconds:.0f} s; "
+        f"faulted: {len(f.bars)} bars, {len(f.features)} vectors, {len(f.anomalies)} "
+        f"anomalies ({len(f.stored)} stored), {len(f.dead_letters)} dead letters "
+        f"(burst: {sum(d.expected_burst.values())}), {d.faulted.seconds:.0f} s"
+    )
 
 
 def dead_letter_rows(d: Drills) -> list[list[object]]:
@@ -97,8 +137,10 @@ def dead_letter_rows(d: Drills) -> list[list[object]]:
     base = dead_letter_kinds(d.baseline.snap.dead_letters)
     run = dead_letter_kinds(d.faulted.snap.dead_letters)
     keys = sorted(set(base) | set(run) | set(d.expected_burst))
-    return [[f"{src}/{kind}", base[(src, kind)], run[(src, kind)],
-             d.expected_burst[(src, kind)]] for src, kind in keys]
+    return [
+        [f"{src}/{kind}", base[(src, kind)], run[(src, kind)], d.expected_burst[(src, kind)]]
+        for src, kind in keys
+    ]
 
 
 def print_report(d: Drills, table: list[Row]) -> None:
@@ -131,12 +173,14 @@ def record_results(d: Drills, table: list[Row], speed: float) -> None:
     from benchmarks.common import table as md_table
     from benchmarks.common import write_section
 
-    body = "\n\n".join([
-        f"`make drill`: one replay day of {len({s for s, _ in d.baseline.snap.bars})} symbols at "
-        f"speed {speed:g} through producer -> features -> score -> sink, faults one after "
-        "another, compared with an undisturbed run. Cells are lost/dup (+extra).",
-        md_table(HEADERS, [r.cells() for r in table]),
-        md_table(("source/kind", "baseline", "faulted", "burst sent"), dead_letter_rows(d)),
-        summary(d),
-    ])
+    body = "\n\n".join(
+        [
+            f"`make drill`: one replay day of {len({s for s, _ in d.baseline.snap.bars})} "
+            f"symbols at speed {speed:g} through producer -> features -> score -> sink, faults "
+            "one after another, compared with an undisturbed run. Cells are lost/dup (+extra).",
+            md_table(HEADERS, [r.cells() for r in table]),
+            md_table(("source/kind", "baseline", "faulted", "burst sent"), dead_letter_rows(d)),
+            summary(d),
+        ]
+    )
     write_section("drills", "Fault drills", body)

@@ -23,35 +23,56 @@ SERVICES = ("produce", "features", "score", "sink")
 CHAMPION_DAYS, CHAMPION_EPOCHS, CHAMPION_SEED = 8, 3, 7
 
 
-def private_settings(base: Settings, run_dir: Path, models_dir: Path, speed: float,
-                     port_base: int = PORT_BASE) -> Settings:
+def private_settings(
+    base: Settings, run_dir: Path, models_dir: Path, speed: float, port_base: int = PORT_BASE
+) -> Settings:
     """`base` moved onto private ports, `run_dir` and the sqlite registry under `models_dir`."""
     p = port_base
-    return base.model_copy(update={
-        "run_dir": run_dir,
-        "topic_prefix": "drill-",
-        "kafka": base.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{p + 2}",
-                                               "controller_port": p + 3}),
-        "redis": base.redis.model_copy(update={"host": "127.0.0.1", "port": p + 4, "db": 0}),
-        "replay": base.replay.model_copy(update={
-            "host": "127.0.0.1", "port": p + 5, "speed": speed, "days": 1, "history_days": 0,
-            "fault_hooks": True, "csv_path": None, "required_key": None}),
-        "polygon": base.polygon.model_copy(update={"api_key": None, "channels": ["AM", "T"]}),
-        "prometheus": base.prometheus.model_copy(update={
-            "producer_metrics_port": p + 11, "features_metrics_port": p + 12,
-            "score_metrics_port": p + 13, "sink_metrics_port": p + 14,
-            "replay_metrics_port": p + 15}),
-        "mlflow": base.mlflow.model_copy(update={
-            "tracking_uri": f"sqlite:///{(models_dir / 'mlflow.db').resolve()}"}),
-    })
+    return base.model_copy(
+        update={
+            "run_dir": run_dir,
+            "topic_prefix": "drill-",
+            "kafka": base.kafka.model_copy(
+                update={"bootstrap_servers": f"127.0.0.1:{p + 2}", "controller_port": p + 3}
+            ),
+            "redis": base.redis.model_copy(update={"host": "127.0.0.1", "port": p + 4, "db": 0}),
+            "replay": base.replay.model_copy(
+                update={
+                    "host": "127.0.0.1",
+                    "port": p + 5,
+                    "speed": speed,
+                    "days": 1,
+                    "history_days": 0,
+                    "fault_hooks": True,
+                    "csv_path": None,
+                    "required_key": None,
+                }
+            ),
+            "polygon": base.polygon.model_copy(update={"api_key": None, "channels": ["AM", "T"]}),
+            "prometheus": base.prometheus.model_copy(
+                update={
+                    "producer_metrics_port": p + 11,
+                    "features_metrics_port": p + 12,
+                    "score_metrics_port": p + 13,
+                    "sink_metrics_port": p + 14,
+                    "replay_metrics_port": p + 15,
+                }
+            ),
+            "mlflow": base.mlflow.model_copy(
+                update={"tracking_uri": f"sqlite:///{(models_dir / 'mlflow.db').resolve()}"}
+            ),
+        }
+    )
 
 
 def for_run(settings: Settings, name: str, db: int) -> Settings:
     """Settings of one pipeline run: its own topic prefix and Redis db."""
-    return settings.model_copy(update={
-        "topic_prefix": f"drill-{name}-",
-        "redis": settings.redis.model_copy(update={"db": db}),
-    })
+    return settings.model_copy(
+        update={
+            "topic_prefix": f"drill-{name}-",
+            "redis": settings.redis.model_copy(update={"db": db}),
+        }
+    )
 
 
 def ensure_champion(settings: Settings, models_dir: Path) -> bool:
@@ -67,10 +88,19 @@ def ensure_champion(settings: Settings, models_dir: Path) -> bool:
     models_dir.mkdir(parents=True, exist_ok=True)
     train_settings = settings.model_copy(update={"run_dir": models_dir})
     sim = simulate(settings.symbols, CHAMPION_DAYS, CHAMPION_SEED)
-    log.info("training a small champion (%d days, %d epochs) in %s", CHAMPION_DAYS,
-             CHAMPION_EPOCHS, models_dir)
-    train_and_register(train_settings, frame_from_bars(sim.bars), labels_to_frame(sim.labels),
-                       "drill-sim", epochs=CHAMPION_EPOCHS)
+    log.info(
+        "training a small champion (%d days, %d epochs) in %s",
+        CHAMPION_DAYS,
+        CHAMPION_EPOCHS,
+        models_dir,
+    )
+    train_and_register(
+        train_settings,
+        frame_from_bars(sim.bars),
+        labels_to_frame(sim.labels),
+        "drill-sim",
+        epochs=CHAMPION_EPOCHS,
+    )
     return True
 
 
@@ -121,10 +151,15 @@ def _tickwatch() -> list[str]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The settings as TICKWATCH_* variables plus the runtime variables the services expect."""
-    return {**settings_to_env(settings), "PYTHONUNBUFFERED": "1",
-            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
-            "TICKWATCH_LOG_LEVEL": "INFO"}
+    return {
+        **settings_to_env(settings),
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
+        "TICKWATCH_LOG_LEVEL": "INFO",
+    }
 
 
 @dataclass
@@ -136,9 +171,13 @@ class Services:
 
     def ready_port(self, name: str) -> int:
         p = self.settings.prometheus
-        return {"replay-server": self.settings.replay.port,
-                "produce": p.producer_metrics_port, "features": p.features_metrics_port,
-                "score": p.score_metrics_port, "sink": p.sink_metrics_port}[name]
+        return {
+            "replay-server": self.settings.replay.port,
+            "produce": p.producer_metrics_port,
+            "features": p.features_metrics_port,
+            "score": p.score_metrics_port,
+            "sink": p.sink_metrics_port,
+        }[name]
 
     def start(self, name: str, timeout_s: float = 180.0) -> None:
         """Start one service and wait for its port (metrics, or the replay server's)."""

@@ -50,9 +50,18 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 # What the models read: the scale-free subset (raw returns and vols differ 7x between symbols).
 MODEL_FEATURES: tuple[str, ...] = (
-    "return_z", "vol_ratio_5", "vol_ratio_15", "volume_z_20", "volume_z_tod",
-    "vwap_deviation_z", "range_ratio", "transactions_z_20", "relative_return_z",
-    "relative_cum_z_15", "minutes_since_last_bar", "unchanged_close_run",
+    "return_z",
+    "vol_ratio_5",
+    "vol_ratio_15",
+    "volume_z_20",
+    "volume_z_tod",
+    "vwap_deviation_z",
+    "range_ratio",
+    "transactions_z_20",
+    "relative_return_z",
+    "relative_cum_z_15",
+    "minutes_since_last_bar",
+    "unchanged_close_run",
 )
 
 WARM_BARS = RETURN_WINDOW + 1
@@ -105,10 +114,21 @@ def session_slot(start_ms: int) -> tuple[int, int]:
 class SymbolState:
     """Everything one symbol's features need from its past; JSON-serialisable for Faust tables."""
 
-    __slots__ = ("last_start_ms", "last_close", "last_day", "bars_seen", "unchanged_run",
-                 "returns", "log_volumes", "log_transactions", "ranges", "pair_r", "pair_m",
-                 "residuals",
-                 "tod")
+    __slots__ = (
+        "last_start_ms",
+        "last_close",
+        "last_day",
+        "bars_seen",
+        "unchanged_run",
+        "returns",
+        "log_volumes",
+        "log_transactions",
+        "ranges",
+        "pair_r",
+        "pair_m",
+        "residuals",
+        "tod",
+    )
 
     def __init__(self, beta_window: int = 60) -> None:
         self.last_start_ms = -1
@@ -160,7 +180,7 @@ class SymbolState:
         residual = 0.0 if market_return is None or first else r - beta * market_return
         rm, rs, rn = _mean_std(self.residuals)
         res_sigma = max(rs, SIGMA_FLOOR)
-        run = [*list(self.residuals)[1 - RESIDUAL_RUN:], residual]
+        run = [*list(self.residuals)[1 - RESIDUAL_RUN :], residual]
 
         gap = 1.0 if first or day != self.last_day else (start - self.last_start_ms) / MINUTE_MS
         unchanged = 0 if first or close != self.last_close else self.unchanged_run + 1
@@ -224,12 +244,17 @@ class SymbolState:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot (floats round-trip exactly through JSON)."""
         return {
-            "last_start_ms": self.last_start_ms, "last_close": self.last_close,
-            "last_day": self.last_day, "bars_seen": self.bars_seen,
-            "unchanged_run": self.unchanged_run, "returns": list(self.returns),
+            "last_start_ms": self.last_start_ms,
+            "last_close": self.last_close,
+            "last_day": self.last_day,
+            "bars_seen": self.bars_seen,
+            "unchanged_run": self.unchanged_run,
+            "returns": list(self.returns),
             "log_volumes": list(self.log_volumes),
-            "log_transactions": list(self.log_transactions), "ranges": list(self.ranges),
-            "pair_r": list(self.pair_r), "pair_m": list(self.pair_m),
+            "log_transactions": list(self.log_transactions),
+            "ranges": list(self.ranges),
+            "pair_r": list(self.pair_r),
+            "pair_m": list(self.pair_m),
             "beta_window": self.pair_m.maxlen,
             "residuals": list(self.residuals),
             "tod": {str(k): list(v) for k, v in self.tod.items()},

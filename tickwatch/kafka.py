@@ -145,7 +145,8 @@ def _wait_for_metadata(client: AdminClient, names: list[str], timeout_s: float) 
     while True:
         topics = client.list_topics(timeout=timeout_s).topics
         ready = all(
-            n in topics and topics[n].partitions
+            n in topics
+            and topics[n].partitions
             and all(p.leader >= 0 for p in topics[n].partitions.values())
             for n in names
         )

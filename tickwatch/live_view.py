@@ -20,7 +20,10 @@ from tickwatch.topics import ANOMALIES, FEATURES, topic_name
 
 KEY_FEATURES = ("return_z", "volume_z_20", "vol_ratio_5", "relative_return_z")
 SEVERITY_STYLE = {
-    "low": "cyan", "medium": "yellow", "high": "bold red", "critical": "bold white on red",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "bold red",
+    "critical": "bold white on red",
 }
 
 
@@ -59,42 +62,62 @@ def render(state: LiveState, settings: Settings, problems: list[str]) -> Any:
         symbols.add_column(col, justify="right" if col != "symbol" else "left")
     for sym in sorted(state.latest):
         fv = state.latest[sym]
-        symbols.add_row(sym, _ts(fv.bar_start_ms), f"{fv.close:,.2f}",
-                        *(f"{fv.features.get(k, 0.0):+.2f}" for k in KEY_FEATURES),
-                        str(state.counts.get(sym, 0)))
+        symbols.add_row(
+            sym,
+            _ts(fv.bar_start_ms),
+            f"{fv.close:,.2f}",
+            *(f"{fv.features.get(k, 0.0):+.2f}" for k in KEY_FEATURES),
+            str(state.counts.get(sym, 0)),
+        )
     events = Table(title="Latest anomalies", expand=True)
     for col in ("bar (UTC)", "symbol", "severity", "models", "top reasons"):
         events.add_column(col)
     for ev in state.anomalies:
-        models = ", ".join(f"{s.model} {s.score:.2f}/{s.threshold:.2f}" for s in ev.scores
-                           if s.flagged)
+        models = ", ".join(
+            f"{s.model} {s.score:.2f}/{s.threshold:.2f}" for s in ev.scores if s.flagged
+        )
         reasons = "; ".join(f"{r.feature}={r.value:+.1f}" for r in ev.reasons[:3])
-        events.add_row(_ts(ev.bar_start_ms), ev.symbol,
-                       f"[{SEVERITY_STYLE[ev.severity]}]{ev.severity}[/]", models, reasons)
-    urls = (f"API docs http://{settings.api.host}:{settings.api.port}/docs  (X-API-Key from "
-            f"TICKWATCH_API__API_KEY)   Prometheus http://127.0.0.1:{settings.prometheus.port}"
-            f"   MLflow http://127.0.0.1:{settings.mlflow.port}   Ctrl-C stops")
+        events.add_row(
+            _ts(ev.bar_start_ms),
+            ev.symbol,
+            f"[{SEVERITY_STYLE[ev.severity]}]{ev.severity}[/]",
+            models,
+            reasons,
+        )
+    urls = (
+        f"API docs http://{settings.api.host}:{settings.api.port}/docs  (X-API-Key from "
+        f"TICKWATCH_API__API_KEY)   Prometheus http://127.0.0.1:{settings.prometheus.port}"
+        f"   MLflow http://127.0.0.1:{settings.mlflow.port}   Ctrl-C stops"
+    )
     parts: list[Any] = [symbols, events, Panel(urls, title="tickwatch")]
     if problems:
-        parts.append(Panel(f"stopped unexpectedly: {', '.join(problems)} (see .run/logs/)",
-                           style="red"))
+        parts.append(
+            Panel(f"stopped unexpectedly: {', '.join(problems)} (see .run/logs/)", style="red")
+        )
     return Group(*parts)
 
 
 def show(settings: Settings, pipeline: Any, duration_s: float | None = None) -> LiveState:
     """Follow the features and anomalies topics and redraw until Ctrl-C (or `duration_s`)."""
-    consumer = make_consumer(settings, f"tickwatch-live-{uuid.uuid4().hex[:8]}",
-                             **{"auto.offset.reset": "latest"})
-    kinds = {topic_name(FEATURES, settings): "features",
-             topic_name(ANOMALIES, settings): "anomalies"}
+    consumer = make_consumer(
+        settings, f"tickwatch-live-{uuid.uuid4().hex[:8]}", **{"auto.offset.reset": "latest"}
+    )
+    kinds = {
+        topic_name(FEATURES, settings): "features",
+        topic_name(ANOMALIES, settings): "anomalies",
+    }
     consumer.subscribe(list(kinds))
     state = LiveState()
     deadline = time.monotonic() + duration_s if duration_s else None
     console = Console()
     try:
         if console.is_terminal:
-            with Live(render(state, settings, []), console=console, refresh_per_second=4,
-                      vertical_overflow="visible") as live:
+            with Live(
+                render(state, settings, []),
+                console=console,
+                refresh_per_second=4,
+                vertical_overflow="visible",
+            ) as live:
                 while deadline is None or time.monotonic() < deadline:
                     for msg in consume_batch(consumer, 500, 0.25):
                         state.add(kinds[msg.topic()], msg.value())

@@ -6,19 +6,19 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
-EVENTS_IN = Counter(
-    "tickwatch_events_in_total", "Records read by a stage", ["stage", "type"]
-)
+EVENTS_IN = Counter("tickwatch_events_in_total", "Records read by a stage", ["stage", "type"])
 EVENTS_OUT = Counter(
     "tickwatch_events_out_total", "Records written (acknowledged) by a stage", ["stage", "type"]
 )
 DEAD_LETTERS = Counter(
-    "tickwatch_dead_letters_total", "Records refused and sent to the dead-letter topic",
+    "tickwatch_dead_letters_total",
+    "Records refused and sent to the dead-letter topic",
     ["stage", "reason"],
 )
 DUPLICATES = Counter(
     "tickwatch_duplicates_total",
-    "Records ignored as repeats (duplicate, or re-read after a restart)", ["stage", "kind"],
+    "Records ignored as repeats (duplicate, or re-read after a restart)",
+    ["stage", "kind"],
 )
 ERRORS = Counter("tickwatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
 BYTES_IN = Counter("tickwatch_bytes_in_total", "Raw bytes received by a stage", ["stage"])
@@ -29,19 +29,25 @@ CONSUMER_LAG = Gauge(
 EVENT_TO_EMIT = Histogram(
     "tickwatch_event_to_emit_seconds",
     "Ingest (header tw-ingest-ms) to the stage's acknowledged output",
-    ["stage"], buckets=LATENCY_BUCKETS,
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
 )
 DELIVERY_LATENCY = Histogram(
-    "tickwatch_delivery_seconds", "Produce call to broker acknowledgement", ["stage"],
+    "tickwatch_delivery_seconds",
+    "Produce call to broker acknowledgement",
+    ["stage"],
     buckets=LATENCY_BUCKETS,
 )
 LAST_EVENT_TS = Gauge(
-    "tickwatch_last_event_timestamp_seconds", "Event time of the newest record processed",
+    "tickwatch_last_event_timestamp_seconds",
+    "Event time of the newest record processed",
     ["stage"],
 )
 SCORED_BARS = Counter("tickwatch_scored_bars_total", "Feature vectors scored", ["model"])
 ANOMALY_SCORE = Histogram(
-    "tickwatch_anomaly_score", "Model scores (higher is more unusual)", ["model"],
+    "tickwatch_anomaly_score",
+    "Model scores (higher is more unusual)",
+    ["model"],
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1, 1.5, 2, 3, 5, 10, 25, 100),
 )
 ANOMALIES = Counter(
@@ -52,7 +58,9 @@ API_REQUESTS = Counter(
     "tickwatch_api_requests_total", "API requests", ["route", "method", "status"]
 )
 API_LATENCY = Histogram(
-    "tickwatch_api_request_seconds", "API request latency", ["route", "method"],
+    "tickwatch_api_request_seconds",
+    "API request latency",
+    ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 

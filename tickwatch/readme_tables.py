@@ -59,13 +59,17 @@ def _group_docs() -> dict[str, str]:
 
 
 def topics_table() -> str:
-    lines = ["| topic | key | value schema | partitions | retention | purpose |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| topic | key | value schema | partitions | retention | purpose |",
+        "|---|---|---|---|---|---|",
+    ]
     s = Settings.model_construct()
     for t in ALL_TOPICS:
         parts = t.partitions or f"{s.kafka.default_partitions} (setting)"
-        lines.append(f"| `{t.name}` | {t.key} | `{t.value}` | {parts} | "
-                     f"{t.retention_ms // DAY_MS} days | {t.doc} |")
+        lines.append(
+            f"| `{t.name}` | {t.key} | `{t.value}` | {parts} | "
+            f"{t.retention_ms // DAY_MS} days | {t.doc} |"
+        )
     return "\n".join(lines)
 
 
@@ -96,8 +100,12 @@ def metrics_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"config": config_table, "topics": topics_table, "schemas": schemas_section,
-            "metrics": metrics_table}
+SECTIONS = {
+    "config": config_table,
+    "topics": topics_table,
+    "schemas": schemas_section,
+    "metrics": metrics_table,
+}
 
 
 def render(text: str) -> str:

@@ -209,6 +209,14 @@ def make_event_id(symbol: str, bar_start_ms: int, model_version: str) -> str:
 
 WIRE_MODELS: dict[str, type[WireModel]] = {
     m.__name__: m
-    for m in (Trade, Quote, MinuteBar, FeatureVector, AnomalyEvent, AnomalyLabel, DeadLetter,
-              MarketReturn)
+    for m in (
+        Trade,
+        Quote,
+        MinuteBar,
+        FeatureVector,
+        AnomalyEvent,
+        AnomalyLabel,
+        DeadLetter,
+        MarketReturn,
+    )
 }

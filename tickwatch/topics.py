@@ -40,21 +40,40 @@ ANOMALIES = TopicSpec(
     "anomalies", "event_id", "AnomalyEvent", retention_ms=90 * DAY_MS, doc="explained anomalies"
 )
 LABELS = TopicSpec(
-    "labels", "symbol", "AnomalyLabel", partitions=1, retention_ms=90 * DAY_MS,
+    "labels",
+    "symbol",
+    "AnomalyLabel",
+    partitions=1,
+    retention_ms=90 * DAY_MS,
     doc="injected-anomaly labels from the replay server",
 )
 DEAD_LETTER = TopicSpec(
-    "dead-letter", "source", "DeadLetter", partitions=1, retention_ms=30 * DAY_MS,
+    "dead-letter",
+    "source",
+    "DeadLetter",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
     doc="raw records refused by any stage, with the reason",
 )
 
 MARKET_RETURNS = TopicSpec(
-    "market-returns", "symbol", "MarketReturn", partitions=1, retention_ms=7 * DAY_MS,
+    "market-returns",
+    "symbol",
+    "MarketReturn",
+    partitions=1,
+    retention_ms=7 * DAY_MS,
     doc="the market proxy's return per minute, read whole by every features worker",
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
-    TRADES, QUOTES, BARS, FEATURES, ANOMALIES, LABELS, DEAD_LETTER, MARKET_RETURNS,
+    TRADES,
+    QUOTES,
+    BARS,
+    FEATURES,
+    ANOMALIES,
+    LABELS,
+    DEAD_LETTER,
+    MARKET_RETURNS,
 )
 
 

@@ -11,14 +11,21 @@ from sklearn.preprocessing import RobustScaler
 NAME = "iforest"
 
 
-def train_iforest(x: np.ndarray, n_estimators: int = 100, max_samples: int = 256,
-                  seed: int = 0) -> Pipeline:
+def train_iforest(
+    x: np.ndarray, n_estimators: int = 100, max_samples: int = 256, seed: int = 0
+) -> Pipeline:
     """Fit the pipeline on normal rows (float32, MODEL_FEATURES order)."""
-    pipe = Pipeline([
-        ("scale", RobustScaler()),
-        ("iforest", IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
-                                    random_state=seed, n_jobs=1)),
-    ])
+    pipe = Pipeline(
+        [
+            ("scale", RobustScaler()),
+            (
+                "iforest",
+                IsolationForest(
+                    n_estimators=n_estimators, max_samples=max_samples, random_state=seed, n_jobs=1
+                ),
+            ),
+        ]
+    )
     pipe.fit(x)
     return pipe
 
@@ -37,8 +44,12 @@ def iforest_scores(pipe: Pipeline, x: np.ndarray) -> np.ndarray:
         return -pipe.score_samples(x)
     xs = np.ascontiguousarray(pipe.named_steps["scale"].transform(x), dtype=np.float32)
     depths = np.zeros(len(xs))
-    for tree, path, avg in zip(forest.estimators_, forest._decision_path_lengths,
-                               forest._average_path_length_per_tree, strict=True):
+    for tree, path, avg in zip(
+        forest.estimators_,
+        forest._decision_path_lengths,
+        forest._average_path_length_per_tree,
+        strict=True,
+    ):
         leaves = tree.tree_.apply(xs)
         depths += path[leaves] + avg[leaves] - 1.0
     denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])[0]

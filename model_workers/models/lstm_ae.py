@@ -25,8 +25,9 @@ def configure_tensorflow(threads: int | None = None) -> None:
         pass
 
 
-def build_autoencoder(length: int, n_features: int, mean: np.ndarray, std: np.ndarray,
-                      units: int = 32):
+def build_autoencoder(
+    length: int, n_features: int, mean: np.ndarray, std: np.ndarray, units: int = 32
+):
     """(trainer, scorer): trainer reconstructs standardized windows; scorer returns squared errors.
 
     Both share weights; the scorer takes raw feature windows (standardization is inside the model)
@@ -52,8 +53,14 @@ def build_autoencoder(length: int, n_features: int, mean: np.ndarray, std: np.nd
     return trainer, scorer
 
 
-def train_autoencoder(windows: np.ndarray, val_windows: np.ndarray, epochs: int,
-                      units: int = 32, batch_size: int = 256, seed: int = 0):
+def train_autoencoder(
+    windows: np.ndarray,
+    val_windows: np.ndarray,
+    epochs: int,
+    units: int = 32,
+    batch_size: int = 256,
+    seed: int = 0,
+):
     """Fit on normal windows (n, length, features); returns the scorer model and the history."""
     import keras
     import tensorflow as tf
@@ -74,15 +81,24 @@ def train_autoencoder(windows: np.ndarray, val_windows: np.ndarray, epochs: int,
         opt.apply_gradients(zip(grads, trainer.trainable_variables, strict=True))
         return loss
 
-    data = (tf.data.Dataset.from_tensor_slices(windows).shuffle(len(windows), seed=seed)
-            .batch(batch_size).prefetch(2))
+    data = (
+        tf.data.Dataset.from_tensor_slices(windows)
+        .shuffle(len(windows), seed=seed)
+        .batch(batch_size)
+        .prefetch(2)
+    )
     history = []
     for epoch in range(epochs):
         losses = [float(step(batch)) for batch in data]
         val = float(np.mean(autoencoder_errors(scorer, val_windows))) if len(val_windows) else 0
         history.append({"loss": float(np.mean(losses)), "val_loss": val})
-        log.info("lstm_ae epoch %d/%d loss %.4f val_loss %.4f", epoch + 1, epochs,
-                 history[-1]["loss"], val)
+        log.info(
+            "lstm_ae epoch %d/%d loss %.4f val_loss %.4f",
+            epoch + 1,
+            epochs,
+            history[-1]["loss"],
+            val,
+        )
     return scorer, history
 
 
@@ -90,8 +106,10 @@ def autoencoder_errors(scorer, windows: np.ndarray, batch: int = 16_384) -> np.n
     """Per-feature squared error of each window's newest step, (n, features); one call per batch."""
     if len(windows) == 0:
         return np.zeros((0, scorer.output_shape[-1]), dtype=np.float32)
-    parts = [np.asarray(scorer.predict_on_batch(windows[i:i + batch]))[:, -1, :]
-             for i in range(0, len(windows), batch)]
+    parts = [
+        np.asarray(scorer.predict_on_batch(windows[i : i + batch]))[:, -1, :]
+        for i in range(0, len(windows), batch)
+    ]
     return np.concatenate(parts)
 
 

@@ -38,8 +38,10 @@ def test_the_baseline_is_a_whole_day(drills: Drills) -> None:
 
 def test_no_service_crashed(drills: Drills) -> None:
     """Only a deliberate watchdog exit (a hung librdkafka call, restarted) is tolerated."""
-    crashed = {m.fault.name: [c for c in m.crashed if not c.endswith("watchdog exit")]
-               for m in drills.faulted.marks}
+    crashed = {
+        m.fault.name: [c for c in m.crashed if not c.endswith("watchdog exit")]
+        for m in drills.faulted.marks
+    }
     assert {k: v for k, v in crashed.items() if v} == {}
 
 

@@ -83,16 +83,24 @@ def run(tmp_path_factory) -> Iterator[Run]:
     base = Settings(_env_file=None)
     started = stack.up(base)
     tmp = tmp_path_factory.mktemp("e2e")
-    s = base.model_copy(update={
-        "topic_prefix": f"e2e{uuid.uuid4().hex[:8]}-",
-        "run_dir": tmp / "run",
-        "redis": base.redis.model_copy(update={"db": 62}),
-        "mlflow": base.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp}/mlflow.db"}),
-        "replay": base.replay.model_copy(update={
-            "port": 18765, "speed": 0.0, "days": LIVE_DAYS, "history_days": HISTORY_DAYS}),
-        "model": base.model.model_copy(update={"epochs": 3}),
-        "api": base.api.model_copy(update={"api_key": API_KEY}),
-    })
+    s = base.model_copy(
+        update={
+            "topic_prefix": f"e2e{uuid.uuid4().hex[:8]}-",
+            "run_dir": tmp / "run",
+            "redis": base.redis.model_copy(update={"db": 62}),
+            "mlflow": base.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp}/mlflow.db"}),
+            "replay": base.replay.model_copy(
+                update={
+                    "port": 18765,
+                    "speed": 0.0,
+                    "days": LIVE_DAYS,
+                    "history_days": HISTORY_DAYS,
+                }
+            ),
+            "model": base.model.model_copy(update={"epochs": 3}),
+            "api": base.api.model_copy(update={"api_key": API_KEY}),
+        }
+    )
     r = redis.Redis(s.redis.host, s.redis.port, db=s.redis.db)
     r.flushdb()
     ensure_topics(s)
@@ -110,8 +118,13 @@ def run(tmp_path_factory) -> Iterator[Run]:
         _wait_stable(lambda: _count(s, ANOMALIES), settle_s=10, timeout_s=240)
         time.sleep(2 * s.prometheus.scrape_interval_s)  # let Prometheus scrape the final state
         assert n_bars > 0
-        yield Run(s, _read(s, BARS, MinuteBar), _read(s, FEATURES, FeatureVector),
-                  _read(s, ANOMALIES, AnomalyEvent), _count(s, DEAD_LETTER))
+        yield Run(
+            s,
+            _read(s, BARS, MinuteBar),
+            _read(s, FEATURES, FeatureVector),
+            _read(s, ANOMALIES, AnomalyEvent),
+            _count(s, DEAD_LETTER),
+        )
     finally:
         pipeline.stop()
         client = admin(s)
@@ -143,8 +156,10 @@ def test_injected_anomalies_are_found_with_reasons(run: Run) -> None:
     live_labels = [lab for lab in labels if lab["start"] >= live_start]
     assert live_labels, "the replay day has no injected anomalies"
     hits = sum(
-        any(ev.symbol == lab["symbol"] and lab["start"] <= ev.bar_start_ms <= lab["end"] + 300_000
-            for ev in run.anomalies)
+        any(
+            ev.symbol == lab["symbol"] and lab["start"] <= ev.bar_start_ms <= lab["end"] + 300_000
+            for ev in run.anomalies
+        )
         for lab in live_labels
     )
     assert hits / len(live_labels) >= 0.5, f"found {hits} of {len(live_labels)} injected anomalies"
@@ -157,8 +172,10 @@ def _labels(settings: Settings) -> list[str]:
     import pandas as pd
 
     df = pd.read_csv(settings.data_dir / "labels.csv")
-    return [json.dumps({"symbol": r.symbol, "start": int(r.start), "end": int(r.end)})
-            for r in df.itertuples()]
+    return [
+        json.dumps({"symbol": r.symbol, "start": int(r.start), "end": int(r.end)})
+        for r in df.itertuples()
+    ]
 
 
 def _is_live(bar: MinuteBar, run: Run) -> bool:

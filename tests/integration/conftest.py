@@ -30,13 +30,16 @@ def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
     """Settings for one test: its own topic prefix (topics created), Redis db, run folder."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     db = random.randint(1, 63)
-    s = stack_settings.model_copy(update={
-        "topic_prefix": prefix,
-        "redis": stack_settings.redis.model_copy(update={"db": db}),
-        "run_dir": tmp_path / "run",
-        "mlflow": stack_settings.mlflow.model_copy(
-            update={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}),
-    })
+    s = stack_settings.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "redis": stack_settings.redis.model_copy(update={"db": db}),
+            "run_dir": tmp_path / "run",
+            "mlflow": stack_settings.mlflow.model_copy(
+                update={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+            ),
+        }
+    )
     ensure_topics(s)
     r = redis.Redis(s.redis.host, s.redis.port, db=db)
     r.flushdb()

@@ -37,10 +37,18 @@ def recent_bars(symbols: list[str], count: int, seed: int) -> list[MinuteBar]:
 
 def start_worker(settings: Settings, log: Path, level: str = "WARNING") -> subprocess.Popen:
     """`tickwatch features` in a subprocess that sees exactly these settings."""
-    env = {**os.environ, **settings_to_env(settings),
-           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0", "TICKWATCH_LOG_LEVEL": level}
-    return subprocess.Popen([sys.executable, "-m", "tickwatch", "features"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **settings_to_env(settings),
+        "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
+        "TICKWATCH_LOG_LEVEL": level,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickwatch", "features"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop_worker(proc: subprocess.Popen, kill: bool = False) -> None:
@@ -56,9 +64,14 @@ def send_bars(settings: Settings, bars: Iterable[MinuteBar]) -> None:
     """Produce bars keyed by symbol, Kafka timestamp = bar start, with the ingest header."""
     producer = make_producer(settings)
     for bar in bars:
-        produce(producer, topic_name(BARS, settings), encode(bar), key=bar.symbol,
-                timestamp_ms=bar.start_ms, headers=[(INGEST_HEADER, str(int(time.time() * 1000))
-                                                     .encode())])
+        produce(
+            producer,
+            topic_name(BARS, settings),
+            encode(bar),
+            key=bar.symbol,
+            timestamp_ms=bar.start_ms,
+            headers=[(INGEST_HEADER, str(int(time.time() * 1000)).encode())],
+        )
     flush_or_raise(producer)
 
 
@@ -93,8 +106,12 @@ class FeatureReader:
 
 def expected_features(settings: Settings, bars: list[MinuteBar]) -> dict[tuple[str, int], tuple]:
     """(symbol, start) -> (features, warm) from the pure batch computation."""
-    return {(b.symbol, b.start_ms): (f, warm) for b, f, warm in compute_features_batch(
-        bars, settings.features.market_symbol, settings.features.beta_window)}
+    return {
+        (b.symbol, b.start_ms): (f, warm)
+        for b, f, warm in compute_features_batch(
+            bars, settings.features.market_symbol, settings.features.beta_window
+        )
+    }
 
 
 def read_dead_letters(settings: Settings, timeout_s: float = 10.0) -> list[DeadLetter]:

@@ -50,11 +50,17 @@ def trained_registry() -> TrainedRegistry:
 
     root = Path(tempfile.mkdtemp(prefix="tickwatch-models-"))
     settings = Settings(_env_file=None, run_dir=root / "run")
-    settings = settings.model_copy(update={"mlflow": settings.mlflow.model_copy(
-        update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"})})
+    settings = settings.model_copy(
+        update={
+            "mlflow": settings.mlflow.model_copy(
+                update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+            )
+        }
+    )
     sim = simulate(SYMBOLS, TRAIN_DAYS, TRAIN_SEED)
-    outcome = train_and_register(settings, frame_from_bars(sim.bars),
-                                 labels_to_frame(sim.labels), "sim", epochs=EPOCHS)
+    outcome = train_and_register(
+        settings, frame_from_bars(sim.bars), labels_to_frame(sim.labels), "sim", epochs=EPOCHS
+    )
     return TrainedRegistry(root / "mlflow.db", settings.run_dir, outcome)
 
 
@@ -63,10 +69,12 @@ def with_models(settings: Settings, tmp: Path) -> Settings:
     reg = trained_registry()
     db = tmp / "models.db"
     shutil.copy(reg.db, db)
-    return settings.model_copy(update={
-        "mlflow": settings.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{db}"}),
-        "prometheus": settings.prometheus.model_copy(update={"score_metrics_port": 0}),
-    })
+    return settings.model_copy(
+        update={
+            "mlflow": settings.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{db}"}),
+            "prometheus": settings.prometheus.model_copy(update={"score_metrics_port": 0}),
+        }
+    )
 
 
 @lru_cache(maxsize=1)
@@ -87,16 +95,23 @@ def send_vectors(settings: Settings, vectors: list[FeatureVector]) -> None:
     now = str(int(time.time() * 1000)).encode()
     for v in vectors:
         # wall-clock message time: simulated 2025 bar times would fall outside topic retention
-        produce(producer, topic_name(FEATURES, settings), encode(v), key=v.symbol,
-                headers=[(INGEST_HEADER, now)])
+        produce(
+            producer,
+            topic_name(FEATURES, settings),
+            encode(v),
+            key=v.symbol,
+            headers=[(INGEST_HEADER, now)],
+        )
     flush_or_raise(producer)
 
 
-def read_messages(settings: Settings, topic: str, idle_s: float = 3.0,
-                  timeout_s: float = 60) -> list:
+def read_messages(
+    settings: Settings, topic: str, idle_s: float = 3.0, timeout_s: float = 60
+) -> list:
     """Every committed message of `topic` from the start (reads until idle)."""
-    consumer = make_consumer(settings, f"check-{time.monotonic_ns()}",
-                             **{"isolation.level": "read_committed"})
+    consumer = make_consumer(
+        settings, f"check-{time.monotonic_ns()}", **{"isolation.level": "read_committed"}
+    )
     consumer.subscribe([topic])
     out: list = []
     deadline, last = time.monotonic() + timeout_s, time.monotonic()
@@ -136,13 +151,17 @@ def committed_total(settings: Settings) -> int:
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
     """`tickwatch score` in a subprocess that sees exactly these settings."""
     env = {**os.environ, **settings_to_env(settings), "TICKWATCH_LOG_LEVEL": "INFO"}
-    return subprocess.Popen([sys.executable, "-m", "tickwatch", "score", "--instance", "w1",
-                             "--reload-interval", "2"], env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickwatch", "score", "--instance", "w1", "--reload-interval", "2"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
-def wait_committed(settings: Settings, target: int, proc: subprocess.Popen, log: Path,
-                   timeout_s: float = 120) -> int:
+def wait_committed(
+    settings: Settings, target: int, proc: subprocess.Popen, log: Path, timeout_s: float = 120
+) -> int:
     """Poll the group's committed offsets until they reach `target`; fail if the worker died."""
     deadline = time.monotonic() + timeout_s
     done = 0

@@ -20,16 +20,20 @@ from tickwatch.topics import TopicSpec, topic_name
 
 def replay_settings(settings: Settings, **replay: object) -> Settings:
     """`settings` with a replay block (port 0 = any free port) and no metrics servers."""
-    return settings.model_copy(update={
-        "replay": settings.replay.model_copy(update={"port": 0, **replay}),
-        "prometheus": settings.prometheus.model_copy(
-            update={"producer_metrics_port": 0, "replay_metrics_port": 0}),
-    })
+    return settings.model_copy(
+        update={
+            "replay": settings.replay.model_copy(update={"port": 0, **replay}),
+            "prometheus": settings.prometheus.model_copy(
+                update={"producer_metrics_port": 0, "replay_metrics_port": 0}
+            ),
+        }
+    )
 
 
 @contextmanager
-def running_replay(settings: Settings, data: ReplayData, **kwargs: object
-                   ) -> Iterator[tuple[ReplayServer, Settings]]:
+def running_replay(
+    settings: Settings, data: ReplayData, **kwargs: object
+) -> Iterator[tuple[ReplayServer, Settings]]:
     """Serve `data` from a thread; yields the server and settings pointing at its real port."""
     ready = threading.Event()
     holder: dict = {}
@@ -53,8 +57,9 @@ def running_replay(settings: Settings, data: ReplayData, **kwargs: object
     assert ready.wait(30), "replay server did not start"
     server: ReplayServer = holder["server"]
     port = int(server.base_url.rsplit(":", 1)[1])
-    bound = settings.model_copy(update={"replay": settings.replay.model_copy(
-        update={"port": port})})
+    bound = settings.model_copy(
+        update={"replay": settings.replay.model_copy(update={"port": port})}
+    )
     try:
         yield server, bound
     finally:
@@ -67,8 +72,10 @@ def read_topic(settings: Settings, spec: TopicSpec, timeout_s: float = 30.0) -> 
     name = topic_name(spec, settings)
     consumer = make_consumer(settings, f"test-{uuid.uuid4().hex[:8]}")
     meta = consumer.list_topics(name, timeout=10).topics[name]
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-            for p in meta.partitions}
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+        for p in meta.partitions
+    }
     consumer.assign([TopicPartition(name, p, 0) for p in ends])
     want, out = sum(ends.values()), []
     deadline = time.monotonic() + timeout_s

@@ -22,7 +22,8 @@ def _row(i: int, start_ms: int, value: float) -> FeatureRow:
 @pytest.mark.timeout(120)
 def test_rows_in_several_pipelines_read_back_and_older_rows_never_win(settings: Settings) -> None:
     settings = settings.model_copy(
-        update={"features": settings.features.model_copy(update={"push_batch": 500})})
+        update={"features": settings.features.model_copy(update={"push_batch": 500})}
+    )
     store = get_store(settings)
     writer = OnlineWriter(store, settings)
     n = 1200
@@ -32,11 +33,14 @@ def test_rows_in_several_pipelines_read_back_and_older_rows_never_win(settings: 
     assert writer.write([_row(5, T0 + 60_000, 2.5)]) == 1  # newer replaces
 
     symbols = [f"S{i:04d}" for i in range(n)]
-    got = store.get_online_features(features=store.get_feature_service(ALL_SERVICE),
-                                    entity_rows=[{"symbol": s} for s in symbols]).to_dict()
+    got = store.get_online_features(
+        features=store.get_feature_service(ALL_SERVICE),
+        entity_rows=[{"symbol": s} for s in symbols],
+    ).to_dict()
     for i, symbol in enumerate(symbols):
         base = 2.5 if i == 5 else 0.5
         assert got["symbol"][i] == symbol
         assert [got[name][i] for name in FEATURE_NAMES] == [
-            base + k for k in range(len(FEATURE_NAMES))]
+            base + k for k in range(len(FEATURE_NAMES))
+        ]
         assert got["close"][i] == 10.0 + i and got["warm"][i] == (i % 2 == 0)

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(120)
-def test_materialize_then_historical_features_equal_the_batch_functions(
-        settings: Settings) -> None:
+def test_materialize_then_historical_features_equal_the_batch_functions(settings: Settings) -> None:
     bars = simulate(["AAPL", "TSLA", "VOO"], 2, seed=11).bars
     frame = bars_to_frame(bars)
     assert materialize_bars(settings, frame) == len(bars)
@@ -31,14 +30,18 @@ def test_materialize_then_historical_features_equal_the_batch_functions(
     expected = {(b.symbol, b.start_ms): f for b, f, _ in compute_features_batch(bars)}
     # entity rows between bars: the point-in-time join must pick the bar at or before each time
     picks = frame.iloc[::53][["symbol", "timestamp"]]
-    entity_df = pd.DataFrame({
-        "symbol": picks["symbol"].values,
-        "event_timestamp": pd.to_datetime(picks["timestamp"].values + 30_000, unit="ms",
-                                          utc=True),
-    })
+    entity_df = pd.DataFrame(
+        {
+            "symbol": picks["symbol"].values,
+            "event_timestamp": pd.to_datetime(
+                picks["timestamp"].values + 30_000, unit="ms", utc=True
+            ),
+        }
+    )
     store = get_store(settings)
     got = store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(MODEL_SERVICE)).to_df()
+        entity_df=entity_df, features=store.get_feature_service(MODEL_SERVICE)
+    ).to_df()
     assert len(got) == len(entity_df)
     for row in got.to_dict("records"):
         start = int(row["event_timestamp"].timestamp() * 1000) - 30_000

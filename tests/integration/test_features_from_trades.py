@@ -25,20 +25,35 @@ def test_trades_become_bars_and_features(settings: Settings, tmp_path) -> None:
     trades = sorted((t for b in source for t in trades_for(b)), key=lambda t: t.timestamp_ms)
     producer = make_producer(settings)
     for t in trades:
-        produce(producer, topic_name(TRADES, settings), encode(t), key=t.symbol,
-                timestamp_ms=t.timestamp_ms)
+        produce(
+            producer,
+            topic_name(TRADES, settings),
+            encode(t),
+            key=t.symbol,
+            timestamp_ms=t.timestamp_ms,
+        )
     flush_or_raise(producer)
     lateness_ms = settings.features.allowed_lateness_s * 1000
     watermark = {s: max(t.timestamp_ms for t in trades if t.symbol == s) for s in ("AAPL", "VOO")}
-    closed = [b for b in source if trades_for(b)
-              and b.start_ms + MINUTE_MS + lateness_ms <= watermark[b.symbol]]
+    closed = [
+        b
+        for b in source
+        if trades_for(b) and b.start_ms + MINUTE_MS + lateness_ms <= watermark[b.symbol]
+    ]
     assert closed
 
-    env = {**os.environ, **settings_to_env(settings), "TICKWATCH_LOG_LEVEL": "WARNING",
-           "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "tickwatch", "features", "--bars-from-trades"],
-                            env=env, stdout=(tmp_path / "worker.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **settings_to_env(settings),
+        "TICKWATCH_LOG_LEVEL": "WARNING",
+        "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickwatch", "features", "--bars-from-trades"],
+        env=env,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     reader = FeatureReader(settings, "check")
     consumer = make_consumer(settings, "bars-check")
     consumer.subscribe([topic_name(BARS, settings)])
@@ -57,7 +72,8 @@ def test_trades_become_bars_and_features(settings: Settings, tmp_path) -> None:
     assert set(built) == {(b.symbol, b.start_ms) for b in closed}
     for b in closed:
         got = built[(b.symbol, b.start_ms)]
-        assert (got.open, got.close, got.volume) == pytest.approx((b.open, b.close, b.volume),
-                                                                  abs=1e-4)
+        assert (got.open, got.close, got.volume) == pytest.approx(
+            (b.open, b.close, b.volume), abs=1e-4
+        )
         assert got.source == "trades"
     assert set(reader.vectors) == set(built)

@@ -28,8 +28,10 @@ SYMBOLS = ["AAPL", "MSFT", "TSLA", "VOO"]
 
 def _online(settings: Settings, symbols: list[str]) -> dict[str, dict[str, object]]:
     store = get_store(settings)
-    got = store.get_online_features(features=store.get_feature_service(ALL_SERVICE),
-                                    entity_rows=[{"symbol": s} for s in symbols]).to_dict()
+    got = store.get_online_features(
+        features=store.get_feature_service(ALL_SERVICE),
+        entity_rows=[{"symbol": s} for s in symbols],
+    ).to_dict()
     return {s: {k: got[k][i] for k in got} for i, s in enumerate(symbols)}
 
 
@@ -46,8 +48,7 @@ def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_p
     bars = recent_bars(SYMBOLS, 800, seed=3)
     expected = expected_features(settings, bars)
     aapl = [b for b in bars if b.symbol == "AAPL"]
-    late = aapl[5].model_copy(update={"close": aapl[5].close * 1.01,
-                                      "high": aapl[5].high * 1.02})
+    late = aapl[5].model_copy(update={"close": aapl[5].close * 1.01, "high": aapl[5].high * 1.02})
     # each bar once, then a repeat of a recent bar (duplicate) and an old bar (out of order)
     send_bars(settings, [*bars, aapl[-1], late])
     proc = start_worker(settings, tmp_path / "worker.log")
@@ -67,7 +68,8 @@ def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_p
         feats, warm = expected[last]
         row = online[symbol]
         assert [row[n] for n in FEATURE_NAMES] == pytest.approx(
-            [feats[n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12)
+            [feats[n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12
+        )
         assert row["warm"] == warm
         assert row["close"] == reader.vectors[last].close
 
@@ -78,11 +80,16 @@ def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_p
 
 @pytest.mark.timeout(300)
 def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
-        settings: Settings, tmp_path) -> None:
+    settings: Settings, tmp_path
+) -> None:
     bars = recent_bars(SYMBOLS, 1200, seed=5)
     expected = expected_features(settings, bars)
-    sender = threading.Thread(target=lambda: [
-        (send_bars(settings, bars[i:i + 40]), time.sleep(0.1)) for i in range(0, len(bars), 40)])
+    sender = threading.Thread(
+        target=lambda: [
+            (send_bars(settings, bars[i : i + 40]), time.sleep(0.1))
+            for i in range(0, len(bars), 40)
+        ]
+    )
     proc = start_worker(settings, tmp_path / "worker.log")
     reader = FeatureReader(settings, "check")
     try:
@@ -98,15 +105,17 @@ def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
         stop_worker(proc)
         reader.close()
     assert killed_at < len(expected)
-    recovered = re.findall(r"features: (\d+) symbols recovered",
-                           (tmp_path / "restarted.log").read_text())
+    recovered = re.findall(
+        r"features: (\d+) symbols recovered", (tmp_path / "restarted.log").read_text()
+    )
     assert recovered and int(recovered[0]) == len(SYMBOLS)  # state came back from the changelog
     _assert_matches(reader, expected)
     online = _online(settings, SYMBOLS)
     for symbol in SYMBOLS:
         last = max(k for k in expected if k[0] == symbol)
         assert [online[symbol][n] for n in FEATURE_NAMES] == pytest.approx(
-            [expected[last][0][n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12)
+            [expected[last][0][n] for n in FEATURE_NAMES], rel=1e-12, abs=1e-12
+        )
 
 
 def _bars_assignment(log) -> str | None:
@@ -117,7 +126,8 @@ def _bars_assignment(log) -> str | None:
 
 @pytest.mark.timeout(300)
 def test_two_workers_split_the_partitions_and_produce_the_same_features(
-        settings: Settings, tmp_path) -> None:
+    settings: Settings, tmp_path
+) -> None:
     symbols = [*SYMBOLS, "AMZN", "META", "NVDA", "NFLX", "IBM", "ORCL", "INTC", "AMD"]
     bars = recent_bars(symbols, 1800, seed=8)
     expected = expected_features(settings, bars)

@@ -18,7 +18,8 @@ def test_backtest_writes_scores_metrics_and_report_from_csv(settings, tmp_path):
     day_end = sim.bars[0].start_ms + 2 * 86_400_000
     bars = bars_to_frame([b for b in sim.bars if b.start_ms < day_end])
     bars["timestamp"] = pd.to_datetime(bars["timestamp"], unit="ms", utc=True).dt.strftime(
-        "%Y-%m-%dT%H:%M:%SZ")  # ISO-8601 here, Unix ms in the labels
+        "%Y-%m-%dT%H:%M:%SZ"
+    )  # ISO-8601 here, Unix ms in the labels
     bars_csv, labels_csv = tmp_path / "bars.csv", tmp_path / "labels.csv"
     bars.to_csv(bars_csv, index=False)
     with bars_csv.open("a") as fh:
@@ -35,8 +36,7 @@ def test_backtest_writes_scores_metrics_and_report_from_csv(settings, tmp_path):
     assert len(flagged) and flagged["top_features"].str.contains("iforest").all()
     assert (scores.loc[~scores["is_anomaly"], "top_features"].isna()).all()
     metrics = pd.read_csv(tmp_path / "out" / "metrics.csv").set_index("detector")
-    assert set(metrics.index) == {"iforest", "lstm_ae", "ensemble", "prototype_rule",
-                                  "zscore_rule"}
+    assert set(metrics.index) == {"iforest", "lstm_ae", "ensemble", "prototype_rule", "zscore_rule"}
     assert (metrics["events"] == len(labels)).all()
     refused = pd.read_csv(tmp_path / "out" / "refused_rows.csv")
     assert len(refused) == 1 and "OHLC" in refused["reason"][0]

@@ -34,12 +34,17 @@ def _day_vectors(day: int) -> list[FeatureVector]:
 def test_ten_sigma_jump_outscores_a_calm_bar(scorer):
     history = [v for v in _day_vectors(1) if v.symbol == "MSFT"]
     labelled = [(lb.start_ms, lb.end_ms) for lb in held_out().labels if lb.symbol == "MSFT"]
-    calm = next(v for v in reversed(history) if v.warm and all(
-        not (s - 30 * 60_000 <= v.bar_start_ms <= e + 30 * 60_000) for s, e in labelled)
-        and abs(v.features["return_z"]) < 1)
+    calm = next(
+        v
+        for v in reversed(history)
+        if v.warm
+        and all(not (s - 30 * 60_000 <= v.bar_start_ms <= e + 30 * 60_000) for s, e in labelled)
+        and abs(v.features["return_z"]) < 1
+    )
     before = [v for v in history if v.bar_start_ms < calm.bar_start_ms]
-    jump = calm.model_copy(update={"features": {**calm.features, "return_z": 10.0,
-                                                "relative_return_z": 10.0}})
+    jump = calm.model_copy(
+        update={"features": {**calm.features, "return_z": 10.0, "relative_return_z": 10.0}}
+    )
     results = {}
     for name, last in (("calm", calm), ("jump", jump)):
         buffer = SequenceBuffer(scorer.length)
@@ -57,7 +62,7 @@ def test_batch_scores_equal_row_by_row_scores(scorer):
     vectors = _day_vectors(1)
     label = next(lb for lb in held_out().labels if lb.start_ms > vectors[400].bar_start_ms)
     cut = next(i for i, v in enumerate(vectors) if v.bar_start_ms >= label.start_ms - 10 * 60_000)
-    prime, probe = vectors[:cut], vectors[cut:cut + 120]
+    prime, probe = vectors[:cut], vectors[cut : cut + 120]
     batch_buf, row_buf = SequenceBuffer(scorer.length), SequenceBuffer(scorer.length)
     scorer.score(prime, batch_buf)
     scorer.score(prime, row_buf)
@@ -66,9 +71,14 @@ def test_batch_scores_equal_row_by_row_scores(scorer):
     assert any(r.flagged for r in batch)
     for b, r in zip(batch, rows, strict=True):
         assert (b.symbol, b.bar_start_ms, b.flagged, b.severity) == (
-            r.symbol, r.bar_start_ms, r.flagged, r.severity)
-        np.testing.assert_allclose([s.score for s in b.scores], [s.score for s in r.scores],
-                                   rtol=1e-4, atol=1e-6)
+            r.symbol,
+            r.bar_start_ms,
+            r.flagged,
+            r.severity,
+        )
+        np.testing.assert_allclose(
+            [s.score for s in b.scores], [s.score for s in r.scores], rtol=1e-4, atol=1e-6
+        )
         assert [x.feature for x in b.reasons] == [x.feature for x in r.reasons]
 
 
@@ -79,8 +89,7 @@ def test_score_bars_gives_one_deterministic_event_per_anomaly(scorer):
     second = score_bars(scorer, bars)
     assert len(first) == len(bars)
     events = [e for e in first if e is not None]
-    assert events and [e.event_id for e in events] == [
-        e.event_id for e in second if e is not None]
+    assert events and [e.event_id for e in events] == [e.event_id for e in second if e is not None]
     assert len({e.event_id for e in events}) == len(events)
     for e in events:  # explained: reasons from the forest, and the autoencoder once warm
         assert {r.model for r in e.reasons} >= {"iforest"}

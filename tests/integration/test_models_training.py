@@ -39,7 +39,8 @@ def test_training_registers_both_models_as_champion_with_their_metadata(settings
     assert run.data.metrics["val_ensemble_f1"] == pytest.approx(outcome.f1)
     assert len(client.get_metric_history(outcome.run_id, "lstm_loss")) == EPOCHS
     assert mlflow.artifacts.load_dict(f"runs:/{outcome.run_id}/features.json") == {
-        "features": list(MODEL_FEATURES)}
+        "features": list(MODEL_FEATURES)
+    }
     for name in (s.mlflow.iforest_model_name, s.mlflow.lstm_model_name):
         info = mlflow.models.get_model_info(f"models:/{name}/1")
         assert info.signature is not None
@@ -69,8 +70,9 @@ def test_champion_alias_moves_only_to_a_pair_at_least_as_good(settings, tmp_path
 
     def candidate(if_cal: Calibration, ae_cal: Calibration) -> FitResult:
         result = FitResult(forest.model, lstm.model, if_cal, ae_cal, scale, [])
-        result.metrics = validation_metrics(val, scored, if_cal, ae_cal, labels,
-                                            s.model.cooldown_minutes)
+        result.metrics = validation_metrics(
+            val, scored, if_cal, ae_cal, labels, s.model.cooldown_minutes
+        )
         return result
 
     blind = Calibration(threshold=1e9, median=0.0)  # flags nothing: F1 0

@@ -37,13 +37,18 @@ def _days(n: int):
 
 
 def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, tmp_path):
-    base = with_models(settings, tmp_path).model_copy(update={
-        "kafka": settings.kafka.model_copy(update={"consume_batch": 150})})
+    base = with_models(settings, tmp_path).model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"consume_batch": 150})}
+    )
     _, vectors = _days(2)
-    expected = {e.event_id for e in score_bars(Scorer.from_registry(base),
-                                               [b for b in held_out().bars
-                                                if b.start_ms <= vectors[-1].bar_start_ms])
-                if e is not None}
+    expected = {
+        e.event_id
+        for e in score_bars(
+            Scorer.from_registry(base),
+            [b for b in held_out().bars if b.start_ms <= vectors[-1].bar_start_ms],
+        )
+        if e is not None
+    }
     runs = {}
     for name in ("uninterrupted", "killed"):
         s = base.model_copy(update={"topic_prefix": f"{settings.topic_prefix}{name[0]}-"})
@@ -85,7 +90,7 @@ def test_moving_the_champion_alias_reloads_models_without_stopping(settings, tmp
     s = with_models(settings, tmp_path)
     all_vectors, day1 = _days(1)
     _, day2_end = _days(2)
-    day2 = day2_end[len(day1):]
+    day2 = day2_end[len(day1) :]
     worker = ScoreWorker(s, "reload", reload_interval_s=0.3)
     worker.watcher.start()
     try:
@@ -104,8 +109,9 @@ def test_moving_the_champion_alias_reloads_models_without_stopping(settings, tmp
         _run_until(worker, s, len(day1) + len(day2))
     finally:
         worker.close()
-    samples = {(s_.labels["model"], s_.labels["version"]) for m in MODEL_INFO.collect()
-               for s_ in m.samples}
+    samples = {
+        (s_.labels["model"], s_.labels["version"]) for m in MODEL_INFO.collect() for s_ in m.samples
+    }
     assert ("tickwatch-lstm-ae", "2") in samples and ("tickwatch-lstm-ae", "1") not in samples
     events = read_events(s)
     first_day2 = day2[0].bar_start_ms
@@ -124,8 +130,9 @@ def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings,
     flush_or_raise(producer)
     send_vectors(s, head)
     send_vectors(s, head[-1:])  # the same bar again
-    broken = head[0].model_copy(update={"bar_start_ms": head[-1].bar_start_ms + 3_600_000,
-                                        "features": {"return_z": 1.0}})
+    broken = head[0].model_copy(
+        update={"bar_start_ms": head[-1].bar_start_ms + 3_600_000, "features": {"return_z": 1.0}}
+    )
     produce(producer, features, encode(broken), key=broken.symbol)
     flush_or_raise(producer)
     worker = ScoreWorker(s, "dead")
@@ -133,9 +140,11 @@ def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings,
         _run_until(worker, s, len(head) + 3)
     finally:
         worker.close()
-    letters = [decode(DeadLetter, m.value())
-               for m in read_messages(s, topic_name(DEAD_LETTER, s))]
+    letters = [decode(DeadLetter, m.value()) for m in read_messages(s, topic_name(DEAD_LETTER, s))]
     assert sorted(d.reason.split(":")[0] for d in letters) == [
-        "duplicate", "invalid", "missing_features"]
+        "duplicate",
+        "invalid",
+        "missing_features",
+    ]
     assert {d.source for d in letters} == {"score"}
     assert any(d.raw == "{not json" for d in letters)

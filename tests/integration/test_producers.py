@@ -56,10 +56,14 @@ def test_stream_lands_in_kafka_exactly(settings) -> None:
     bars = _bars(s)
     assert sorted(bars, key=lambda b: (b.start_ms, b.symbol)) == data.live
     trade_msgs = read_topic(s, TRADES)
-    expected = sorted((t for b in data.live for t in trades_for(b)),
-                      key=lambda t: (t.symbol, t.timestamp_ms, t.sequence))
-    got = sorted((decode(Trade, m.value()) for m in trade_msgs),
-                 key=lambda t: (t.symbol, t.timestamp_ms, t.sequence))
+    expected = sorted(
+        (t for b in data.live for t in trades_for(b)),
+        key=lambda t: (t.symbol, t.timestamp_ms, t.sequence),
+    )
+    got = sorted(
+        (decode(Trade, m.value()) for m in trade_msgs),
+        key=lambda t: (t.symbol, t.timestamp_ms, t.sequence),
+    )
     assert got == expected
     m = trade_msgs[0]
     trade = decode(Trade, m.value())
@@ -93,8 +97,11 @@ def test_restarted_producer_fills_the_gap_from_the_bars_topic(settings) -> None:
     with running_replay(s, data) as (server, bound):
         first = Publisher(bound)
         with pytest.raises(TimeoutError):  # the producer is stopped mid-stream...
-            asyncio.run(asyncio.wait_for(
-                Producer(bound, upstream_for(bound), first).run(exit_at_end=True), 1.5))
+            asyncio.run(
+                asyncio.wait_for(
+                    Producer(bound, upstream_for(bound), first).run(exit_at_end=True), 1.5
+                )
+            )
         first.flush()
         assert not server.finished.is_set()
         restarted = Producer(bound, upstream_for(bound), Publisher(bound))  # ...and restarted
@@ -109,24 +116,44 @@ def test_restarted_producer_fills_the_gap_from_the_bars_topic(settings) -> None:
 def test_wrong_key_exits_nonzero_with_a_clear_message(settings) -> None:
     s = replay_settings(settings, required_key=SecretStr("right-key"))
     with running_replay(s, _data()) as (_, bound):
-        env = dict(os.environ, TICKWATCH_POLYGON__API_KEY="wrong-key",
-                   TICKWATCH_POLYGON__WS_URL=f"ws://127.0.0.1:{bound.replay.port}/stocks",
-                   TICKWATCH_POLYGON__REST_URL=f"http://127.0.0.1:{bound.replay.port}",
-                   TICKWATCH_TOPIC_PREFIX=s.topic_prefix,
-                   TICKWATCH_PROMETHEUS__PRODUCER_METRICS_PORT="0",
-                   TICKWATCH_RUN_DIR=str(s.run_dir))
-        proc = subprocess.run([str(Path(sys.executable).parent / "tickwatch"), "produce"], env=env,
-                              capture_output=True, text=True, timeout=60)
+        env = dict(
+            os.environ,
+            TICKWATCH_POLYGON__API_KEY="wrong-key",
+            TICKWATCH_POLYGON__WS_URL=f"ws://127.0.0.1:{bound.replay.port}/stocks",
+            TICKWATCH_POLYGON__REST_URL=f"http://127.0.0.1:{bound.replay.port}",
+            TICKWATCH_TOPIC_PREFIX=s.topic_prefix,
+            TICKWATCH_PROMETHEUS__PRODUCER_METRICS_PORT="0",
+            TICKWATCH_RUN_DIR=str(s.run_dir),
+        )
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "tickwatch"), "produce"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 2, proc.stderr
     assert "auth_failed" in proc.stderr and "TICKWATCH_POLYGON__API_KEY" in proc.stderr
 
 
 def test_malformed_frames_are_dead_lettered_with_reason(settings) -> None:
-    good = {"ev": "T", "sym": "AAPL", "p": 190.5, "s": 10, "t": 1741012200123, "x": 4,
-            "i": "1", "z": 3, "q": 1}
-    frames = ["{not json", json.dumps([good, dict(good, p=-3.0)]),
-              json.dumps([{"ev": "ZZ", "sym": "AAPL"}, dict(good, p=float("nan"))]),
-              json.dumps([{"ev": "status", "status": REPLAY_COMPLETE, "message": "end"}])]
+    good = {
+        "ev": "T",
+        "sym": "AAPL",
+        "p": 190.5,
+        "s": 10,
+        "t": 1741012200123,
+        "x": 4,
+        "i": "1",
+        "z": 3,
+        "q": 1,
+    }
+    frames = [
+        "{not json",
+        json.dumps([good, dict(good, p=-3.0)]),
+        json.dumps([{"ev": "ZZ", "sym": "AAPL"}, dict(good, p=float("nan"))]),
+        json.dumps([{"ev": "status", "status": REPLAY_COMPLETE, "message": "end"}]),
+    ]
 
     async def feed(ws) -> None:
         await ws.send(json.dumps([{"ev": "status", "status": "connected", "message": "hi"}]))
@@ -138,16 +165,21 @@ def test_malformed_frames_are_dead_lettered_with_reason(settings) -> None:
         await ws.wait_closed()
 
     def counted(reason: str) -> float:
-        return REGISTRY.get_sample_value("tickwatch_dead_letters_total",
-                                         {"stage": "producer", "reason": reason}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "tickwatch_dead_letters_total", {"stage": "producer", "reason": reason}
+            )
+            or 0.0
+        )
 
     before = {k: counted(k) for k in ("bad_frame", "invalid", "unknown_event")}
 
     async def main() -> Producer:
         async with serve(feed, "127.0.0.1", 0) as server:
             port = list(server.sockets)[0].getsockname()[1]
-            s = replay_settings(settings).model_copy(update={"replay": settings.replay.model_copy(
-                update={"port": port})})
+            s = replay_settings(settings).model_copy(
+                update={"replay": settings.replay.model_copy(update={"port": port})}
+            )
             return await asyncio.to_thread(_produce, s)
 
     asyncio.run(main())

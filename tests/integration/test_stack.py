@@ -27,9 +27,19 @@ START = 1_767_000_000_000 // 60_000 * 60_000
 
 
 def _bar(i: int) -> MinuteBar:
-    return MinuteBar(symbol="AAPL", start_ms=START + i * 60_000, end_ms=START + (i + 1) * 60_000,
-                     open=100 + i, high=101 + i, low=99 + i, close=100.5 + i, volume=1000 + i,
-                     vwap=100.2 + i, transactions=10, source="replay")
+    return MinuteBar(
+        symbol="AAPL",
+        start_ms=START + i * 60_000,
+        end_ms=START + (i + 1) * 60_000,
+        open=100 + i,
+        high=101 + i,
+        low=99 + i,
+        close=100.5 + i,
+        volume=1000 + i,
+        vwap=100.2 + i,
+        transactions=10,
+        source="replay",
+    )
 
 
 def test_broker_is_kafka_4(settings: Settings) -> None:
@@ -77,17 +87,21 @@ def test_aiokafka_round_trip_on_kafka_4(settings: Settings) -> None:
     topic = topic_name(BARS, settings)
 
     async def run() -> list[MinuteBar]:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                    enable_idempotence=True, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap_servers, enable_idempotence=True, acks="all"
+        )
         await producer.start()
         try:
             for i in range(10):
                 await producer.send_and_wait(topic, encode(_bar(i)), key=b"AAPL")
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-                                    group_id=f"aio-{settings.topic_prefix}",
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            group_id=f"aio-{settings.topic_prefix}",
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         out: list[MinuteBar] = []
         try:
@@ -118,8 +132,13 @@ def test_prometheus_up_and_scraping_itself(stack_settings: Settings) -> None:
             break
         time.sleep(1)
     assert jobs.get("prometheus") == "1"
-    assert {"tickwatch-producer", "tickwatch-features", "tickwatch-score",
-            "tickwatch-sink", "tickwatch-api"} <= set(jobs)
+    assert {
+        "tickwatch-producer",
+        "tickwatch-features",
+        "tickwatch-score",
+        "tickwatch-sink",
+        "tickwatch-api",
+    } <= set(jobs)
 
 
 def test_mlflow_server_healthy(stack_settings: Settings) -> None:

@@ -23,9 +23,19 @@ def run(settings: Settings) -> None:
     client = admin(settings)
     client.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     now = int(time.time() // 60 * 60_000)
-    bar = MinuteBar(symbol="AAPL", start_ms=now, end_ms=now + 60_000, open=190.0, high=190.5,
-                    low=189.9, close=190.2, volume=1200, vwap=190.1, transactions=40,
-                    source="replay")
+    bar = MinuteBar(
+        symbol="AAPL",
+        start_ms=now,
+        end_ms=now + 60_000,
+        open=190.0,
+        high=190.5,
+        low=189.9,
+        close=190.2,
+        volume=1200,
+        vwap=190.1,
+        transactions=40,
+        source="replay",
+    )
     producer = make_producer(settings)
     t0 = time.perf_counter()
     produce(producer, topic, encode(bar), key=bar.symbol, timestamp_ms=bar.end_ms)

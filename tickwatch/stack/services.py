@@ -85,10 +85,15 @@ def apt_install(*packages: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     log.info("installing %s with apt-get", " ".join(packages))
-    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", *packages], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*prefix, "apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        [*prefix, "apt-get", "install", "-y", "-qq", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 class Kafka(Service):
@@ -123,15 +128,23 @@ class Kafka(Service):
             apt_install("default-jre-headless", "maven")
         if any(self.lib_dir.glob("kafka_2.13-*.jar")):
             return
-        log.info("resolving Kafka %s jars with Maven into %s", self.settings.kafka.version,
-                 self.lib_dir)
+        log.info(
+            "resolving Kafka %s jars with Maven into %s", self.settings.kafka.version, self.lib_dir
+        )
         tmp = self.lib_dir.with_suffix(".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(STACK_DIR / "pom.xml"),
-             f"-Dkafka.version={self.settings.kafka.version}",
-             "dependency:copy-dependencies", f"-DoutputDirectory={tmp}",
-             "-DincludeScope=runtime"],
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(STACK_DIR / "pom.xml"),
+                f"-Dkafka.version={self.settings.kafka.version}",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+                "-DincludeScope=runtime",
+            ],
             check=True,
         )
         tmp.rename(self.lib_dir)
@@ -139,55 +152,90 @@ class Kafka(Service):
     def properties(self) -> str:
         host, port = _host_port(self.endpoint)
         cport = self.settings.kafka.controller_port
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers={host}:{cport}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={self.data_dir / 'data'}",
-            f"num.partitions={self.settings.kafka.default_partitions}",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            "log.retention.check.interval.ms=60000",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={host}:{cport}",
+                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self.data_dir / 'data'}",
+                f"num.partitions={self.settings.kafka.default_partitions}",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "log.retention.check.interval.ms=60000",
+                "",
+            ]
+        )
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", f"-Xms{self.settings.kafka.heap}", f"-Xmx{self.settings.kafka.heap}",
-            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            f"-Xms{self.settings.kafka.heap}",
+            f"-Xmx{self.settings.kafka.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-            "-cp", f"{self.lib_dir}/*", main, *args,
+            "-cp",
+            f"{self.lib_dir}/*",
+            main,
+            *args,
         ]
 
     def launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         props.write_text(self.properties())
-        (self.data_dir / "log4j2.yaml").write_text(yaml.safe_dump({"Configuration": {
-            "Appenders": {"File": {"name": "F", "fileName": str(self.data_dir / "server.log"),
-                                   "PatternLayout": {"pattern": "[%d] %p %m (%c)%n"}}},
-            "Loggers": {"Root": {"level": "INFO", "AppenderRef": {"ref": "F"}}},
-        }}))
+        (self.data_dir / "log4j2.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "Configuration": {
+                        "Appenders": {
+                            "File": {
+                                "name": "F",
+                                "fileName": str(self.data_dir / "server.log"),
+                                "PatternLayout": {"pattern": "[%d] %p %m (%c)%n"},
+                            }
+                        },
+                        "Loggers": {"Root": {"level": "INFO", "AppenderRef": {"ref": "F"}}},
+                    }
+                }
+            )
+        )
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"),
-                check=True, capture_output=True, text=True,
-            ).stdout.strip().splitlines()[-1]
+            cluster_id = (
+                subprocess.run(
+                    self._java("kafka.tools.StorageTool", "random-uuid"),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(props), "--standalone", "--ignore-formatted"),
-                check=True, capture_output=True, text=True,
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--standalone",
+                    "--ignore-formatted",
+                ),
+                check=True,
+                capture_output=True,
+                text=True,
             )
         self.proc.start(self._java("kafka.Kafka", str(props)))
 
@@ -206,8 +254,11 @@ class Redis(Service):
         import redis
 
         try:
-            return bool(redis.Redis(self.settings.redis.host, self.settings.redis.port,
-                                    socket_timeout=1).ping())
+            return bool(
+                redis.Redis(
+                    self.settings.redis.host, self.settings.redis.port, socket_timeout=1
+                ).ping()
+            )
         except redis.RedisError:
             return False
 
@@ -218,11 +269,25 @@ class Redis(Service):
     def launch(self) -> None:
         data = (self.settings.run_dir / "redis").resolve()
         data.mkdir(parents=True, exist_ok=True)
-        self.proc.start([
-            "redis-server", "--bind", self.settings.redis.host,
-            "--port", str(self.settings.redis.port), "--save", "", "--appendonly", "no",
-            "--dir", str(data), "--databases", "64", "--daemonize", "no",
-        ])
+        self.proc.start(
+            [
+                "redis-server",
+                "--bind",
+                self.settings.redis.host,
+                "--port",
+                str(self.settings.redis.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+                "--databases",
+                "64",
+                "--daemonize",
+                "no",
+            ]
+        )
 
 
 class Prometheus(Service):
@@ -245,20 +310,32 @@ class Prometheus(Service):
     def config(self) -> dict:
         p = self.settings.prometheus
         targets = {
-            "producer": p.producer_metrics_port, "replay": p.replay_metrics_port,
-            "features": p.features_metrics_port, "score": p.score_metrics_port,
-            "sink": p.sink_metrics_port, "api": self.settings.api.port,
+            "producer": p.producer_metrics_port,
+            "replay": p.replay_metrics_port,
+            "features": p.features_metrics_port,
+            "score": p.score_metrics_port,
+            "sink": p.sink_metrics_port,
+            "api": self.settings.api.port,
         }
         cfg: dict = {
-            "global": {"scrape_interval": f"{p.scrape_interval_s}s",
-                       "evaluation_interval": f"{p.scrape_interval_s}s"},
+            "global": {
+                "scrape_interval": f"{p.scrape_interval_s}s",
+                "evaluation_interval": f"{p.scrape_interval_s}s",
+            },
             "scrape_configs": [
-                {"job_name": "prometheus",
-                 "static_configs": [{"targets": [f"127.0.0.1:{p.port}"]}]},
-                *({"job_name": f"tickwatch-{name}",
-                   "static_configs": [{"targets": [f"127.0.0.1:{port}"],
-                                       "labels": {"service": name}}]}
-                  for name, port in targets.items()),
+                {
+                    "job_name": "prometheus",
+                    "static_configs": [{"targets": [f"127.0.0.1:{p.port}"]}],
+                },
+                *(
+                    {
+                        "job_name": f"tickwatch-{name}",
+                        "static_configs": [
+                            {"targets": [f"127.0.0.1:{port}"], "labels": {"service": name}}
+                        ],
+                    }
+                    for name, port in targets.items()
+                ),
             ],
         }
         if ALERT_RULES.exists():
@@ -285,11 +362,16 @@ class Prometheus(Service):
     def launch(self) -> None:
         cfg = self.write_config()
         data = cfg.parent
-        self.proc.start([
-            "prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={data / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.settings.prometheus.port}",
-            "--web.enable-lifecycle", "--storage.tsdb.retention.time=2d",
-        ])
+        self.proc.start(
+            [
+                "prometheus",
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={data / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.settings.prometheus.port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=2d",
+            ]
+        )
 
 
 class Mlflow(Service):
@@ -312,9 +394,22 @@ class Mlflow(Service):
         if not backend.startswith("sqlite:"):
             backend = f"sqlite:///{(s.run_dir / 'mlflow' / 'mlflow.db').resolve()}"
         self.proc.start(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-             "--artifacts-destination", str(s.mlflow_artifact_dir),
-             "--host", "127.0.0.1", "--port", str(s.mlflow.port), "--workers", "1"],
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                str(s.mlflow_artifact_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.mlflow.port),
+                "--workers",
+                "1",
+            ],
             env={"MLFLOW_DISABLE_TELEMETRY": "1"},
         )
 

@@ -31,12 +31,20 @@ def test_worker_cooldown_matches_the_backtest_alerts():
 
 
 def test_metrics_count_detections_false_alarms_and_delay():
-    frame = pd.DataFrame({"symbol": ["A"] * 100 + ["B"] * 100,
-                          "bar_start_ms": np.r_[T0 + np.arange(100) * M, T0 + np.arange(100) * M]})
-    labels = pd.DataFrame({"symbol": ["A", "A", "B"], "start": [T0 + 10 * M, T0 + 50 * M,
-                                                                T0 + 30 * M],
-                           "end": [T0 + 12 * M, T0 + 50 * M, T0 + 40 * M],
-                           "type": ["price_jump", "price_jump", "decoupling"]})
+    frame = pd.DataFrame(
+        {
+            "symbol": ["A"] * 100 + ["B"] * 100,
+            "bar_start_ms": np.r_[T0 + np.arange(100) * M, T0 + np.arange(100) * M],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "symbol": ["A", "A", "B"],
+            "start": [T0 + 10 * M, T0 + 50 * M, T0 + 30 * M],
+            "end": [T0 + 12 * M, T0 + 50 * M, T0 + 40 * M],
+            "type": ["price_jump", "price_jump", "decoupling"],
+        }
+    )
     alerts = np.zeros(200, bool)
     alerts[[11, 17, 80, 100 + 44]] = True  # A@11 hit (delay 1), A@17 within tail, A@80 false,
     # B@44 within 5 min after the end (delay 14)

@@ -12,6 +12,5 @@ def test_fast_scores_equal_sklearn_score_samples():
     x = rng.standard_normal((2000, 12)).astype(np.float32)
     pipe = train_iforest(x, n_estimators=50, max_samples=256)
     probe = np.vstack([x[:300], rng.standard_normal((5, 12)) * 8]).astype(np.float32)
-    np.testing.assert_allclose(iforest_scores(pipe, probe), -pipe.score_samples(probe),
-                               rtol=1e-6)
+    np.testing.assert_allclose(iforest_scores(pipe, probe), -pipe.score_samples(probe), rtol=1e-6)
     assert iforest_scores(pipe, probe[-5:]).min() > np.median(iforest_scores(pipe, x[:300]))

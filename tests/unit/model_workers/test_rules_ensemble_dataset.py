@@ -25,7 +25,9 @@ def test_prototype_rule_fires_on_3x_volume_or_a_5pct_move():
 
 def test_fired_rules_names_what_tripped():
     assert fired_rules({"log_return": 0.06, "return_z": 9.0, "volume_z_20": 1.0}) == [
-        "move_over_5pct", "return_z_over_4"]
+        "move_over_5pct",
+        "return_z_over_4",
+    ]
     assert fired_rules({"log_return": 0.0, "return_z": 0.5, "volume_z_20": 0.2}) == []
 
 
@@ -47,8 +49,12 @@ def test_decision_autoencoder_leads_forest_covers_cold_start_and_severity_ranks(
 
 
 def test_sequences_are_per_symbol_windows_ending_at_each_row():
-    df = pd.DataFrame({"symbol": ["A"] * 4 + ["B"] * 3,
-                       "bar_start_ms": [T0 + i * M for i in (0, 1, 2, 3, 0, 1, 2)]})
+    df = pd.DataFrame(
+        {
+            "symbol": ["A"] * 4 + ["B"] * 3,
+            "bar_start_ms": [T0 + i * M for i in (0, 1, 2, 3, 0, 1, 2)],
+        }
+    )
     for i, k in enumerate(MODEL_FEATURES):
         df[k] = np.arange(7) * 10 + i
     windows, valid = dataset.sequences(df, 3)
@@ -58,8 +64,9 @@ def test_sequences_are_per_symbol_windows_ending_at_each_row():
 
 def test_split_keeps_the_last_days_for_validation_and_marks_session_opens():
     day = 86_400_000
-    df = pd.DataFrame({"symbol": "A", "bar_start_ms": [T0, T0 + M, T0 + day, T0 + 2 * day,
-                                                       T0 + 3 * day]})
+    df = pd.DataFrame(
+        {"symbol": "A", "bar_start_ms": [T0, T0 + M, T0 + day, T0 + 2 * day, T0 + 3 * day]}
+    )
     train, val = dataset.split_by_day(df, 0.5)
     assert list(val) == [False, False, False, True, True] and list(train) == list(~val)
     assert list(dataset.add_session_open(df)["session_open"]) == [True, False, True, True, True]

@@ -10,8 +10,9 @@ from tickwatch.settings import Settings
 
 def test_every_hostile_frame_is_dead_lettered_with_its_kind() -> None:
     base = Settings(_env_file=None)
-    settings = base.model_copy(update={"kafka": base.kafka.model_copy(
-        update={"bootstrap_servers": "127.0.0.1:1"})})
+    settings = base.model_copy(
+        update={"kafka": base.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
+    )
     publisher = Publisher(settings, stage="unit-hostile")
     kinds = expected_dead_letters(2)
     before = {k: DEAD_LETTERS.labels("unit-hostile", k)._value.get() for k in kinds}

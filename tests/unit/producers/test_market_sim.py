@@ -33,8 +33,17 @@ def test_same_seed_same_market(sim) -> None:
 def test_session_layout(sim) -> None:
     df = bars_to_frame(sim.bars)
     assert len(df) == 10 * BARS_PER_DAY * len(SYMBOLS)
-    assert list(df.columns) == ["symbol", "timestamp", "open", "high", "low", "close", "volume",
-                                "vwap", "transactions"]
+    assert list(df.columns) == [
+        "symbol",
+        "timestamp",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "vwap",
+        "transactions",
+    ]
     assert df["timestamp"].is_monotonic_increasing
     first = sim.trading_days[0]
     assert df["timestamp"].min() == session_open_ms(first)  # 09:30 New York
@@ -65,8 +74,14 @@ def test_labels_mark_clearly_unusual_bars(sim) -> None:
     labels = labels_to_frame(sim.labels)
     per_day = labels.groupby(["symbol", labels["start"] // 86_400_000]).size()
     assert per_day.between(1, 3).all()
-    assert set(labels["type"]) <= {"volume_spike", "price_jump", "flash_crash",
-                                   "volatility_burst", "stale_price", "decoupling"}
+    assert set(labels["type"]) <= {
+        "volume_spike",
+        "price_jump",
+        "flash_crash",
+        "volatility_burst",
+        "stale_price",
+        "decoupling",
+    }
     assert not (labels[labels["symbol"] == "VOO"]["type"] == "decoupling").any()
     df = bars_to_frame(sim.bars)
     for sym, g in df.groupby("symbol"):
@@ -74,7 +89,7 @@ def test_labels_mark_clearly_unusual_bars(sim) -> None:
         ret = np.log(g["close"] / g["open"])
         sigma = ret.std()
         for lb in labels[labels["symbol"] == sym].itertuples():
-            window = g.loc[lb.start:lb.end]
+            window = g.loc[lb.start : lb.end]
             median_vol = g["volume"].median()
             if lb.type == "price_jump":
                 assert abs(np.log(window["close"] / window["open"])).max() > 5 * sigma

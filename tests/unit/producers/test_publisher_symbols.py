@@ -10,14 +10,16 @@ from tickwatch.settings import Settings
 
 
 def _frame(*symbols: str) -> str:
-    return json.dumps([{"ev": "T", "sym": s, "p": 10.0, "s": 5, "t": 1_764_000_000_000}
-                       for s in symbols])
+    return json.dumps(
+        [{"ev": "T", "sym": s, "p": 10.0, "s": 5, "t": 1_764_000_000_000} for s in symbols]
+    )
 
 
 def _settings(symbols: list[str]) -> Settings:
     base = Settings(_env_file=None, symbols=symbols)
-    return base.model_copy(update={"kafka": base.kafka.model_copy(
-        update={"bootstrap_servers": "127.0.0.1:1"})})
+    return base.model_copy(
+        update={"kafka": base.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
+    )
 
 
 def test_unknown_symbol_goes_to_dead_letters() -> None:

@@ -27,8 +27,9 @@ def test_csv_replay(tmp_path) -> None:
     rows.append("XYZ,2025-03-04T14:40:00Z,10,9,11,10,1,10,1")  # refused, logged
     path.write_text("\n".join(rows) + "\n")
     s = Settings(_env_file=None)
-    s = s.model_copy(update={"replay": s.replay.model_copy(
-        update={"csv_path": path, "history_days": 1})})
+    s = s.model_copy(
+        update={"replay": s.replay.model_copy(update={"csv_path": path, "history_days": 1})}
+    )
     data = load_replay_data(s)
     assert (len(data.history), len(data.live), data.labels) == (3, 3, [])
     assert {b.source for b in data.live} == {"csv"}

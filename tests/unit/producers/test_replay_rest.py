@@ -21,8 +21,10 @@ def _index():
 
 def test_pages_follow_next_url_until_the_served_bars_end() -> None:
     sim, data, index = _index()
-    target = (f"/v2/aggs/ticker/AAPL/range/1/minute/{sim.trading_days[0]}/"
-              f"{sim.trading_days[2]}?limit=500&sort=asc&apiKey=k")
+    target = (
+        f"/v2/aggs/ticker/AAPL/range/1/minute/{sim.trading_days[0]}/"
+        f"{sim.trading_days[2]}?limit=500&sort=asc&apiKey=k"
+    )
     got = []
     while target:
         status, body = index.handle(target, BASE)
@@ -33,10 +35,13 @@ def test_pages_follow_next_url_until_the_served_bars_end() -> None:
         target = nxt and (urlsplit(nxt).path + "?" + urlsplit(nxt).query)
     assert got == [b.start_ms for b in data.history if b.symbol == "AAPL"]  # live not yet served
     index.visible_until = data.live[5 * 2].start_ms  # five live minutes streamed
-    _, body = index.handle(f"/v2/aggs/ticker/AAPL/range/1/minute/{data.live[0].start_ms}/"
-                           f"{data.live[-1].start_ms}", BASE)
-    assert [r["t"] for r in body["results"]] == [b.start_ms for b in data.live[:12]
-                                                 if b.symbol == "AAPL"]
+    _, body = index.handle(
+        f"/v2/aggs/ticker/AAPL/range/1/minute/{data.live[0].start_ms}/{data.live[-1].start_ms}",
+        BASE,
+    )
+    assert [r["t"] for r in body["results"]] == [
+        b.start_ms for b in data.live[:12] if b.symbol == "AAPL"
+    ]
 
 
 def test_one_day_descending_and_errors() -> None:
@@ -49,8 +54,12 @@ def test_one_day_descending_and_errors() -> None:
     assert index.handle("/v2/aggs/ticker/VOO/range/5/minute/2025-03-03/2025-03-04", BASE)[0] == 400
     assert index.handle("/v2/aggs/ticker/VOO/range/1/minute/nope/2025-03-04", BASE)[0] == 400
     assert index.handle("/v3/trades/VOO", BASE)[0] == 404
-    assert index.handle("/v2/aggs/ticker/ZZZ/range/1/minute/2025-03-03/2025-03-04",
-                        BASE)[1]["resultsCount"] == 0
+    assert (
+        index.handle("/v2/aggs/ticker/ZZZ/range/1/minute/2025-03-03/2025-03-04", BASE)[1][
+            "resultsCount"
+        ]
+        == 0
+    )
 
 
 def test_am_events_carry_day_totals() -> None:

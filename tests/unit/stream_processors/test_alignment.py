@@ -53,7 +53,7 @@ def run_stream(events: list, beta_window: int = 60, restart_every: int = 0) -> R
     out = Released()
     for i in range(0, len(events), 25):
         touched = set()
-        for partition, offset, bar in events[i:i + 25]:
+        for partition, offset, bar in events[i : i + 25]:
             slot = aligner.slots.setdefault(bar.symbol, aligner.new_slot())
             if aligner.offer(slot, bar.symbol, bar, partition, offset) == ACCEPTED:
                 touched.add(bar.symbol)
@@ -84,18 +84,23 @@ def by_key(rows: list) -> dict:
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), partitions=st.integers(1, 6),
-       restart=st.sampled_from([0, 50, 200]))
-def test_stream_equals_batch_whatever_the_interleaving(seed: int, partitions: int,
-                                                       restart: int) -> None:
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    partitions=st.integers(1, 6),
+    restart=st.sampled_from([0, 50, 200]),
+)
+def test_stream_equals_batch_whatever_the_interleaving(
+    seed: int, partitions: int, restart: int
+) -> None:
     bars = make_bars(seed, symbols=SYMBOLS, days=2, minutes=70, drop=0.1)
     events = interleave(bars, partitions, random.Random(seed))
     out = run_stream(events, restart_every=restart)
     want = {(b.symbol, b.start_ms): (f, w) for b, f, w in compute_features_batch(bars)}
     assert by_key(out.rows) == want
     assert len(out.rows) == len(want)
-    assert [start for start, _ in out.market] == sorted(b.start_ms for b in bars
-                                                        if b.symbol == "VOO")
+    assert [start for start, _ in out.market] == sorted(
+        b.start_ms for b in bars if b.symbol == "VOO"
+    )
 
 
 def test_missing_market_minute_is_released_once_the_market_moves_on() -> None:

@@ -36,14 +36,14 @@ def test_bars_from_shuffled_trades_match_the_source_bars() -> None:
         built += builder.close_ready()
     later = trades[-1].timestamp_ms + 10 * MINUTE_MS  # each symbol's watermark moves past all
     for i, symbol in enumerate(("AAPL", "VOO")):
-        builder.add(Trade(symbol=symbol, price=1.0, size=1, timestamp_ms=later), 0,
-                    len(trades) + i)
+        builder.add(Trade(symbol=symbol, price=1.0, size=1, timestamp_ms=later), 0, len(trades) + i)
     built += builder.close_ready()
     got = {(b.symbol, b.start_ms): b for b in built}
     for bar in bars:
         b = got[(bar.symbol, bar.start_ms)]
         assert (b.open, b.high, b.low, b.close) == pytest.approx(
-            (bar.open, bar.high, bar.low, bar.close), abs=1e-4)
+            (bar.open, bar.high, bar.low, bar.close), abs=1e-4
+        )
         assert b.volume == pytest.approx(bar.volume)
         assert b.transactions == len(trades_for(bar)) and b.source == "trades"
         assert b.low <= b.vwap <= b.high

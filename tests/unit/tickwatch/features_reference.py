@@ -82,8 +82,9 @@ def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd
     out["vwap_deviation_z"] = (dev / sigma).clip(-CLIP, CLIP).where(has_base, 0.0)
     rng = (df["high"] - df["low"]) / df["close"]
     rng_mean = rng.rolling(20, min_periods=1).mean().shift(1).fillna(0.0)
-    out["range_ratio"] = (rng / rng_mean.where(rng_mean > 0)).clip(-CLIP, CLIP).where(
-        rng_mean > 0, 1.0)
+    out["range_ratio"] = (
+        (rng / rng_mean.where(rng_mean > 0)).clip(-CLIP, CLIP).where(rng_mean > 0, 1.0)
+    )
 
     m = df["start_ms"].map(market)
     paired = ~first & m.notna()
@@ -99,8 +100,9 @@ def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd
     residual = (r - beta * m).where(paired, 0.0)
     out["relative_return"] = residual
     res = residual[paired]
-    res_mean, res_std, res_n = (s.reindex(df.index).ffill().shift(1) for s in _prev_stats_after(
-        res, 60))
+    res_mean, res_std, res_n = (
+        s.reindex(df.index).ffill().shift(1) for s in _prev_stats_after(res, 60)
+    )
     res_n = res_n.fillna(0)
     res_sigma = res_std.fillna(0.0).clip(lower=FLOOR)
     out["relative_return_z"] = (residual / res_sigma).clip(-CLIP, CLIP).where(res_n >= 2, 0.0)
@@ -127,13 +129,15 @@ def _prev_stats_after(x: pd.Series, window: int) -> tuple[pd.Series, pd.Series, 
     return mean, _std(mean, roll.var(ddof=1).fillna(0.0)), roll.count()
 
 
-def reference_features(bars: list, market_symbol: str = "VOO",
-                       beta_window: int = 60) -> dict[tuple[str, int], dict[str, float]]:
+def reference_features(
+    bars: list, market_symbol: str = "VOO", beta_window: int = 60
+) -> dict[tuple[str, int], dict[str, float]]:
     """(symbol, start) -> features (+ "warm") for every accepted bar."""
     df = bars_frame(bars, market_symbol)
     mk = df[df["symbol"] == market_symbol]
-    market = pd.Series(np.log(mk["close"] / mk["close"].shift(1)).fillna(0.0).values,
-                       index=mk["start_ms"].values)
+    market = pd.Series(
+        np.log(mk["close"] / mk["close"].shift(1)).fillna(0.0).values, index=mk["start_ms"].values
+    )
     out: dict[tuple[str, int], dict[str, float]] = {}
     for _, part in df.groupby("symbol"):
         feats = symbol_features(part, market, beta_window)

@@ -35,5 +35,8 @@ def test_labels_merge_without_duplicates(tmp_path) -> None:
     path = tmp_path / "labels.csv"
     assert write_labels(path, sim.labels) == len(sim.labels)
     assert write_labels(path, sim.labels[:3]) == 0
-    assert read_labels(path).reset_index(drop=True).equals(
-        labels_to_frame(sim.labels).reset_index(drop=True))
+    assert (
+        read_labels(path)
+        .reset_index(drop=True)
+        .equals(labels_to_frame(sim.labels).reset_index(drop=True))
+    )

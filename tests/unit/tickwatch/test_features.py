@@ -26,8 +26,14 @@ SESSION_OPEN_UTC_MS = (14 * 60 + 30) * 60_000  # 09:30 New York in winter
 FIRST_DAY_MS = 1_736_121_600_000  # 2025-01-06 00:00 UTC, a Monday
 
 
-def make_bars(seed: int, symbols: tuple[str, ...] = ("AAA", "BBB", "VOO"), days: int = 5,
-              minutes: int = 40, drop: float = 0.05, flat: float = 0.05) -> list[Bar]:
+def make_bars(
+    seed: int,
+    symbols: tuple[str, ...] = ("AAA", "BBB", "VOO"),
+    days: int = 5,
+    minutes: int = 40,
+    drop: float = 0.05,
+    flat: float = 0.05,
+) -> list[Bar]:
     """Random-walk minute bars over `days` weekdays, with missing minutes and unchanged closes."""
     rng = np.random.default_rng(seed)
     bars = []
@@ -42,9 +48,19 @@ def make_bars(seed: int, symbols: tuple[str, ...] = ("AAA", "BBB", "VOO"), days:
                     price *= math.exp(rng.normal(0, 0.002))
                 spread = price * abs(rng.normal(0, 0.001))
                 volume = float(rng.choice([0.0, rng.lognormal(8, 1)], p=[0.02, 0.98]))
-                bars.append(Bar(symbol, day_ms + minute * 60_000, price, price + spread,
-                                price - spread, price, volume, price + rng.normal(0, spread / 3),
-                                int(rng.poisson(30))))
+                bars.append(
+                    Bar(
+                        symbol,
+                        day_ms + minute * 60_000,
+                        price,
+                        price + spread,
+                        price - spread,
+                        price,
+                        volume,
+                        price + rng.normal(0, spread / 3),
+                        int(rng.poisson(30)),
+                    )
+                )
     bars.sort(key=lambda b: b.start_ms)
     return [b._replace(vwap=max(b.vwap, 1e-3)) for b in bars]
 
@@ -52,7 +68,11 @@ def make_bars(seed: int, symbols: tuple[str, ...] = ("AAA", "BBB", "VOO"), days:
 def assert_close(got: dict[str, float], want: dict[str, float], key: object) -> None:
     for name in FEATURE_NAMES:
         assert math.isclose(got[name], want[name], rel_tol=1e-9, abs_tol=1e-9), (
-            key, name, got[name], want[name])
+            key,
+            name,
+            got[name],
+            want[name],
+        )
 
 
 def batch(bars: list[Bar], **kw: object) -> dict[tuple[str, int], tuple[dict[str, float], bool]]:
@@ -86,13 +106,20 @@ def test_multi_day_series_matches_pandas() -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), days=st.integers(1, 5), minutes=st.integers(5, 70),
-       drop=st.sampled_from([0.0, 0.1, 0.4]), flat=st.sampled_from([0.0, 0.1, 0.6]),
-       beta_window=st.sampled_from([12, 30, 60]))
-def test_property_matches_pandas(seed: int, days: int, minutes: int, drop: float, flat: float,
-                                 beta_window: int) -> None:
-    check_against_reference(make_bars(seed, days=days, minutes=minutes, drop=drop, flat=flat),
-                            beta_window=beta_window)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    days=st.integers(1, 5),
+    minutes=st.integers(5, 70),
+    drop=st.sampled_from([0.0, 0.1, 0.4]),
+    flat=st.sampled_from([0.0, 0.1, 0.6]),
+    beta_window=st.sampled_from([12, 30, 60]),
+)
+def test_property_matches_pandas(
+    seed: int, days: int, minutes: int, drop: float, flat: float, beta_window: int
+) -> None:
+    check_against_reference(
+        make_bars(seed, days=days, minutes=minutes, drop=drop, flat=flat), beta_window=beta_window
+    )
 
 
 def test_market_bar_missing_for_a_minute_gives_no_residual() -> None:
@@ -142,7 +169,19 @@ def test_state_round_trip_mid_stream_equals_uninterrupted(seed: int, cut: float)
 def test_frozen_price_keeps_features_finite(close: float) -> None:
     state = SymbolState()
     for i in range(100):
-        feats = state.update(Bar("AAA", FIRST_DAY_MS + SESSION_OPEN_UTC_MS + i * 60_000, close,
-                                 close, close, close, 0.0, close, 0), 0.0)
+        feats = state.update(
+            Bar(
+                "AAA",
+                FIRST_DAY_MS + SESSION_OPEN_UTC_MS + i * 60_000,
+                close,
+                close,
+                close,
+                close,
+                0.0,
+                close,
+                0,
+            ),
+            0.0,
+        )
         assert feats is not None and all(math.isfinite(v) for v in feats.values())
     assert feats["unchanged_close_run"] == 60.0 and feats["return_z"] == 0.0

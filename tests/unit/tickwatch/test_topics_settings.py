@@ -47,5 +47,6 @@ def test_settings_to_env_round_trips(monkeypatch, tmp_path) -> None:
         monkeypatch.setenv(k, v)
     again = Settings(_env_file=None)
     assert again.model_dump(mode="json", exclude={"api", "polygon", "replay"}) == s.model_dump(
-        mode="json", exclude={"api", "polygon", "replay"})
+        mode="json", exclude={"api", "polygon", "replay"}
+    )
     assert again.api.api_key.get_secret_value() == "k1"
