@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -100,7 +101,13 @@ def test_features_and_readiness(settings: Settings, tmp_path) -> None:
 def check_features_and_readiness(
     settings: Settings, client: httpx.Client, tmp_path, values: dict[str, float]
 ) -> None:
-    no_champion = client.get("/readyz")  # the registry answers: ready, scoring not yet possible
+    # the registry answers: ready, scoring not yet possible. A first touch of a fresh sqlite
+    # registry runs its migrations and may outlast one probe's timeout, as it would for a pod.
+    deadline = time.monotonic() + 60
+    no_champion = client.get("/readyz")
+    while no_champion.status_code != 200 and time.monotonic() < deadline:
+        time.sleep(1)
+        no_champion = client.get("/readyz")
     assert no_champion.status_code == 200, no_champion.text
     assert "no model holds the alias" in no_champion.json()["checks"]["models"]["detail"]
 
