@@ -18,21 +18,12 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_processors.alignment import (
-    ACCEPTED,
-    DUPLICATE,
-    OUT_OF_ORDER,
-    REPLAYED,
-    MarketAligner,
-    Released,
-    Slot,
-)
+from stream_processors.alignment import MarketAligner, Released, Slot
 from stream_processors.feast_push import OnlineWriter
+from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
-from tickwatch.features import Bar
-from tickwatch.kafka import INGEST_HEADER
-from tickwatch.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_IN, LAST_EVENT_TS
-from tickwatch.schemas import MarketReturn, MinuteBar, SchemaError, decode
+from tickwatch.metrics import CONSUMER_LAG, EVENTS_IN, LAST_EVENT_TS
+from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
 from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
 
@@ -62,9 +53,9 @@ class FeaturesAgent:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.intake = BarIntake(self.aligner, self.outputs.dead, STAGE)
         self.lock = asyncio.Lock()
         self.loaded = False
-        self.ingest_ms: dict[tuple[str, int], bytes] = {}
 
     def on_rebalance(self) -> None:
         """Forget cached slots; they are reloaded from the tables after recovery."""
@@ -95,61 +86,13 @@ class FeaturesAgent:
                 await self._release(self.aligner.waiting_symbols())
 
     def _offer(self, msg: Any, touched: set[str]) -> None:
-        try:
-            record = decode(MinuteBar, msg.value)
-        except SchemaError as exc:
-            self.outputs.dead.send(
-                msg.value or b"",
-                str(exc),
-                kind="invalid",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-            )
-            return
-        bar = Bar(
-            record.symbol,
-            record.start_ms,
-            record.open,
-            record.high,
-            record.low,
-            record.close,
-            record.volume,
-            record.vwap,
-            record.transactions,
-        )
-        slot = self._slot(bar.symbol)
-        verdict = self.aligner.offer(slot, bar.symbol, bar, msg.partition, msg.offset)
-        if verdict == ACCEPTED:
-            touched.add(bar.symbol)
-            ingest = _header(msg, INGEST_HEADER)
-            if ingest is not None:
-                self.ingest_ms[(bar.symbol, bar.start_ms)] = ingest
-        elif verdict in (DUPLICATE, REPLAYED):
-            DUPLICATES.labels(STAGE, verdict).inc()
-        elif verdict == OUT_OF_ORDER:
-            self.outputs.dead.send(
-                msg.value,
-                f"{bar.symbol} bar {bar.start_ms} is not after the last accepted bar "
-                f"{slot.last_start()}",
-                kind="out_of_order",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=bar.symbol,
-            )
+        self.intake.offer(msg.value, msg.topic, msg.partition, msg.offset, msg.headers, touched)
 
     async def _release(self, symbols: Any) -> None:
         out = Released()
         self.aligner.release(symbols, out)
-        await self.outputs.emit(out, self.ingest_ms)
+        await self.outputs.emit(out, self.intake.ingest_ms)
         await self._persist()
-
-    def _slot(self, symbol: str) -> Slot:
-        slot = self.aligner.slots.get(symbol)
-        if slot is None:
-            slot = self.aligner.slots[symbol] = self.aligner.new_slot()
-        return slot
 
     def _load(self) -> None:
         """After (re)assignment: rebuild the slots of our partitions from the recovered tables."""
@@ -223,15 +166,6 @@ def _changelog(
         json.dumps(key).encode(),
         json.dumps(value, separators=(",", ":")).encode(),
     )
-
-
-def _header(msg: Any, name: str) -> bytes | None:
-    headers = msg.headers or ()
-    items = headers.items() if isinstance(headers, dict) else headers
-    for key, value in items:
-        if key == name:
-            return value
-    return None
 
 
 def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> FeaturesAgent:

@@ -120,6 +120,13 @@ class MarketAligner:
     def new_slot(self) -> Slot:
         return Slot(state=SymbolState(self.beta_window))
 
+    def slot(self, symbol: str) -> Slot:
+        """The symbol's slot, created empty on its first bar."""
+        slot = self.slots.get(symbol)
+        if slot is None:
+            slot = self.slots[symbol] = self.new_slot()
+        return slot
+
     def offer(self, slot: Slot, symbol: str, bar: Bar, partition: int, offset: int) -> str:
         """Queue a bar (ACCEPTED) or say why not: DUPLICATE, OUT_OF_ORDER or REPLAYED."""
         if partition == slot.partition and offset <= slot.offset:

@@ -28,12 +28,22 @@ MAX_RETRY_DELAY_S = 2.0
 
 
 class FeatureOutputs:
-    """One confluent-kafka producer for features, market returns and dead letters, plus Feast."""
+    """One confluent-kafka producer for features, market returns and dead letters, plus Feast.
 
-    def __init__(self, settings: Settings, writer: OnlineWriter, stage: str) -> None:
+    The Faust engine awaits `emit`; the batch engine calls `produce`, `write_online` and `count`
+    around its own Kafka transaction.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        writer: OnlineWriter,
+        stage: str,
+        producer: Producer | None = None,
+    ) -> None:
         self.stage = stage
         self.market_symbol = settings.features.market_symbol
-        self.producer = make_producer(settings)
+        self.producer = producer or make_producer(settings)
         self.dead = DeadLetterSink(self.producer, settings, stage)
         self.writer = writer
         self.features_topic = topic_name(FEATURES, settings)
@@ -41,6 +51,17 @@ class FeatureOutputs:
 
     async def emit(self, out: Released, ingest_ms: dict[tuple[str, int], bytes]) -> None:
         """Publish a step's rows and market returns, write Feast, wait for acknowledgements."""
+        rows, ingests = self.produce(out, ingest_ms)
+        if rows:
+            await self._write_online(rows)
+        if rows or out.market:
+            await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
+        self.count(rows, ingests)
+
+    def produce(
+        self, out: Released, ingest_ms: dict[tuple[str, int], bytes]
+    ) -> tuple[list[FeatureRow], list[int]]:
+        """Produce a step's market returns and finite rows (not flushed): (rows, ingest ms)."""
         for start, r in out.market:
             value = encode(MarketReturn(symbol=self.market_symbol, start_ms=start, log_return=r))
             produce(
@@ -66,14 +87,27 @@ class FeatureOutputs:
             rows.append(row)
             if ingest is not None:
                 ingests.append(int(ingest))
-        if rows:
-            await self._write_online(rows)
-        if rows or out.market:
-            await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
+        return rows, ingests
+
+    def count(self, rows: list[FeatureRow], ingests: list[int]) -> None:
+        """Output counter and ingest-to-emit latency, once the rows are acknowledged."""
         EVENTS_OUT.labels(self.stage, "FeatureVector").inc(len(rows))
         done_s = time.time()
         for ms in ingests:
             EVENT_TO_EMIT.labels(self.stage).observe(max(0.0, done_s - ms / 1000))
+
+    def write_online(self, rows: list[FeatureRow]) -> None:
+        """Write Feast rows, retrying while Redis is unavailable (blocking; see _write_online)."""
+        delay = 0.2
+        while True:
+            try:
+                self.writer.write(rows)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ERRORS.labels(self.stage, "redis").inc()
+                log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
     async def _write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows off the event loop, retrying while Redis is unavailable.

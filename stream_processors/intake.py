@@ -1,0 +1,85 @@
+"""Bar records into the aligner, for both engines: decode, verdict, counters and dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream_processors.alignment import ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED, MarketAligner
+from tickwatch.dead_letter import DeadLetterSink
+from tickwatch.features import Bar
+from tickwatch.kafka import INGEST_HEADER
+from tickwatch.metrics import DUPLICATES
+from tickwatch.schemas import MinuteBar, SchemaError, decode
+
+
+class BarIntake:
+    """Offers each bar record to the aligner; refused records go to the dead-letter topic."""
+
+    def __init__(self, aligner: MarketAligner, dead: DeadLetterSink, stage: str) -> None:
+        self.aligner = aligner
+        self.dead = dead
+        self.stage = stage
+        self.ingest_ms: dict[tuple[str, int], bytes] = {}  # ingest header of accepted bars
+
+    def offer(
+        self,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        headers: Any,
+        touched: set[str],
+    ) -> None:
+        """Queue one record's bar; add its symbol to `touched` when it was accepted."""
+        try:
+            record = decode(MinuteBar, value or b"")
+        except SchemaError as exc:
+            self.dead.send(
+                value or b"",
+                str(exc),
+                kind="invalid",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+            return
+        bar = Bar(
+            record.symbol,
+            record.start_ms,
+            record.open,
+            record.high,
+            record.low,
+            record.close,
+            record.volume,
+            record.vwap,
+            record.transactions,
+        )
+        slot = self.aligner.slot(bar.symbol)
+        verdict = self.aligner.offer(slot, bar.symbol, bar, partition, offset)
+        if verdict == ACCEPTED:
+            touched.add(bar.symbol)
+            ingest = header(headers, INGEST_HEADER)
+            if ingest is not None:
+                self.ingest_ms[(bar.symbol, bar.start_ms)] = ingest
+        elif verdict in (DUPLICATE, REPLAYED):
+            DUPLICATES.labels(self.stage, verdict).inc()
+        elif verdict == OUT_OF_ORDER:
+            self.dead.send(
+                value or b"",
+                f"{bar.symbol} bar {bar.start_ms} is not after the last accepted bar "
+                f"{slot.last_start()}",
+                kind="out_of_order",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=bar.symbol,
+            )
+
+
+def header(headers: Any, name: str) -> bytes | None:
+    """A header's value from a Faust (dict or pairs) or confluent-kafka (pairs) message."""
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in items:
+        if key == name:
+            return value
+    return None
