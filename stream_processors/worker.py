@@ -1,4 +1,5 @@
-"""Run the features service: `tickwatch features` (one Faust worker; start more to scale out)."""
+"""Run the features service: `tickwatch features` (one worker, Faust or batch engine; start more
+to scale out)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,21 @@ def build(
 
 
 def run(
-    settings: Settings, bars_from_trades: bool | None = None, web_port: int | None = None
+    settings: Settings,
+    bars_from_trades: bool | None = None,
+    web_port: int | None = None,
+    instance: str | None = None,
 ) -> None:
-    """Serve metrics and run one worker until SIGINT/SIGTERM."""
+    """Serve metrics and run one worker of the configured engine until SIGINT/SIGTERM."""
     ensure_topics(settings)
     serve_metrics(settings.prometheus.features_metrics_port, "features")
+    if settings.features.engine == "batch":
+        if bars_from_trades:
+            raise SystemExit("--bars-from-trades runs on the Faust engine (features.engine=faust)")
+        from stream_processors import batch_worker
+
+        batch_worker.run(settings, OnlineWriter(get_store(settings), settings), instance)
+        return
     app = build(settings, bars_from_trades, web_port)
     log.info("%s worker %s starting", STAGE, app.conf.id)
     worker = faust.Worker(

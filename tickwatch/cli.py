@@ -255,13 +255,24 @@ def features(
         help="build minute bars from trades (default: when the AM channel is not subscribed)",
     ),
     web_port: int = typer.Option(None, help="Faust web server port (default: off)"),
+    engine: str = typer.Option(
+        None, help="faust or batch (default: features.engine); batch is for whole-market loads"
+    ),
+    instance: str = typer.Option(None, help="batch engine: worker id (default: host name)"),
 ) -> None:
     """Run a features worker: bars -> rolling features -> Feast online store + features topic."""
     if ctx.invoked_subcommand is not None:
         return
     from stream_processors.worker import run
 
-    run(_setup(), bars_from_trades=bars_from_trades, web_port=web_port)
+    settings = _setup()
+    if engine is not None:
+        if engine not in ("faust", "batch"):
+            raise typer.BadParameter("engine must be faust or batch", param_hint="--engine")
+        settings = settings.model_copy(
+            update={"features": settings.features.model_copy(update={"engine": engine})}
+        )
+    run(settings, bars_from_trades=bars_from_trades, web_port=web_port, instance=instance)
 
 
 @features_app.command("apply")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +92,8 @@ class FeatureSettings(BaseModel):
     beta_window: int = 60
     allowed_lateness_s: int = 120
     push_batch: int = 500
+    engine: Literal["faust", "batch"] = "faust"
+    step_bars: int = 5000
 
 
 class ModelSettings(BaseModel):

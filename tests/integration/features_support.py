@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,8 +36,14 @@ def recent_bars(symbols: list[str], count: int, seed: int) -> list[MinuteBar]:
     return simulate(symbols, 1, seed=seed, start_day=day).bars[:count]
 
 
-def start_worker(settings: Settings, log: Path, level: str = "WARNING") -> subprocess.Popen:
-    """`tickwatch features` in a subprocess that sees exactly these settings."""
+def start_worker(
+    settings: Settings,
+    log: Path,
+    level: str = "WARNING",
+    engine: str = "faust",
+    instance: str = "w1",
+) -> subprocess.Popen:
+    """`tickwatch features` (Faust or batch engine) in a subprocess that sees these settings."""
     env = {
         **os.environ,
         **settings_to_env(settings),
@@ -44,7 +51,7 @@ def start_worker(settings: Settings, log: Path, level: str = "WARNING") -> subpr
         "TICKWATCH_LOG_LEVEL": level,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "tickwatch", "features"],
+        [sys.executable, "-m", "tickwatch", "features", "--engine", engine, "--instance", instance],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -76,14 +83,22 @@ def send_bars(settings: Settings, bars: Iterable[MinuteBar]) -> None:
 
 
 class FeatureReader:
-    """Reads the features topic from the start; keeps every vector and the headers."""
+    """Reads the features topic from the start; keeps every vector and the headers.
+
+    `messages` counts distinct topic offsets, so a consumer-group rebalance that makes the
+    reader fetch some messages twice is not mistaken for duplicates in the topic.
+    """
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self.consumer = make_consumer(settings, group)
+        self.consumer = make_consumer(settings, f"{group}-{uuid.uuid4().hex[:8]}")
         self.consumer.subscribe([topic_name(FEATURES, settings)])
         self.vectors: dict[tuple[str, int], FeatureVector] = {}
-        self.messages = 0
+        self.offsets: set[tuple[int, int]] = set()
         self.headers_ok = True
+
+    @property
+    def messages(self) -> int:
+        return len(self.offsets)
 
     def read_until(self, keys: int, timeout_s: float, proc: subprocess.Popen | None = None) -> int:
         """Read until `keys` distinct (symbol, bar) vectors are in, or time out."""
@@ -97,7 +112,7 @@ class FeatureReader:
                 assert msg.timestamp()[1] == vec.bar_start_ms
                 self.headers_ok &= INGEST_HEADER in dict(msg.headers() or [])
                 self.vectors[(vec.symbol, vec.bar_start_ms)] = vec
-                self.messages += 1
+                self.offsets.add((msg.partition(), msg.offset()))
         return len(self.vectors)
 
     def close(self) -> None:
