@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from producers.hostile_frames import expected_dead_letters, hostile_frames
-from producers.publisher import Publisher
 from tickwatch.metrics import DEAD_LETTERS
-from tickwatch.settings import Settings
 
 
-def test_every_hostile_frame_is_dead_lettered_with_its_kind() -> None:
-    base = Settings(_env_file=None)
-    settings = base.model_copy(
-        update={"kafka": base.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
-    )
-    publisher = Publisher(settings, stage="unit-hostile")
+def test_every_hostile_frame_is_dead_lettered_with_its_kind(offline_publisher) -> None:
+    publisher = offline_publisher("unit-hostile")
     kinds = expected_dead_letters(2)
     before = {k: DEAD_LETTERS.labels("unit-hostile", k)._value.get() for k in kinds}
     for _ in range(2):

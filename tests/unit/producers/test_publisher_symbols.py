@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from producers.publisher import Publisher
 from tickwatch.metrics import DEAD_LETTERS
-from tickwatch.settings import Settings
 
 
 def _frame(*symbols: str) -> str:
@@ -15,23 +13,16 @@ def _frame(*symbols: str) -> str:
     )
 
 
-def _settings(symbols: list[str]) -> Settings:
-    base = Settings(_env_file=None, symbols=symbols)
-    return base.model_copy(
-        update={"kafka": base.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
-    )
-
-
-def test_unknown_symbol_goes_to_dead_letters() -> None:
-    publisher = Publisher(_settings(["AAPL"]), stage="unit-symbols")
+def test_unknown_symbol_goes_to_dead_letters(offline_publisher) -> None:
+    publisher = offline_publisher("unit-symbols", ["AAPL"])
     before = DEAD_LETTERS.labels("unit-symbols", "unknown_symbol")._value.get()
     publisher.publish_frame(_frame("AAPL", "ZZZZ", "AAPL"))
     assert len(publisher.trade_producer) == 2  # the two AAPL trades are queued, ZZZZ is not
     assert DEAD_LETTERS.labels("unit-symbols", "unknown_symbol")._value.get() == before + 1
 
 
-def test_star_accepts_every_symbol() -> None:
-    publisher = Publisher(_settings(["*"]), stage="unit-star")
+def test_star_accepts_every_symbol(offline_publisher) -> None:
+    publisher = offline_publisher("unit-star", ["*"])
     publisher.publish_frame(_frame("AAPL", "ZZZZ"))
     assert len(publisher.trade_producer) == 2
     assert DEAD_LETTERS.labels("unit-star", "unknown_symbol")._value.get() == 0
