@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -89,3 +92,24 @@ def serve_metrics(port: int, stage: str | None = None) -> None:
         RECONNECTS.labels(stage)
     if port:
         start_http_server(port, addr="0.0.0.0")
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(x)` for every x, one increment per bucket instead of per value.
+
+    A batch stage observes thousands of latencies per step; per-value observe cost ~10 us each.
+    Uses the child's bucket bounds and values, as `Histogram.observe` does (a unit test keeps
+    the two equal across prometheus-client upgrades).
+    """
+    if not amounts:
+        return
+    histogram._raise_if_not_observable()
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for x in amounts:
+        counts[bisect_left(bounds, x)] += 1
+    for value, n in zip(histogram._buckets, counts, strict=True):
+        if n:
+            value.inc(n)
+    histogram._sum.inc(sum(amounts))
+
