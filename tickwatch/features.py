@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from operator import mul
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -105,8 +106,10 @@ def _clip(x: float) -> float:
     return max(-Z_CLIP, min(Z_CLIP, x))
 
 
+@lru_cache(maxsize=8192)
 def session_slot(start_ms: int) -> tuple[int, int]:
-    """(trading date as yyyymmdd, minute of day) in New York time."""
+    """(trading date as yyyymmdd, minute of day) in New York time (cached: every symbol's bar of
+    a minute asks for the same one)."""
     dt = datetime.fromtimestamp(start_ms / 1000, tz=UTC).astimezone(MARKET_TZ)
     return dt.year * 10_000 + dt.month * 100 + dt.day, dt.hour * 60 + dt.minute
 
