@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from stream_processors.alignment import ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED, MarketAligner
+from stream_processors.bar_decode import decode_bar
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.features import Bar
 from tickwatch.kafka import INGEST_HEADER
 from tickwatch.metrics import DUPLICATES
-from tickwatch.schemas import MinuteBar, SchemaError, decode
+from tickwatch.schemas import SchemaError
 
 
 class BarIntake:
@@ -32,7 +32,7 @@ class BarIntake:
     ) -> None:
         """Queue one record's bar; add its symbol to `touched` when it was accepted."""
         try:
-            record = decode(MinuteBar, value or b"")
+            bar = decode_bar(value or b"")
         except SchemaError as exc:
             self.dead.send(
                 value or b"",
@@ -43,17 +43,6 @@ class BarIntake:
                 offset=offset,
             )
             return
-        bar = Bar(
-            record.symbol,
-            record.start_ms,
-            record.open,
-            record.high,
-            record.low,
-            record.close,
-            record.volume,
-            record.vwap,
-            record.transactions,
-        )
         slot = self.aligner.slot(bar.symbol)
         verdict = self.aligner.offer(slot, bar.symbol, bar, partition, offset)
         if verdict == ACCEPTED:
