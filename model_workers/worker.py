@@ -9,13 +9,9 @@ before the committed offset, so a restarted worker scores exactly as an uninterr
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from confluent_kafka import Message, TopicPartition
 
@@ -23,7 +19,14 @@ from model_workers.model_watch import ModelWatcher, publish_model_info
 from model_workers.scorer import Cooldown, Scorer, SequenceBuffer
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.features import MODEL_FEATURES
-from tickwatch.kafka import INGEST_HEADER, consume_batch, make_consumer, make_producer, produce
+from tickwatch.kafka import (
+    INGEST_HEADER,
+    consume_batch,
+    hang_watchdog,
+    make_consumer,
+    make_producer,
+    produce,
+)
 from tickwatch.metrics import (
     ANOMALIES,
     ANOMALY_SCORE,
@@ -46,7 +49,6 @@ STAGE = "score"
 REPLAY_MESSAGES = 50_000  # per partition; must cover (sequence + cooldown) bars of its symbols
 LAG_EVERY_S = 5.0
 TXN_WATCHDOG_S = 100.0  # > the 30 s + 60 s the commit calls may legitimately take
-EXIT_HUNG = 75  # EX_TEMPFAIL: restart me
 
 
 class ScoreWorker:
@@ -138,7 +140,7 @@ class ScoreWorker:
             offsets = {}
             for m in msgs:
                 offsets[m.partition()] = max(offsets.get(m.partition(), -1), m.offset() + 1)
-            with _watchdog(TXN_WATCHDOG_S):
+            with hang_watchdog(TXN_WATCHDOG_S, "transaction commit"):
                 self.producer.send_offsets_to_transaction(
                     [TopicPartition(self.topic, p, o) for p, o in offsets.items()],
                     self.consumer.consumer_group_metadata(),
@@ -284,32 +286,6 @@ class ScoreWorker:
                 CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(lag, 0))
         except Exception:  # lag is informational; never stop scoring for it
             log.debug("consumer lag unavailable", exc_info=True)
-
-
-@contextmanager
-def _watchdog(seconds: float) -> Iterator[None]:
-    """Exit the process if the block hangs: librdkafka's send_offsets_to_transaction can block
-    past its timeout when the group coordinator restarts (confluentinc/librdkafka#5456). A
-    restarted worker's init_transactions aborts the open transaction; offsets stay committed."""
-    timer = threading.Timer(seconds, _exit_hung, (seconds,))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
-def _exit_hung(seconds: float) -> None:
-    log.critical(
-        "WATCHDOG: transaction commit hung for %.0fs (librdkafka#5456); exiting %d so "
-        "the supervisor restarts the worker",
-        seconds,
-        EXIT_HUNG,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_HUNG)
 
 
 def _ingest_ms(m: Message) -> int | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -168,3 +171,37 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> bool:
         except KafkaException:
             time.sleep(0.5)
     return False
+
+
+EXIT_HUNG = 75  # EX_TEMPFAIL: the supervisor restarts the worker
+
+
+@contextmanager
+def hang_watchdog(seconds: float, what: str) -> Iterator[None]:
+    """Exit the process (code 75) if the block hangs past `seconds`.
+
+    librdkafka's send_offsets_to_transaction can block past its own timeout when the group
+    coordinator restarts (confluentinc/librdkafka#5456), and nothing in the process can unblock
+    it. A restarted worker's init_transactions aborts the open transaction, and it resumes from
+    what was committed.
+    """
+    timer = threading.Timer(seconds, _exit_hung, (seconds, what))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _exit_hung(seconds: float, what: str) -> None:
+    log.critical(
+        "WATCHDOG: %s hung for %.0fs (librdkafka#5456); exiting %d so the supervisor "
+        "restarts the worker",
+        what,
+        seconds,
+        EXIT_HUNG,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_HUNG)
