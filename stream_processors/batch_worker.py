@@ -19,16 +19,17 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from stream_processors.alignment import MarketAligner, Released
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
 from stream_processors.state_log import dirty_records, ensure_state_topic, read_slots
-from tickwatch.kafka import consume_batch, make_consumer, make_producer
+from tickwatch.kafka import EXIT_HUNG, consume_batch, hang_watchdog, make_consumer, make_producer
 from tickwatch.metrics import CONSUMER_LAG, ERRORS, EVENTS_IN, LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
@@ -37,7 +38,10 @@ from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
 log = logging.getLogger(__name__)
 STAGE = "features"
 STALL_CHECK_S = 1.0
-EXIT_RESTART = 75  # EX_TEMPFAIL: the transaction could not be committed; restart from Kafka
+TXN_CALL_S = 15.0  # timeout of one send_offsets / commit call (retried while retriable)
+TXN_WATCHDOG_S = 45.0  # a call blocked past its timeout (librdkafka#5456): exit for a restart
+TXN_RETRY_S = 60.0
+EXIT_RESTART = EXIT_HUNG  # EX_TEMPFAIL: the transaction could not be committed; restart from Kafka
 
 
 def batch_group(settings: Settings) -> str:
@@ -71,8 +75,8 @@ class BatchFeaturesWorker:
             self.group,
             **{
                 "isolation.level": "read_committed",
-                # static membership: a restarted instance gets its partitions back at once
-                "group.instance.id": self.instance,
+                # dynamic membership: a static member that outlives its session (a broker
+                # restart) is fenced for good; a killed worker's partitions move within 10 s
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 3_000,
             },
@@ -122,10 +126,13 @@ class BatchFeaturesWorker:
         if msgs:
             offsets = self._next_offsets(msgs)
             meta = self.consumer.consumer_group_metadata()
-            self.producer.send_offsets_to_transaction(offsets, meta, 60)
+            send = self.producer.send_offsets_to_transaction
+            if not self._transactional(lambda: send(offsets, meta, TXN_CALL_S)):
+                return 0
         if rows:
             self.outputs.write_online(rows)
-        self._commit()
+        if not self._transactional(lambda: self.producer.commit_transaction(TXN_CALL_S)):
+            return 0
         self.outputs.count(rows, ingests)
         EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(msgs))
         self._update_lag(msgs)
@@ -178,22 +185,42 @@ class BatchFeaturesWorker:
             last[m.partition()] = m.offset()
         return [TopicPartition(self.bars_topic, p, o + 1) for p, o in last.items()]
 
-    def _commit(self) -> None:
-        """Commit the step's transaction; a failure that needs an abort restarts the worker."""
+    def _transactional(self, call: Callable[[], None]) -> bool:
+        """Run a transaction call, retrying retriable errors (a broker restart) for up to
+        TXN_RETRY_S; if it still fails, abort and rewind to the committed state (False).
+        A fatal error (this producer was fenced) exits for a restart."""
+        deadline = time.monotonic() + TXN_RETRY_S
         while True:
             try:
-                self.producer.commit_transaction(60)
-                return
+                with hang_watchdog(TXN_WATCHDOG_S, "transaction call"):
+                    call()
+                return True
             except KafkaException as exc:
                 err = exc.args[0]
                 ERRORS.labels(STAGE, "kafka").inc()
-                if err.retriable():
-                    log.warning("commit of a step failed (%s); retrying", err)
+                if err.fatal():
+                    log.error("transaction failed for good (%s); exiting for a restart", err)
+                    raise SystemExit(EXIT_RESTART) from exc
+                if err.retriable() and time.monotonic() < deadline:
+                    log.warning("transaction call failed (%s); retrying", err)
+                    time.sleep(0.5)
                     continue
-                log.error("commit of a step failed (%s); exiting for a restart", err)
-                if err.txn_requires_abort():
-                    self.producer.abort_transaction(60)
-                raise SystemExit(EXIT_RESTART) from exc
+                log.warning("step aborted (%s); rewinding to the committed state", err)
+                self._rewind()
+                return False
+
+    def _rewind(self) -> None:
+        """Abort the open transaction; reload state and positions as committed together."""
+        try:
+            self.producer.abort_transaction(60)
+        except KafkaException as exc:
+            log.error("abort failed (%s); exiting for a restart", exc.args[0])
+            raise SystemExit(EXIT_RESTART) from exc
+        assignment = self.consumer.assignment()
+        for tp in self.consumer.committed(assignment, timeout=60):
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(tp)
+        self._on_assign(self.consumer, assignment)
 
     def _update_lag(self, msgs: list[Any]) -> None:
         last: dict[int, int] = {}
