@@ -18,9 +18,14 @@ from benchmarks.common import Timer, table, write_section
 from producers.market_sim import simulate, trades_for
 from producers.parsing import parse_frame
 from producers.publisher import Publisher
-from tickwatch.kafka import admin, ensure_topics, flush_or_raise, producer_config
+from tickwatch.kafka import (
+    delete_prefixed_topics,
+    ensure_topics,
+    flush_or_raise,
+    producer_config,
+)
 from tickwatch.settings import Settings
-from tickwatch.topics import ALL_TOPICS, TRADES, topic_name
+from tickwatch.topics import TRADES, topic_name
 
 TRADES_TOTAL = 300_000
 EVENTS_PER_FRAME = 500
@@ -100,7 +105,7 @@ def main() -> None:
             bare.append(run_bare(settings, payloads))
             stage.append(run_stage(settings, frames))
     finally:
-        admin(settings).delete_topics([topic_name(s, settings) for s in ALL_TOPICS])
+        delete_prefixed_topics(settings)
     stage_rate, bare_rate = TRADES_TOTAL / min(stage), TRADES_TOTAL / min(bare)
     parse_rate = TRADES_TOTAL / parse_t.seconds
     rows = [

@@ -173,6 +173,25 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> bool:
     return False
 
 
+def delete_prefixed_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with the (non-empty) topic prefix: the registry's
+    topics and those the stages made (Faust changelogs, the batch engine's state); waits for
+    the broker, so nothing is left behind when the client goes away."""
+    prefix = settings.topic_prefix
+    if not prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    client = admin(settings)
+    names = [t for t in client.list_topics(timeout=timeout_s).topics if t.startswith(prefix)]
+    if names:
+        for name, fut in client.delete_topics(names, operation_timeout=timeout_s).items():
+            try:
+                fut.result(timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    log.warning("could not delete topic %s: %s", name, exc.args[0])
+    return names
+
+
 EXIT_HUNG = 75  # EX_TEMPFAIL: the supervisor restarts the worker
 
 

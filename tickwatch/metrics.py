@@ -112,4 +112,3 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
         if n:
             value.inc(n)
     histogram._sum.inc(sum(amounts))
-

@@ -22,11 +22,11 @@ from confluent_kafka import TopicPartition
 
 from tickwatch import stack
 from tickwatch.demo import Pipeline, _run_step, champion_exists
-from tickwatch.kafka import admin, consume_batch, ensure_topics, make_consumer
+from tickwatch.kafka import consume_batch, delete_prefixed_topics, ensure_topics, make_consumer
 from tickwatch.schemas import AnomalyEvent, FeatureVector, MinuteBar, decode
 from tickwatch.settings import Settings
 from tickwatch.stack.services import REPO_ROOT
-from tickwatch.topics import ALL_TOPICS, ANOMALIES, BARS, DEAD_LETTER, FEATURES, topic_name
+from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, FEATURES, topic_name
 
 pytestmark = pytest.mark.e2e
 HISTORY_DAYS, LIVE_DAYS = 6, 1
@@ -127,8 +127,7 @@ def run(tmp_path_factory) -> Iterator[Run]:
         )
     finally:
         pipeline.stop()
-        client = admin(s)
-        client.delete_topics([topic_name(t, s) for t in ALL_TOPICS])
+        delete_prefixed_topics(s)
         r.flushdb()
         if started:
             stack.down(base, only=started)

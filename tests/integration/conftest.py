@@ -10,9 +10,8 @@ import pytest
 import redis
 
 from tickwatch import stack
-from tickwatch.kafka import admin, ensure_topics
+from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
-from tickwatch.topics import ALL_TOPICS, topic_name
 
 
 @pytest.fixture(scope="session")
@@ -45,4 +44,4 @@ def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
     r.flushdb()
     yield s
     r.flushdb()
-    admin(s).delete_topics([topic_name(t, s) for t in ALL_TOPICS])
+    delete_prefixed_topics(s)

@@ -22,10 +22,16 @@ from model_support import (
 from model_workers import registry
 from model_workers.scorer import Scorer, score_bars, vectors_from_bars
 from model_workers.worker import ScoreWorker
-from tickwatch.kafka import admin, ensure_topics, flush_or_raise, make_producer, produce
+from tickwatch.kafka import (
+    delete_prefixed_topics,
+    ensure_topics,
+    flush_or_raise,
+    make_producer,
+    produce,
+)
 from tickwatch.metrics import MODEL_INFO
 from tickwatch.schemas import DeadLetter, decode, encode
-from tickwatch.topics import ALL_TOPICS, DEAD_LETTER, FEATURES, topic_name
+from tickwatch.topics import DEAD_LETTER, FEATURES, topic_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -72,7 +78,7 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
         finally:
             if proc is not None and proc.poll() is None:
                 stop(proc, kill=True)
-            admin(s).delete_topics([topic_name(t, s) for t in ALL_TOPICS])
+            delete_prefixed_topics(s)
     assert runs["uninterrupted"] and set(runs["killed"]) == set(runs["uninterrupted"])
     assert max(Counter(runs["killed"]).values()) == 1
     assert max(Counter(runs["uninterrupted"]).values()) == 1
