@@ -18,7 +18,7 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     controller_port: int = 9093
-    heap: str = "512m"
+    heap: str = "1g"
     version: str = "4.1.1"
     linger_ms: int = 5
     batch_size: int = 262_144
