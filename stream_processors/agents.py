@@ -58,8 +58,9 @@ class FeaturesAgent:
         self.loaded = False
 
     def on_rebalance(self) -> None:
-        """Forget cached slots; they are reloaded from the tables after recovery."""
+        """Forget cached slots (reloaded from the tables after recovery) and Feast timestamps."""
         self.loaded = False
+        self.outputs.writer.forget()
 
     async def process(self, events: list[faust.EventT]) -> None:
         """One batch of bar events from the agent's stream."""

@@ -151,6 +151,7 @@ class BatchFeaturesWorker:
         self.aligner.load(read_slots(self.settings, self.state_topic, mine))
         self.aligner.dirty.clear()
         self.intake.ingest_ms.clear()
+        self.outputs.writer.forget()
         log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots), mine)
 
     def _market_returns(self, msgs: list[Any]) -> list[tuple[int, float]]:

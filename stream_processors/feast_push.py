@@ -4,9 +4,9 @@ Feast's `push` goes through pandas (about 12-17k rows/s, and the sync path re-re
 each call); its RedisOnlineStore.online_write_batch measured about 8k rows/s here, most of it
 re-hashing the same field names per row. This writer uses Feast's own key and field serialization
 (`_redis_key`, `_mmh3`, Value protos) with the field hashes and entity keys computed once, and the
-same rule as Feast: one pipelined read of the stored timestamps, then one pipelined write of the
-rows that are newer. Only the newest row per symbol in a batch is written (the online store keeps
-one row per entity).
+same rule as Feast: one pipelined read of the stored timestamps (once per key: the writer
+remembers what it wrote), then one pipelined write of the rows that are newer. Only the newest
+row per symbol in a batch is written (the online store keeps one row per entity).
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ class OnlineWriter:
         )
         self.redis = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
         self._keys: dict[str, bytes] = {}
+        # bar start of the newest row known to be stored, per Redis key: this worker's symbols
+        # are written by no one else while it owns their partitions, so after one read of the
+        # stored timestamp the check needs no round trip (forget() on rebalance)
+        self._written: dict[bytes, int] = {}
         self.batch = max(1, settings.features.push_batch)  # rows per Redis pipeline
 
     def write(self, rows: Iterable[FeatureRow]) -> int:
@@ -79,23 +83,33 @@ class OnlineWriter:
             for i in range(0, len(rows_by_symbol), self.batch)
         )
 
+    def forget(self) -> None:
+        """Drop the remembered timestamps (after a rebalance: other workers may have written)."""
+        self._written.clear()
+
     def _write_chunk(self, rows: list[FeatureRow]) -> int:
-        """One pipelined read of stored timestamps, one pipelined write of the newer rows."""
+        """One pipelined read of the stored timestamps not remembered yet, one pipelined write
+        of the newer rows."""
         keys = [self._redis_key(row.symbol) for row in rows]
+        unknown = [key for key in keys if key not in self._written]
         pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, self.ts_field)
-        stored = pipe.execute()
+        if unknown:
+            for key in unknown:
+                pipe.hget(key, self.ts_field)
+            for key, prev in zip(unknown, pipe.execute(), strict=True):
+                self._written[key] = _stored_ms(prev)
+        if len(self._written) > _MAX_CACHED_KEYS:
+            self._written.clear()
         written = 0
-        for key, prev, row in zip(keys, stored, rows, strict=True):
+        for key, row in zip(keys, rows, strict=True):
+            if self._written.get(key, -1) >= row.bar_start_ms:
+                continue  # Feast's rule: only a newer event timestamp replaces a row
             ts = Timestamp(seconds=row.bar_start_ms // 1000, nanos=row.bar_start_ms % 1000 * 10**6)
-            if prev:
-                old_ts = Timestamp.FromString(prev)
-                if (old_ts.seconds, old_ts.nanos) >= (ts.seconds, ts.nanos):
-                    continue  # Feast's rule: only a newer event timestamp replaces a row
             pipe.hset(key, mapping=self._fields(row, ts))
+            self._written[key] = row.bar_start_ms
             written += 1
-        pipe.execute()
+        if written:
+            pipe.execute()
         return written
 
     def _fields(self, row: FeatureRow, ts: Timestamp) -> dict[bytes, bytes]:
@@ -118,3 +132,11 @@ class OnlineWriter:
             entity = EntityKey(join_keys=[SYMBOL_KEY], entity_values=[Value(string_val=symbol)])
             key = self._keys[symbol] = _redis_key(self.project, entity, self.key_version)
         return key
+
+
+def _stored_ms(ts: bytes | None) -> int:
+    """Milliseconds of a stored Feast timestamp, -1 when there is none."""
+    if not ts:
+        return -1
+    stored = Timestamp.FromString(ts)
+    return stored.seconds * 1000 + stored.nanos // 10**6

@@ -31,6 +31,10 @@ def test_rows_in_several_pipelines_read_back_and_older_rows_never_win(settings: 
     assert writer.write([*rows, *(_row(i, T0 - 60_000, 9.0) for i in range(0, n, 7))]) == n
     assert writer.write([_row(i, T0 - 60_000, 9.0) for i in range(0, n, 3)]) == 0  # older
     assert writer.write([_row(5, T0 + 60_000, 2.5)]) == 1  # newer replaces
+    fresh = OnlineWriter(store, settings)  # remembers nothing: reads the stored timestamps
+    assert fresh.write([_row(i, T0 - 60_000, 9.0) for i in range(0, n, 5)]) == 0
+    writer.forget()
+    assert writer.write([_row(5, T0 + 60_000, 7.0), _row(6, T0, 7.0)]) == 0  # not newer
 
     symbols = [f"S{i:04d}" for i in range(n)]
     got = store.get_online_features(
