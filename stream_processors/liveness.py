@@ -3,7 +3,8 @@
 Defence in depth behind `stream_processors.compat` (tickwatch issue 5): a Faust worker that reports
 ready yet never hands its agent another record looks healthy from outside. Every CHECK_S seconds,
 outside rebalances, the guard compares each assigned input partition's highwater with the next
-offset the stream should take (last taken + 1, or the committed offset when none was taken yet).
+offset the stream should take: last taken + 1, else the committed offset, else (nothing taken or
+committed yet) the partition's earliest offset.
 When records wait and the stream took none for STALL_S seconds, it logs an error, counts it
 (`tickwatch_errors_total{kind="stalled"}`) and ends the process with EXIT_STALLED, so a
 supervisor restarts it; the restarted worker recovers from the changelogs and committed offsets,
@@ -29,24 +30,26 @@ CHECK_S = 5.0
 EXIT_STALLED = 70  # EX_SOFTWARE
 
 
+def next_offsets(taken: Mapping[Any, int], committed: Mapping[Any, int | None]) -> dict[Any, int]:
+    """The next offset the stream should take, per partition where taken or committed is known."""
+    out = {tp: offset for tp, offset in committed.items() if offset is not None}
+    for tp, offset in taken.items():
+        out[tp] = max(out.get(tp, offset + 1), offset + 1)
+    return out
+
+
 def pending_records(
-    highwaters: Mapping[Any, int | None],
-    taken: Mapping[Any, int],
-    committed: Mapping[Any, int | None],
+    highwaters: Mapping[Any, int | None], next_offset: Mapping[Any, int | None]
 ) -> dict[Any, int]:
     """Records waiting per partition: highwater minus the next offset the stream should take.
 
-    Partitions without a highwater yet, or with neither a taken nor a committed offset, are left
-    out (nothing is known to wait there).
+    Partitions without a highwater or a next offset yet are left out (nothing known waits).
     """
-    out = {}
-    for tp, high in highwaters.items():
-        starts = [taken[tp] + 1] if tp in taken else []
-        if committed.get(tp) is not None:
-            starts.append(committed[tp])
-        if high is not None and starts:
-            out[tp] = high - max(starts)
-    return out
+    return {
+        tp: high - next_offset[tp]
+        for tp, high in highwaters.items()
+        if high is not None and next_offset.get(tp) is not None
+    }
 
 
 def stalled_partitions(
@@ -74,7 +77,7 @@ class StallGuard:
         self.stall_s = stall_s
         self.ready_at: float | None = None
 
-    def check(self) -> list[Any]:
+    async def check(self) -> list[Any]:
         """The stalled partitions now (empty while rebalancing or recovering)."""
         app = self.app
         now = time.monotonic()
@@ -89,18 +92,21 @@ class StallGuard:
         except ConsumerNotStarted:
             return []
         monitor = app.monitor
-        pending = pending_records(
-            {tp: consumer.highwater(tp) for tp in mine},
+        starts = next_offsets(
             {tp: monitor.tp_read_offsets[tp] for tp in mine if tp in monitor.tp_read_offsets},
             {tp: consumer._committed_offset.get(tp) for tp in mine},
         )
+        unknown = [tp for tp in mine if tp not in starts]
+        if unknown:
+            starts.update(await consumer.earliest_offsets(*unknown))
+        pending = pending_records({tp: consumer.highwater(tp) for tp in mine}, starts)
         return stalled_partitions(
             pending, monitor.stream_inbound_time, self.ready_at, now, self.stall_s
         )
 
-    def enforce(self) -> None:
+    async def enforce(self) -> None:
         """Log, count and exit with EXIT_STALLED if a partition is stalled."""
-        stalled = self.check()
+        stalled = await self.check()
         if not stalled:
             return
         ERRORS.labels(self.stage, "stalled").inc()
@@ -123,6 +129,6 @@ def register_stall_guard(app: faust.App, topic: str, stage: str) -> StallGuard:
 
     @app.timer(interval=CHECK_S)
     async def stall_guard() -> None:
-        guard.enforce()
+        await guard.enforce()
 
     return guard

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
+from typing import Any
 
 from faust.types import TP
 
 from stream_processors import liveness
-from stream_processors.liveness import StallGuard, pending_records, stalled_partitions
+from stream_processors.liveness import (
+    StallGuard,
+    next_offsets,
+    pending_records,
+    stalled_partitions,
+)
 
 BARS = [TP("bars", 0), TP("bars", 1), TP("bars", 2)]
 
 
-def test_pending_counts_from_the_last_taken_or_the_committed_offset() -> None:
-    highwaters = {BARS[0]: 300, BARS[1]: 300, BARS[2]: 0}
-    # p0: stream took up to 240 (committed 164 is older); p1: nothing taken since the restart
-    pending = pending_records({**highwaters}, {BARS[0]: 240}, {BARS[0]: 164, BARS[1]: 164})
-    assert pending == {BARS[0]: 59, BARS[1]: 136}  # p2: nothing known to wait there
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
 
 
-def test_a_stale_taken_offset_from_an_earlier_assignment_does_not_count() -> None:
-    assert pending_records({BARS[0]: 300}, {BARS[0]: 10}, {BARS[0]: 300}) == {BARS[0]: 0}
+def test_next_offset_is_the_later_of_last_taken_plus_one_and_committed() -> None:
+    # p0: stream took up to 240 (committed 164 is older); p1: nothing taken since the restart;
+    # p2: a taken offset left from an earlier assignment, behind the committed one
+    taken = {BARS[0]: 240, BARS[2]: 10}
+    committed = {BARS[0]: 164, BARS[1]: 164, BARS[2]: 300}
+    assert next_offsets(taken, committed) == {BARS[0]: 241, BARS[1]: 164, BARS[2]: 300}
+    assert next_offsets({}, {BARS[0]: None}) == {}  # nothing known: asked of the broker
 
 
-def test_no_highwater_yet_is_not_pending() -> None:
-    assert pending_records({BARS[0]: None}, {BARS[0]: 10}, {BARS[0]: 5}) == {}
+def test_pending_is_highwater_minus_next_offset_where_both_are_known() -> None:
+    highwaters = {BARS[0]: 300, BARS[1]: None, BARS[2]: 300}
+    assert pending_records(highwaters, {BARS[0]: 241, BARS[1]: 0}) == {BARS[0]: 59}
 
 
 def test_stalled_only_with_records_waiting_and_no_event_for_the_stall_time() -> None:
@@ -41,18 +51,22 @@ def test_the_stall_time_counts_from_ready_not_from_an_event_before_it() -> None:
     assert stalled_partitions(pending, {BARS[0]: 100.0}, 200.0, 320.0, stall_s=120.0) == BARS[:2]
 
 
-def _app(highwater: int, taken: int | None, rebalancing: bool = False) -> SimpleNamespace:
+def _app(
+    highwater: int, taken: int | None, committed: int | None = 164, earliest: int = 0
+) -> SimpleNamespace:
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, earliest)
+
     consumer = SimpleNamespace(
         assignment=lambda: {BARS[0], TP("state-changelog", 0)},
         highwater=lambda tp: highwater,
-        _committed_offset={BARS[0]: 164},
+        _committed_offset={} if committed is None else {BARS[0]: committed},
+        earliest_offsets=earliest_offsets,
     )
     monitor = SimpleNamespace(
         tp_read_offsets={} if taken is None else {BARS[0]: taken}, stream_inbound_time={}
     )
-    return SimpleNamespace(
-        consumer=consumer, monitor=monitor, rebalancing=rebalancing, in_recovery=False
-    )
+    return SimpleNamespace(consumer=consumer, monitor=monitor, rebalancing=False, in_recovery=False)
 
 
 def test_guard_reports_after_the_stall_time_from_ready(monkeypatch) -> None:
@@ -60,13 +74,13 @@ def test_guard_reports_after_the_stall_time_from_ready(monkeypatch) -> None:
     monkeypatch.setattr(liveness.time, "monotonic", lambda: now[0])
     app = _app(highwater=300, taken=None)
     guard = StallGuard(app, "bars", "features", stall_s=120.0)
-    assert guard.check() == []  # ready from now on
+    assert _run(guard.check()) == []  # ready from now on
     now[0] += 119.0
-    assert guard.check() == []
+    assert _run(guard.check()) == []
     now[0] += 1.0
-    assert guard.check() == [BARS[0]]
+    assert _run(guard.check()) == [BARS[0]]
     app.monitor.tp_read_offsets[BARS[0]] = 299  # the stream caught up: nothing waits
-    assert guard.check() == []
+    assert _run(guard.check()) == []
 
 
 def test_guard_restarts_its_clock_after_a_rebalance(monkeypatch) -> None:
@@ -74,15 +88,15 @@ def test_guard_restarts_its_clock_after_a_rebalance(monkeypatch) -> None:
     monkeypatch.setattr(liveness.time, "monotonic", lambda: now[0])
     app = _app(highwater=300, taken=200)
     guard = StallGuard(app, "bars", "features", stall_s=120.0)
-    guard.check()
+    _run(guard.check())
     now[0] += 100.0
     app.rebalancing = True
-    assert guard.check() == []
+    assert _run(guard.check()) == []
     app.rebalancing = False
     now[0] += 100.0
-    assert guard.check() == []  # 200 s since the first check, 100 s since the rebalance ended
+    assert _run(guard.check()) == []  # 200 s since the first check, 100 s since the rebalance ended
     now[0] += 120.0
-    assert guard.check() == [BARS[0]]
+    assert _run(guard.check()) == [BARS[0]]
 
 
 def test_enforce_exits_with_the_stalled_code(monkeypatch) -> None:
@@ -91,11 +105,11 @@ def test_enforce_exits_with_the_stalled_code(monkeypatch) -> None:
     exits: list[int] = []
     monkeypatch.setattr(liveness.os, "_exit", exits.append)
     guard = StallGuard(_app(highwater=300, taken=None), "bars", "features", stall_s=120.0)
-    guard.enforce()
+    _run(guard.enforce())
     assert exits == []
     now[0] += 120.0
     before = liveness.ERRORS.labels("features", "stalled")._value.get()
-    guard.enforce()
+    _run(guard.enforce())
     assert exits == [liveness.EXIT_STALLED]
     assert liveness.ERRORS.labels("features", "stalled")._value.get() == before + 1
 
@@ -108,4 +122,19 @@ def test_guard_waits_for_the_consumer() -> None:
 
     app = _app(highwater=300, taken=None)
     app.consumer.assignment = not_started
-    assert StallGuard(app, "bars", "features").check() == []
+    assert _run(StallGuard(app, "bars", "features").check()) == []
+
+
+def test_guard_counts_from_the_earliest_offset_when_nothing_was_taken_or_committed(
+    monkeypatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(liveness.time, "monotonic", lambda: now[0])
+    stuck = StallGuard(_app(300, None, committed=None), "bars", "features", stall_s=120.0)
+    expired = StallGuard(  # every record deleted by retention: nothing waits
+        _app(300, None, committed=None, earliest=300), "bars", "features", stall_s=120.0
+    )
+    assert _run(stuck.check()) == [] and _run(expired.check()) == []
+    now[0] += 120.0
+    assert _run(stuck.check()) == [BARS[0]]
+    assert _run(expired.check()) == []
