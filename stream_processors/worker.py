@@ -11,9 +11,11 @@ from feature_repo.store import get_store
 from stream_processors.agents import STAGE, register
 from stream_processors.app import create_app
 from stream_processors.feast_push import OnlineWriter
+from stream_processors.liveness import register_stall_guard
 from tickwatch.kafka import ensure_topics
 from tickwatch.metrics import serve_metrics
 from tickwatch.settings import Settings
+from tickwatch.topics import BARS, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,7 @@ def build(
     """The configured Faust app with its agents (trades -> bars only if asked or AM is off)."""
     app = create_app(settings, web_port=web_port)
     register(app, settings, OnlineWriter(get_store(settings), settings))
+    register_stall_guard(app, topic_name(BARS, settings), STAGE)
     if bars_from_trades is None:
         bars_from_trades = "AM" not in settings.polygon.channels
     if bars_from_trades:

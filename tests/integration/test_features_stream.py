@@ -79,12 +79,6 @@ def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_p
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent bug (issue 5, open): in about one run of three the restarted "
-    "worker recovers its tables, reports ready, then releases no further vectors; when it "
-    "recovers, the result equals the uninterrupted run exactly",
-)
 def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
     settings: Settings, tmp_path
 ) -> None:
