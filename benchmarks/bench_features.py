@@ -308,7 +308,7 @@ def main() -> None:
         ),
         ("Faust engine, one worker (the same step in a Faust agent)", 1 / faust, bare / faust),
         (
-            "batch engine, two workers (same group, 3 partitions each; bars sent once both are assigned)",
+            "batch engine, two workers (3 partitions each; bars sent once both are assigned)",
             1 / batch2,
             bare / batch2,
         ),
