@@ -127,7 +127,9 @@ class AnomalySink:
                 self.refuse(
                     msg, f"bar {event.bar_start_ms} is older than the retention window", "expired"
                 )
-        self.producer.flush(30)
+        while self.producer.flush(30):  # dead letters acknowledged before the offsets move
+            ERRORS.labels(STAGE, "dead_letter_flush").inc()
+            log.warning("dead letters not acknowledged yet; holding the commit")
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as exc:  # e.g. the group rebalanced during a long Redis outage

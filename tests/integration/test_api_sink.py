@@ -67,11 +67,11 @@ def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
 
 
 def dead_letters(settings: Settings, expected: int) -> list[DeadLetter]:
-    """The dead letters on the topic (reads until `expected` arrived or 20 s passed)."""
+    """The dead letters on the topic (reads until `expected` arrived or 60 s passed)."""
     consumer = make_consumer(settings, f"{settings.topic_prefix}dlq-check")
     consumer.subscribe([topic_name(DEAD_LETTER, settings)])
     letters: list[DeadLetter] = []
-    for _ in range(40):
+    for _ in range(120):
         letters += [decode(DeadLetter, m.value()) for m in consume_batch(consumer, 100, 0.5)]
         if len(letters) >= expected:
             break
