@@ -146,19 +146,18 @@ def stage_row(section: str, row_start: str) -> list[str] | None:
 def whole_market_text() -> str:
     """The whole-market minute from the stage figures already in RESULTS.md (not re-run here)."""
     score = stage_row("scoring", "whole market: 10,000 symbols at once (stage)")
-    feats = stage_row("features", "features worker")
-    if not score or not feats:
+    batch = stage_row("market-minute", "batch engine, one worker")
+    faust = stage_row("market-minute", "Faust engine, one worker")
+    if not score or not batch or not faust:
         return "Whole-market minute: see the scoring and features sections (not re-run here)."
-    per_worker = float(feats[1].replace(",", ""))
+    features_s, score_s = float(batch[1]), float(score[3].replace(",", "")) / 1000
     return (
-        f"Whole-market minute (10,000 symbols at once), from the stage sections above, not "
-        f"re-run here: scoring takes p99 {score[3]} ms for the minute ({score[1]} bars/s); the "
-        f"features stage runs {per_worker:,.0f} bars/s per worker, so 10,000 bars take "
-        f"~{10_000 / per_worker:.1f} s on one worker (~{10_000 / per_worker / 2:.1f} s on two, "
-        f"one per core). Adding the two (an estimate; the Kafka hops and the feed excluded), a "
-        f"whole-market minute needs ~"
-        f"{10_000 / per_worker + float(score[3].replace(',', '')) / 1000:.0f} s from its bars "
-        f"to its last anomaly event on one worker each: inside the minute, mostly features."
+        f"Whole-market minute (10,000 symbols at once), from the stage sections, not re-run "
+        f"here: the features stage takes {features_s:.2f} s for it on one batch-engine worker "
+        f"({float(faust[1]):.2f} s on one Faust worker), scoring p99 {score_s:.2f} s. Adding the "
+        f"two (an estimate; the Kafka hops and the feed excluded), a whole-market minute needs "
+        f"~{features_s + score_s:.1f} s from its bars to its last anomaly event, one worker "
+        "each: well inside the minute."
     )
 
 
