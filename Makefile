@@ -51,7 +51,7 @@ bench: $(STAMP) ## run every benchmark and rewrite benchmarks/RESULTS.md
 	@$(TW) bench
 
 drill: $(STAMP) ## fault drills (kill -9, broker restart, WebSocket drop, Redis outage, bad frames)
-	@$(TW) drill
+	@$(TW) drill $(ARGS)
 
 compose-check: $(STAMP) ## check docker-compose.yml, Dockerfile, .env.example and deploy/k8s
 	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_compose.py tests/unit/test_dockerfile.py tests/unit/test_env_example.py tests/unit/test_k8s.py
