@@ -112,8 +112,12 @@ def test_retention_trims_by_bar_time_and_refuses_expired_late_events(settings: S
     assert client.zrange(ALL, 0, -1) == [old.event_id.encode()]
 
     late = make_event("VOO", 5)  # inside the first day: older than newest - 1 day
-    produce_events(settings, [newer, late])
-    drain(settings, 2)
+    # one at a time: events are keyed by id, so they may sit on different partitions, and only
+    # a bar older than the newest *already stored* one is late
+    produce_events(settings, [newer])
+    drain(settings, 1)
+    produce_events(settings, [late])
+    drain(settings, 1)
 
     assert client.zrange(ALL, 0, -1) == [newer.event_id.encode()]
     assert client.zrange(f"{BY_SYMBOL}VOO", 0, -1) == [newer.event_id.encode()]
