@@ -34,6 +34,17 @@ _TRUE = Value(bool_val=True).SerializeToString()
 _FALSE = Value(bool_val=False).SerializeToString()
 
 
+_CRLF = b"\r\n"
+_DOLLAR_9 = b"$9\r\n"
+_DOUBLE_BULK = struct.Struct("<4sBd2s")  # a RESP bulk string of one encoded double
+_TRUE_BULK = b"$%d\r\n%s\r\n" % (len(_TRUE), _TRUE)
+_FALSE_BULK = b"$%d\r\n%s\r\n" % (len(_FALSE), _FALSE)
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def encode_double(x: float) -> bytes:
     """`Value(double_val=x).SerializeToString()` without building the message (5x faster)."""
     return _DOUBLE.pack(_DOUBLE_TAG, x)
@@ -69,6 +80,12 @@ class OnlineWriter:
         # stored timestamp the check needs no round trip (forget() on rebalance)
         self._written: dict[bytes, int] = {}
         self.batch = max(1, settings.features.push_batch)  # rows per Redis pipeline
+        self._feature_bulks = [_bulk(field) for field in self.feature_fields]
+        self._close_bulk, self._volume_bulk, self._warm_bulk, self._ts_bulk = (
+            _bulk(f) for f in (self.close_field, self.volume_field, self.warm_field, self.ts_field)
+        )
+        args = 2 + 2 * (len(FEATURE_NAMES) + 4)  # HSET, key, then field/value pairs
+        self._hset_head = b"*%d\r\n$4\r\nHSET\r\n" % args
 
     def write(self, rows: Iterable[FeatureRow]) -> int:
         """Write the newest row of each symbol unless the store holds a newer one; returns count."""
@@ -100,29 +117,52 @@ class OnlineWriter:
                 self._written[key] = _stored_ms(prev)
         if len(self._written) > _MAX_CACHED_KEYS:
             self._written.clear()
-        written = 0
+        commands = []
         for key, row in zip(keys, rows, strict=True):
             if self._written.get(key, -1) >= row.bar_start_ms:
                 continue  # Feast's rule: only a newer event timestamp replaces a row
-            ts = Timestamp(seconds=row.bar_start_ms // 1000, nanos=row.bar_start_ms % 1000 * 10**6)
-            pipe.hset(key, mapping=self._fields(row, ts))
-            self._written[key] = row.bar_start_ms
-            written += 1
-        if written:
-            pipe.execute()
-        return written
+            commands.append(self.hset_command(key, row))
+        if commands:
+            self._send(commands)
+            for key, row in zip(keys, rows, strict=True):
+                self._written[key] = max(self._written.get(key, -1), row.bar_start_ms)
+        return len(commands)
 
-    def _fields(self, row: FeatureRow, ts: Timestamp) -> dict[bytes, bytes]:
+    def hset_command(self, key: bytes, row: FeatureRow) -> bytes:
+        """The RESP bytes of `HSET key field value ...` for a row: what redis-py would send for
+        `hset(key, mapping=...)` (a unit test holds them equal), built without its per-argument
+        Python work."""
         feats = row.features
-        mapping = {
-            field: encode_double(feats[name])
-            for field, name in zip(self.feature_fields, FEATURE_NAMES, strict=True)
-        }
-        mapping[self.close_field] = encode_double(row.close)
-        mapping[self.volume_field] = encode_double(row.volume)
-        mapping[self.warm_field] = _TRUE if row.warm else _FALSE
-        mapping[self.ts_field] = ts.SerializeToString()
-        return mapping
+        ms = row.bar_start_ms
+        ts = Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 10**6).SerializeToString()
+        parts = [self._hset_head, _bulk(key)]
+        for field, name in zip(self._feature_bulks, FEATURE_NAMES, strict=True):
+            parts += (field, _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, feats[name], _CRLF))
+        parts += (
+            self._close_bulk,
+            _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, row.close, _CRLF),
+            self._volume_bulk,
+            _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, row.volume, _CRLF),
+            self._warm_bulk,
+            _TRUE_BULK if row.warm else _FALSE_BULK,
+            self._ts_bulk,
+            _bulk(ts),
+        )
+        return b"".join(parts)
+
+    def _send(self, commands: list[bytes]) -> None:
+        """Send the commands in one write and read every reply (an error reply raises)."""
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])
+            for _ in commands:
+                conn.read_response()
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
 
     def _redis_key(self, symbol: str) -> bytes:
         key = self._keys.get(symbol)
