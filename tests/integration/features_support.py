@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -141,3 +143,39 @@ def read_dead_letters(settings: Settings, timeout_s: float = 10.0) -> list[DeadL
             break
     consumer.close()
     return out
+
+
+def kill9_mid_stream(
+    settings: Settings, bars: list[MinuteBar], tmp_path: Path, engine: str
+) -> tuple[FeatureReader, int]:
+    """Stream bars (40 every 0.1 s) to a worker, kill -9 it mid-stream, restart it (INFO log in
+    tmp_path/restarted.log) and read until every expected vector is in; (reader, vectors seen
+    when the worker was killed). The reader is closed."""
+    expected = {(b.symbol, b.start_ms) for b in bars}
+    sender = threading.Thread(
+        target=lambda: [
+            (send_bars(settings, bars[i : i + 40]), time.sleep(0.1))
+            for i in range(0, len(bars), 40)
+        ]
+    )
+    proc = start_worker(settings, tmp_path / "worker.log", engine=engine)
+    reader = FeatureReader(settings, "check")
+    try:
+        sender.start()
+        reader.read_until(200, 120, proc)
+        stop_worker(proc, kill=True)  # while bars are still arriving
+        killed_at = len(reader.vectors)
+        proc = start_worker(settings, tmp_path / "restarted.log", "INFO", engine=engine)
+        sender.join()
+        assert reader.read_until(len(expected), 150, proc) == len(expected)
+        reader.read_until(len(expected) + 1, 3, proc)  # anything more would be a repeat
+    finally:
+        sender.join()
+        stop_worker(proc)
+        reader.close()
+    return reader, killed_at
+
+
+def recovered_counts(log: Path) -> list[int]:
+    """How many symbols the worker recovered, at each assignment it logged."""
+    return [int(n) for n in re.findall(r"features: (\d+) symbols recovered", log.read_text())]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
 from features_support import (
     FeatureReader,
     expected_features,
+    kill9_mid_stream,
     read_dead_letters,
     recent_bars,
+    recovered_counts,
     send_bars,
     start_worker,
     stop_worker,
@@ -81,30 +82,10 @@ def test_batch_engine_equals_the_pure_functions_once_each(settings: Settings, tm
 def test_batch_engine_kill9_resumes_exactly_once(settings: Settings, tmp_path) -> None:
     bars = recent_bars(SYMBOLS, 1200, seed=5)
     expected = expected_features(settings, bars)
-    sender = threading.Thread(
-        target=lambda: [
-            (send_bars(settings, bars[i : i + 40]), time.sleep(0.1))
-            for i in range(0, len(bars), 40)
-        ]
-    )
-    proc = start_worker(settings, tmp_path / "worker.log", engine="batch")
-    reader = FeatureReader(settings, "check")
-    try:
-        sender.start()
-        reader.read_until(200, 120, proc)
-        stop_worker(proc, kill=True)  # mid-stream, likely inside a step's transaction
-        killed_at = len(reader.vectors)
-        proc = start_worker(settings, tmp_path / "restarted.log", "INFO", engine="batch")
-        sender.join()
-        assert reader.read_until(len(expected), 150, proc) == len(expected)
-        reader.read_until(len(expected) + 1, 3, proc)
-    finally:
-        sender.join()
-        stop_worker(proc)
-        reader.close()
+    reader, killed_at = kill9_mid_stream(settings, bars, tmp_path, "batch")
     assert killed_at < len(expected)
-    recovered = _recovered((tmp_path / "restarted.log").read_text())
-    assert recovered and recovered[0][0] == len(SYMBOLS)  # state came back from the changelog
+    recovered = recovered_counts(tmp_path / "restarted.log")
+    assert recovered and recovered[0] == len(SYMBOLS)  # state came back from the changelog
     _assert_exact(reader, expected)  # read_committed: no vector twice, none lost
     _assert_online(settings, expected, SYMBOLS)
 

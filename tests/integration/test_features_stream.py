@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
 from features_support import (
     FeatureReader,
     expected_features,
+    kill9_mid_stream,
     read_dead_letters,
     recent_bars,
+    recovered_counts,
     send_bars,
     start_worker,
     stop_worker,
@@ -84,31 +85,10 @@ def test_kill9_mid_stream_recovers_to_the_uninterrupted_result(
 ) -> None:
     bars = recent_bars(SYMBOLS, 1200, seed=5)
     expected = expected_features(settings, bars)
-    sender = threading.Thread(
-        target=lambda: [
-            (send_bars(settings, bars[i : i + 40]), time.sleep(0.1))
-            for i in range(0, len(bars), 40)
-        ]
-    )
-    proc = start_worker(settings, tmp_path / "worker.log")
-    reader = FeatureReader(settings, "check")
-    try:
-        sender.start()
-        reader.read_until(200, 120, proc)
-        stop_worker(proc, kill=True)  # while bars are still arriving
-        killed_at = len(reader.vectors)
-        proc = start_worker(settings, tmp_path / "restarted.log", level="INFO")
-        sender.join()
-        assert reader.read_until(len(expected), 150, proc) == len(expected)
-    finally:
-        sender.join()
-        stop_worker(proc)
-        reader.close()
+    reader, killed_at = kill9_mid_stream(settings, bars, tmp_path, "faust")
     assert killed_at < len(expected)
-    recovered = re.findall(
-        r"features: (\d+) symbols recovered", (tmp_path / "restarted.log").read_text()
-    )
-    assert recovered and int(recovered[0]) == len(SYMBOLS)  # state came back from the changelog
+    recovered = recovered_counts(tmp_path / "restarted.log")
+    assert recovered and recovered[0] == len(SYMBOLS)  # state came back from the changelog
     _assert_matches(reader, expected)
     online = _online(settings, SYMBOLS)
     for symbol in SYMBOLS:
