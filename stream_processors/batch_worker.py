@@ -29,7 +29,14 @@ from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
 from stream_processors.state_log import dirty_records, ensure_state_topic, read_slots
-from tickwatch.kafka import EXIT_HUNG, consume_batch, hang_watchdog, make_consumer, make_producer
+from tickwatch.kafka import (
+    EXIT_HUNG,
+    consume_batch,
+    hang_watchdog,
+    make_consumer,
+    make_producer,
+    produce,
+)
 from tickwatch.metrics import CONSUMER_LAG, ERRORS, EVENTS_IN, LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
@@ -122,9 +129,10 @@ class BatchFeaturesWorker:
         self.aligner.release(touched | self.aligner.waiting, out)
         rows, ingests = self.outputs.produce(out, self.intake.ingest_ms)
         for partition, key, value in dirty_records(self.aligner.slots, self.aligner.dirty):
-            self._produce_state(partition, key, value)
+            produce(self.producer, self.state_topic, value, key, partition=partition)
+        last = _last_offsets(msgs)
         if msgs:
-            offsets = self._next_offsets(msgs)
+            offsets = [TopicPartition(self.bars_topic, p, o + 1) for p, o in last.items()]
             meta = self.consumer.consumer_group_metadata()
             send = self.producer.send_offsets_to_transaction
             if not self._transactional(lambda: send(offsets, meta, TXN_CALL_S)):
@@ -135,7 +143,7 @@ class BatchFeaturesWorker:
             return 0
         self.outputs.count(rows, ingests)
         EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(msgs))
-        self._update_lag(msgs)
+        self._update_lag(last)
         return len(msgs)
 
     def close(self) -> None:
@@ -171,20 +179,6 @@ class BatchFeaturesWorker:
                 continue
             returns.append((r.start_ms, r.log_return))
         return returns
-
-    def _produce_state(self, partition: int, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(self.state_topic, value, key, partition)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def _next_offsets(self, msgs: list[Any]) -> list[TopicPartition]:
-        last: dict[int, int] = {}
-        for m in msgs:
-            last[m.partition()] = m.offset()
-        return [TopicPartition(self.bars_topic, p, o + 1) for p, o in last.items()]
 
     def _transactional(self, call: Callable[[], None]) -> bool:
         """Run a transaction call, retrying retriable errors (a broker restart) for up to
@@ -223,18 +217,21 @@ class BatchFeaturesWorker:
             self.consumer.seek(tp)
         self._on_assign(self.consumer, assignment)
 
-    def _update_lag(self, msgs: list[Any]) -> None:
-        last: dict[int, int] = {}
-        for m in msgs:
-            last[m.partition()] = m.offset()
+    def _update_lag(self, last: dict[int, int]) -> None:
+        """Lag per partition read this step (`last`: partition -> last offset read)."""
         for p, offset in last.items():
             _, high = self.consumer.get_watermark_offsets(
                 TopicPartition(self.bars_topic, p), cached=True
             )
             if high >= 0:
                 CONSUMER_LAG.labels(STAGE, self.bars_topic, str(p)).set(max(0, high - offset - 1))
-        if msgs:
+        if last:
             LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
+
+
+def _last_offsets(msgs: list[Any]) -> dict[int, int]:
+    """Partition -> offset of the last message read from it."""
+    return {m.partition(): m.offset() for m in msgs}
 
 
 def run(settings: Settings, writer: OnlineWriter, instance: str | None = None) -> None:

@@ -70,9 +70,12 @@ def produce(
     timestamp_ms: int | None = None,
     on_delivery: DeliveryCallback | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
 ) -> None:
     """Produce one message; when the local queue is full, serve callbacks and retry (never drop)."""
     kwargs: dict[str, object] = {"key": key, "value": value}
+    if partition is not None:
+        kwargs["partition"] = partition
     if headers:
         kwargs["headers"] = headers
     if timestamp_ms is not None:
