@@ -1,12 +1,20 @@
-"""Test-wide setup: writable folders for Keras/Matplotlib, no MLflow telemetry, no stray .env."""
+"""Test-wide setup: writable folders for Keras/Matplotlib, no MLflow telemetry, no Hypothesis
+deadline."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 
+from hypothesis import HealthCheck, settings
+
 _tmp = tempfile.mkdtemp(prefix="tickwatch-test-")
 os.environ.setdefault("KERAS_HOME", os.path.join(_tmp, "keras"))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_tmp, "mpl"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# No timing checks in Hypothesis either (no timed assertions in tests): the suite shares two cores
+# with Kafka, Redis and the workers, so a slow example or slow data generation is not a failure.
+settings.register_profile("tickwatch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tickwatch")
