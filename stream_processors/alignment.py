@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_processors.feast_push import FeatureRow
-from tickwatch.features import Bar, SymbolState, session_slot
+from tickwatch.features import PERSISTED_WINDOWS, Bar, SymbolState, session_slot
 
 RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them is a duplicate
 MARKET_HISTORY_MS = 7 * 86_400_000
 
 ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_order", "replayed"
-PACKED = ("returns", "log_volumes", "log_transactions", "ranges", "pair_r", "pair_m", "residuals")
 
 
 def _pack(values: list[float]) -> str:
@@ -60,7 +59,7 @@ class Slot:
         """
         core = self.state.to_dict()
         del core["tod"]
-        for key in PACKED:
+        for key in PERSISTED_WINDOWS:
             core[key] = _pack(core[key])
         core.update(
             partition=self.partition,
@@ -75,7 +74,7 @@ class Slot:
 
     @classmethod
     def from_dicts(cls, core: dict[str, Any], profiles: dict[int, list[float]]) -> Slot:
-        unpacked = {key: _unpack(core[key]) for key in PACKED}
+        unpacked = {key: _unpack(core[key]) for key in PERSISTED_WINDOWS}
         state = SymbolState.from_dict({**core, **unpacked, "tod": profiles})
         return cls(
             state=state,
@@ -133,16 +132,19 @@ class MarketAligner:
             return REPLAYED
         slot.partition, slot.offset = partition, offset
         self.dirty.add(symbol)
-        if bar.start_ms in slot.recent:
+        start = bar.start_ms
+        if start in slot.recent:
             return DUPLICATE
-        if bar.start_ms <= slot.last_start():
+        pending = slot.pending
+        if start <= (pending[-1].start_ms if pending else slot.state.last_start_ms):
             return OUT_OF_ORDER
-        slot.recent.append(bar.start_ms)
-        if not slot.pending:
+        slot.recent.append(start)
+        if not pending:
             slot.waiting_since = time.monotonic()
-        slot.pending.append(bar)
+        pending.append(bar)
         self.waiting.add(symbol)
-        self.watermark = max(self.watermark, bar.start_ms)
+        if start > self.watermark:
+            self.watermark = start
         return ACCEPTED
 
     def add_market_returns(self, returns: Iterable[tuple[int, float]]) -> None:

@@ -8,8 +8,8 @@ FEATURE_NAMES; Feast views, models and the API all take the names from here.
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import mul
@@ -66,6 +66,16 @@ MODEL_FEATURES: tuple[str, ...] = (
 )
 
 WARM_BARS = RETURN_WINDOW + 1
+# SymbolState's float windows that make up its persisted state (with the scalars and `tod`)
+PERSISTED_WINDOWS = (
+    "returns",
+    "log_volumes",
+    "log_transactions",
+    "ranges",
+    "pair_r",
+    "pair_m",
+    "residuals",
+)
 
 
 class Bar(NamedTuple):
@@ -82,28 +92,33 @@ class Bar(NamedTuple):
     transactions: int
 
 
-def _mean_std(vals: Sequence[float]) -> tuple[float, float, int]:
-    """Mean and sample std (ddof=1), 0 below two values; recomputed from the window, no drift."""
-    n = len(vals)
-    if n == 0:
-        return 0.0, 0.0, 0
-    mean = sum(vals) / n
+def _std(total: float, squares: float, n: int) -> float:
+    """Sample std (ddof=1) from a window's sum and sum of squares; 0 below two values or on a
+    constant window (up to rounding of the one-pass formula). Windows are re-summed on every bar
+    (no running sums, so no drift)."""
     if n < 2:
-        return mean, 0.0, n
-    var = (sum(map(mul, vals, vals)) - n * mean * mean) / (n - 1)
-    if var <= 1e-12 * mean * mean:  # a constant window, up to rounding of the one-pass formula
-        return mean, 0.0, n
-    return mean, math.sqrt(var), n
-
-
-def _z(x: float, mean: float, std: float, n: int, min_n: int = 2) -> float:
-    if n < min_n or std <= 0.0:
         return 0.0
-    return max(-Z_CLIP, min(Z_CLIP, (x - mean) / std))
+    mean = total / n
+    var = (squares - n * mean * mean) / (n - 1)
+    if var <= 1e-12 * mean * mean:
+        return 0.0
+    return math.sqrt(var)
+
+
+def _zscore(x: float, total: float, squares: float, n: int, min_n: int = 2) -> float:
+    """x against a window's mean and sample std (from its sum and sum of squares), clipped; 0
+    below `min_n` values or on a constant window."""
+    if n < min_n or n < 2:
+        return 0.0
+    mean = total / n
+    var = (squares - n * mean * mean) / (n - 1)
+    if var <= 1e-12 * mean * mean:
+        return 0.0
+    return _clip((x - mean) / math.sqrt(var))
 
 
 def _clip(x: float) -> float:
-    return max(-Z_CLIP, min(Z_CLIP, x))
+    return Z_CLIP if x > Z_CLIP else (-Z_CLIP if x < -Z_CLIP else x)
 
 
 @lru_cache(maxsize=8192)
@@ -115,7 +130,16 @@ def session_slot(start_ms: int) -> tuple[int, int]:
 
 
 class SymbolState:
-    """Everything one symbol's features need from its past; JSON-serialisable for Faust tables."""
+    """Everything one symbol's features need from its past; JSON-serialisable for Faust tables.
+
+    Windows are contiguous float64 arrays, oldest first, trimmed to their length on append: a
+    10,000-symbol state is walked on every bar, and scattered float objects made that walk (and
+    the state records, now a memory copy) wait on memory. Beside the windows it keeps their
+    element-wise products (squares, return x market return), derived and never persisted:
+    summing a stored product window is much cheaper than summing products made on the fly, and
+    gives the same bits. Windows loaded from outside go through `load_windows`, which trims them
+    and rebuilds the products.
+    """
 
     __slots__ = (
         "last_start_ms",
@@ -131,6 +155,13 @@ class SymbolState:
         "pair_m",
         "residuals",
         "tod",
+        "beta_window",
+        "returns_sq",
+        "log_volumes_sq",
+        "log_transactions_sq",
+        "residuals_sq",
+        "pair_mm",
+        "pair_rm",
     )
 
     def __init__(self, beta_window: int = 60) -> None:
@@ -139,14 +170,51 @@ class SymbolState:
         self.last_day = 0
         self.bars_seen = 0
         self.unchanged_run = 0
-        self.returns: deque[float] = deque(maxlen=RETURN_WINDOW)
-        self.log_volumes: deque[float] = deque(maxlen=VOLUME_WINDOW)
-        self.log_transactions: deque[float] = deque(maxlen=VOLUME_WINDOW)
-        self.ranges: deque[float] = deque(maxlen=VOLUME_WINDOW)
-        self.pair_r: deque[float] = deque(maxlen=beta_window)  # own returns
-        self.pair_m: deque[float] = deque(maxlen=beta_window)  # market returns, same minutes
-        self.residuals: deque[float] = deque(maxlen=RETURN_WINDOW)
-        self.tod: dict[int, deque[float]] = {}
+        self.beta_window = beta_window
+        self.returns = array("d")  # the last RETURN_WINDOW log returns
+        self.log_volumes = array("d")  # VOLUME_WINDOW each
+        self.log_transactions = array("d")
+        self.ranges = array("d")
+        self.pair_r = array("d")  # own returns, the last beta_window with a known market return
+        self.pair_m = array("d")  # market returns, same minutes
+        self.residuals = array("d")  # RETURN_WINDOW
+        self.tod: dict[int, array[float]] = {}  # minute of day -> last TOD_DAYS log volumes
+        self.returns_sq = array("d")
+        self.log_volumes_sq = array("d")
+        self.log_transactions_sq = array("d")
+        self.residuals_sq = array("d")
+        self.pair_mm = array("d")  # market return squared
+        self.pair_rm = array("d")  # own x market return
+
+    def load_windows(self, windows: dict[str, Iterable[float]]) -> None:
+        """Extend the named windows (PERSISTED_WINDOWS), keep each to its length and rebuild
+        the derived products."""
+        for name, values in windows.items():
+            if name not in PERSISTED_WINDOWS:
+                raise ValueError(f"{name} is not a persisted window")
+            window = getattr(self, name)
+            window.extend(values)
+            del window[: -self._window_len(name)]
+        if len(self.pair_r) != len(self.pair_m):
+            raise ValueError("pair_r and pair_m differ in length")
+        for window, squares in (
+            (self.returns, self.returns_sq),
+            (self.log_volumes, self.log_volumes_sq),
+            (self.log_transactions, self.log_transactions_sq),
+            (self.residuals, self.residuals_sq),
+        ):
+            squares[:] = array("d", map(mul, window, window))
+        self.pair_mm[:] = array("d", map(mul, self.pair_m, self.pair_m))
+        self.pair_rm[:] = array("d", map(mul, self.pair_r, self.pair_m))
+
+    def _window_len(self, name: str) -> int:
+        if name in ("pair_r", "pair_m"):
+            return self.beta_window
+        return (
+            VOLUME_WINDOW
+            if name in ("log_volumes", "log_transactions", "ranges")
+            else RETURN_WINDOW
+        )
 
     def update(self, bar: Any, market_return: float | None) -> dict[str, float] | None:
         """Advance by one closed bar; None (state unchanged) if the bar is not newer than the last.
@@ -162,28 +230,38 @@ class SymbolState:
         first = self.bars_seen == 0
         r = 0.0 if first else math.log(close / self.last_close)
 
-        base_mean, base_std, base_n = _mean_std(self.returns)
-        sigma = max(base_std, SIGMA_FLOOR)
-        recent = list(self.returns)
-        vol5 = _mean_std([*recent[-4:], r])[1]
-        vol15 = _mean_std([*recent[-14:], r])[1]
-        vol60 = _mean_std([*recent[-59:], r])[1]
-        has_base = base_n >= 2
+        # the previous returns (the base sigma), then the last 4, 14 and 59 of them with r: each
+        # window summed left to right, so the figures do not depend on how they are computed
+        returns = self.returns
+        n = len(returns)
+        squares = self.returns_sq
+        sigma = _std(sum(returns), sum(squares), n)
+        sigma = sigma if sigma > SIGMA_FLOOR else SIGMA_FLOOR
+        has_base = n >= 2
+        rr = r * r
+        tail, tail_sq = returns[-4:], squares[-4:]
+        vol5 = _std(sum(tail) + r, sum(tail_sq) + rr, len(tail) + 1)
+        tail, tail_sq = returns[-14:], squares[-14:]
+        vol15 = _std(sum(tail) + r, sum(tail_sq) + rr, len(tail) + 1)
+        tail, tail_sq = returns[-59:], squares[-59:]
+        vol60 = _std(sum(tail) + r, sum(tail_sq) + rr, len(tail) + 1)
 
         log_vol = math.log1p(float(bar.volume))
-        vm, vs, vn = _mean_std(self.log_volumes)
-        tm, ts, tn = _mean_std(self.tod.get(minute, ()))
         log_tx = math.log1p(float(bar.transactions))
-        xm, xs, xn = _mean_std(self.log_transactions)
+        volumes, txs, profile = self.log_volumes, self.log_transactions, self.tod.get(minute)
         rng = (float(bar.high) - float(bar.low)) / close
-        rng_mean = sum(self.ranges) / len(self.ranges) if self.ranges else 0.0
-        vwap_dev = (close - float(bar.vwap)) / float(bar.vwap)
+        ranges = self.ranges
+        rng_mean = sum(ranges) / len(ranges) if ranges else 0.0
+        vwap = float(bar.vwap)
+        vwap_dev = (close - vwap) / vwap
 
         beta = self._beta()
         residual = 0.0 if market_return is None or first else r - beta * market_return
-        rm, rs, rn = _mean_std(self.residuals)
-        res_sigma = max(rs, SIGMA_FLOOR)
-        run = [*list(self.residuals)[1 - RESIDUAL_RUN :], residual]
+        residuals = self.residuals
+        rn = len(residuals)
+        res_sigma = _std(sum(residuals), sum(self.residuals_sq), rn)
+        res_sigma = res_sigma if res_sigma > SIGMA_FLOOR else SIGMA_FLOOR
+        run = residuals[1 - RESIDUAL_RUN :]
 
         gap = 1.0 if first or day != self.last_day else (start - self.last_start_ms) / MINUTE_MS
         unchanged = 0 if first or close != self.last_close else self.unchanged_run + 1
@@ -196,31 +274,68 @@ class SymbolState:
             "volatility_60": vol60,
             "vol_ratio_5": _clip(vol5 / sigma) if has_base else 1.0,
             "vol_ratio_15": _clip(vol15 / sigma) if has_base else 1.0,
-            "volume_z_20": _z(log_vol, vm, vs, vn),
-            "volume_z_tod": _z(log_vol, tm, ts, tn, TOD_MIN_OBS),
+            "volume_z_20": _zscore(log_vol, sum(volumes), sum(self.log_volumes_sq), len(volumes)),
+            "volume_z_tod": (
+                _zscore(
+                    log_vol,
+                    sum(profile),
+                    sum(map(mul, profile, profile)),
+                    len(profile),
+                    TOD_MIN_OBS,
+                )
+                if profile
+                else 0.0
+            ),
             "vwap_deviation_z": _clip(vwap_dev / sigma) if has_base else 0.0,
             "range_ratio": _clip(rng / rng_mean) if rng_mean > 0 else 1.0,
-            "transactions_z_20": _z(log_tx, xm, xs, xn),
+            "transactions_z_20": _zscore(log_tx, sum(txs), sum(self.log_transactions_sq), len(txs)),
             "beta": beta,
             "relative_return": residual,
             "relative_return_z": _clip(residual / res_sigma) if rn >= 2 else 0.0,
             "relative_cum_z_15": (
-                _clip(sum(run) / (res_sigma * math.sqrt(len(run)))) if rn >= 2 else 0.0
+                _clip((sum(run) + residual) / (res_sigma * math.sqrt(len(run) + 1)))
+                if rn >= 2
+                else 0.0
             ),
             "minutes_since_last_bar": gap,
             "unchanged_close_run": min(float(unchanged), UNCHANGED_CAP),
         }
 
+        # append to each window, dropping its oldest value once full (a window and its
+        # products always have the same length: load_windows rebuilds them together)
         if not first:
-            self.returns.append(r)
+            returns.append(r)
+            squares.append(rr)
+            if len(returns) > RETURN_WINDOW:
+                del returns[0], squares[0]
             if market_return is not None:
-                self.pair_r.append(r)
-                self.pair_m.append(market_return)
-                self.residuals.append(residual)
-        self.log_volumes.append(log_vol)
-        self.log_transactions.append(log_tx)
-        self.ranges.append(rng)
-        self.tod.setdefault(minute, deque(maxlen=TOD_DAYS)).append(log_vol)
+                pr, pm, mm, rm = self.pair_r, self.pair_m, self.pair_mm, self.pair_rm
+                pr.append(r)
+                pm.append(market_return)
+                mm.append(market_return * market_return)
+                rm.append(r * market_return)
+                if len(pr) > self.beta_window:
+                    del pr[0], pm[0], mm[0], rm[0]
+                residuals.append(residual)
+                self.residuals_sq.append(residual * residual)
+                if len(residuals) > RETURN_WINDOW:
+                    del residuals[0], self.residuals_sq[0]
+        volumes.append(log_vol)
+        self.log_volumes_sq.append(log_vol * log_vol)
+        if len(volumes) > VOLUME_WINDOW:
+            del volumes[0], self.log_volumes_sq[0]
+        txs.append(log_tx)
+        self.log_transactions_sq.append(log_tx * log_tx)
+        if len(txs) > VOLUME_WINDOW:
+            del txs[0], self.log_transactions_sq[0]
+        ranges.append(rng)
+        if len(ranges) > VOLUME_WINDOW:
+            del ranges[0]
+        if profile is None:
+            profile = self.tod[minute] = array("d")
+        profile.append(log_vol)
+        if len(profile) > TOD_DAYS:
+            del profile[0]
         self.last_start_ms, self.last_close, self.last_day = start, close, day
         self.bars_seen += 1
         self.unchanged_run = unchanged
@@ -233,10 +348,10 @@ class SymbolState:
             return 1.0
         rs, ms = self.pair_r, self.pair_m
         m_mean = sum(ms) / n
-        var = sum(map(mul, ms, ms)) - n * m_mean * m_mean
+        var = sum(self.pair_mm) - n * m_mean * m_mean
         if var <= 1e-18:
             return 1.0
-        cov = sum(map(mul, rs, ms)) - n * (sum(rs) / n) * m_mean
+        cov = sum(self.pair_rm) - n * (sum(rs) / n) * m_mean
         return max(-5.0, min(5.0, cov / var))
 
     @property
@@ -258,7 +373,7 @@ class SymbolState:
             "ranges": list(self.ranges),
             "pair_r": list(self.pair_r),
             "pair_m": list(self.pair_m),
-            "beta_window": self.pair_m.maxlen,
+            "beta_window": self.beta_window,
             "residuals": list(self.residuals),
             "tod": {str(k): list(v) for k, v in self.tod.items()},
         }
@@ -269,14 +384,8 @@ class SymbolState:
         s.last_start_ms, s.last_close = int(d["last_start_ms"]), float(d["last_close"])
         s.last_day, s.bars_seen = int(d["last_day"]), int(d["bars_seen"])
         s.unchanged_run = int(d["unchanged_run"])
-        s.returns.extend(d["returns"])
-        s.log_volumes.extend(d["log_volumes"])
-        s.log_transactions.extend(d["log_transactions"])
-        s.ranges.extend(d["ranges"])
-        s.pair_r.extend(d["pair_r"])
-        s.pair_m.extend(d["pair_m"])
-        s.residuals.extend(d["residuals"])
-        s.tod = {int(k): deque(v, maxlen=TOD_DAYS) for k, v in d["tod"].items()}
+        s.load_windows({name: d[name] for name in PERSISTED_WINDOWS})
+        s.tod = {int(k): array("d", v[-TOD_DAYS:]) for k, v in d["tod"].items()}
         return s
 
 

@@ -86,7 +86,7 @@ def test_slot_round_trip_is_exact_including_pending_bars() -> None:
     assert (back.partition, back.offset) == (3, len(bars) - 1)
     assert list(back.pending) == list(slot.pending)
     assert list(back.recent) == list(slot.recent)
-    assert back.state.pair_m.maxlen == 30
+    assert back.state.beta_window == 30
 
 
 def test_truncated_or_foreign_records_are_refused() -> None:

@@ -185,3 +185,23 @@ def test_frozen_price_keeps_features_finite(close: float) -> None:
         )
         assert feats is not None and all(math.isfinite(v) for v in feats.values())
     assert feats["unchanged_close_run"] == 60.0 and feats["return_z"] == 0.0
+
+
+def test_loaded_windows_are_trimmed_and_their_products_rebuilt() -> None:
+    bars = [b for b in make_bars(4, days=2, minutes=80) if b.symbol == "AAA"]
+    market = [1e-4 * (i % 7 - 3) for i in range(len(bars))]
+    whole = SymbolState(12)
+    for b, m in zip(bars[:-1], market[:-1], strict=True):
+        whole.update(b, m)
+    d = whole.to_dict()
+    padded = {
+        name: [0.5] * 40 + d[name]  # older values beyond each window's length are dropped
+        for name in ("returns", "log_volumes", "log_transactions", "ranges", "residuals")
+    }
+    loaded = SymbolState.from_dict({**d, **padded})
+    assert loaded.to_dict() == d
+    assert loaded.update(bars[-1], market[-1]) == whole.update(bars[-1], market[-1])
+    with pytest.raises(ValueError, match="not a persisted window"):
+        SymbolState().load_windows({"returns_sq": [1.0]})
+    with pytest.raises(ValueError, match="differ in length"):
+        SymbolState().load_windows({"pair_r": [0.1, 0.2], "pair_m": [0.1]})
