@@ -54,8 +54,10 @@ def decode_bar(data: bytes) -> Bar:
     if (
         w.start_ms % MINUTE_MS
         or w.end_ms <= w.start_ms
-        or w.low > min(w.open, w.close)
-        or w.high < max(w.open, w.close)
+        or w.low > w.open
+        or w.low > w.close
+        or w.high < w.open
+        or w.high < w.close
         or not _known_symbol(w.symbol)
     ):
         return _slow(data)

@@ -7,12 +7,18 @@ re-hashing the same field names per row. This writer uses Feast's own key and fi
 same rule as Feast: one pipelined read of the stored timestamps (once per key: the writer
 remembers what it wrote), then one pipelined write of the rows that are newer. Only the newest
 row per symbol in a batch is written (the online store keeps one row per entity).
+
+`start` builds the commands and hands the socket work to a background thread, so Redis applies
+them on the other core while the caller goes on (the batch engine produces its Kafka records
+meanwhile); `PendingWrite.wait` returns once every reply is read. `write` is both in one call.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from operator import itemgetter
 from typing import NamedTuple
 
 import redis
@@ -35,8 +41,6 @@ _FALSE = Value(bool_val=False).SerializeToString()
 
 
 _CRLF = b"\r\n"
-_DOLLAR_9 = b"$9\r\n"
-_DOUBLE_BULK = struct.Struct("<4sBd2s")  # a RESP bulk string of one encoded double
 _TRUE_BULK = b"$%d\r\n%s\r\n" % (len(_TRUE), _TRUE)
 _FALSE_BULK = b"$%d\r\n%s\r\n" % (len(_FALSE), _FALSE)
 
@@ -61,6 +65,27 @@ class FeatureRow(NamedTuple):
     warm: bool
 
 
+class PendingWrite:
+    """A write in flight: `wait` blocks until Redis replied to all of it (raising its error)."""
+
+    def __init__(
+        self, writer: OnlineWriter, future: Future[None] | None, done: list[tuple[bytes, int]]
+    ) -> None:
+        self._writer = writer
+        self._future = future
+        self._done = done  # (key, bar start) written, remembered once acknowledged
+
+    def wait(self) -> int:
+        """The number of rows written, once Redis acknowledged them."""
+        if self._future is not None:
+            self._future.result()
+        written = self._writer._written
+        for key, ms in self._done:
+            if written.get(key, -1) < ms:
+                written[key] = ms
+        return len(self._done)
+
+
 class OnlineWriter:
     """Writes FeatureRows to the Redis online store of one FeatureStore in pipelined batches."""
 
@@ -80,84 +105,99 @@ class OnlineWriter:
         # stored timestamp the check needs no round trip (forget() on rebalance)
         self._written: dict[bytes, int] = {}
         self.batch = max(1, settings.features.push_batch)  # rows per Redis pipeline
-        self._feature_bulks = [_bulk(field) for field in self.feature_fields]
-        self._close_bulk, self._volume_bulk, self._warm_bulk, self._ts_bulk = (
-            _bulk(f) for f in (self.close_field, self.volume_field, self.warm_field, self.ts_field)
-        )
-        args = 2 + 2 * (len(FEATURE_NAMES) + 4)  # HSET, key, then field/value pairs
+        # HSET key, then field/value pairs: the 18 features, close and volume (encoded doubles),
+        # warm, the event timestamp. The doubles go through one Struct whose constant parts (the
+        # field names and RESP framing around each value) are arguments: one pack per row.
+        doubles = [*self.feature_fields, self.close_field, self.volume_field]
+        args = 2 + 2 * (len(doubles) + 2)
         self._hset_head = b"*%d\r\n$4\r\nHSET\r\n" % args
+        framing = [b"" if i == 0 else _CRLF for i in range(len(doubles))]
+        consts = [
+            lead + _bulk(field) + b"$9\r\n" + bytes([_DOUBLE_TAG])
+            for lead, field in zip(framing, doubles, strict=True)
+        ]
+        self._doubles = struct.Struct("<" + "".join(f"{len(c)}sd" for c in consts) + "2s")
+        self._doubles_args: list[object] = [x for c in consts for x in (c, 0.0)] + [_CRLF]
+        self._n_doubles = len(doubles)
+        self._warm_parts = (
+            _bulk(self.warm_field) + _FALSE_BULK,
+            _bulk(self.warm_field) + _TRUE_BULK,
+        )
+        self._ts_bulk = _bulk(self.ts_field)
+        self._ts_parts: dict[int, bytes] = {}  # bar start -> ts field and value (rows share it)
+        self._key_heads: dict[bytes, bytes] = {}
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="feast-write")
 
     def write(self, rows: Iterable[FeatureRow]) -> int:
         """Write the newest row of each symbol unless the store holds a newer one; returns count."""
+        return self.start(rows).wait()
+
+    def start(self, rows: Iterable[FeatureRow]) -> PendingWrite:
+        """Begin writing the newest row of each symbol that is newer than the stored one: the
+        stored timestamps are read and the commands built here, then sent on the writer's
+        thread. Wait for the result before the next `start` (and before relying on it)."""
         latest: dict[str, FeatureRow] = {}
         for row in rows:
             old = latest.get(row.symbol)
             if old is None or row.bar_start_ms > old.bar_start_ms:
                 latest[row.symbol] = row
-        rows_by_symbol = list(latest.values())
-        return sum(
-            self._write_chunk(rows_by_symbol[i : i + self.batch])
-            for i in range(0, len(rows_by_symbol), self.batch)
-        )
+        keyed = [(self._redis_key(row.symbol), row) for row in latest.values()]
+        self._read_stored([key for key, _ in keyed if key not in self._written])
+        if len(self._written) > _MAX_CACHED_KEYS:
+            self._written.clear()
+        newer = [(k, row) for k, row in keyed if self._written.get(k, -1) < row.bar_start_ms]
+        chunks = [
+            b"".join(self.hset_command(key, row) for key, row in newer[i : i + self.batch])
+            for i in range(0, len(newer), self.batch)
+        ]
+        counts = [len(newer[i : i + self.batch]) for i in range(0, len(newer), self.batch)]
+        future = self._sender.submit(self._send_chunks, chunks, counts) if chunks else None
+        return PendingWrite(self, future, [(key, row.bar_start_ms) for key, row in newer])
 
     def forget(self) -> None:
         """Drop the remembered timestamps (after a rebalance: other workers may have written)."""
         self._written.clear()
 
-    def _write_chunk(self, rows: list[FeatureRow]) -> int:
-        """One pipelined read of the stored timestamps not remembered yet, one pipelined write
-        of the newer rows."""
-        keys = [self._redis_key(row.symbol) for row in rows]
-        unknown = [key for key in keys if key not in self._written]
-        pipe = self.redis.pipeline(transaction=False)
-        if unknown:
-            for key in unknown:
+    def _read_stored(self, keys: list[bytes]) -> None:
+        """Remember the stored timestamps of keys not seen yet (pipelined reads, in chunks)."""
+        for i in range(0, len(keys), self.batch):
+            pipe = self.redis.pipeline(transaction=False)
+            chunk = keys[i : i + self.batch]
+            for key in chunk:
                 pipe.hget(key, self.ts_field)
-            for key, prev in zip(unknown, pipe.execute(), strict=True):
+            for key, prev in zip(chunk, pipe.execute(), strict=True):
                 self._written[key] = _stored_ms(prev)
-        if len(self._written) > _MAX_CACHED_KEYS:
-            self._written.clear()
-        commands = []
-        for key, row in zip(keys, rows, strict=True):
-            if self._written.get(key, -1) >= row.bar_start_ms:
-                continue  # Feast's rule: only a newer event timestamp replaces a row
-            commands.append(self.hset_command(key, row))
-        if commands:
-            self._send(commands)
-            for key, row in zip(keys, rows, strict=True):
-                self._written[key] = max(self._written.get(key, -1), row.bar_start_ms)
-        return len(commands)
 
     def hset_command(self, key: bytes, row: FeatureRow) -> bytes:
         """The RESP bytes of `HSET key field value ...` for a row: what redis-py would send for
         `hset(key, mapping=...)` (a unit test holds them equal), built without its per-argument
         Python work."""
-        feats = row.features
+        head = self._key_heads.get(key)
+        if head is None:
+            if len(self._key_heads) >= _MAX_CACHED_KEYS:
+                self._key_heads.clear()
+            head = self._key_heads[key] = self._hset_head + _bulk(key)
         ms = row.bar_start_ms
-        ts = Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 10**6).SerializeToString()
-        parts = [self._hset_head, _bulk(key)]
-        for field, name in zip(self._feature_bulks, FEATURE_NAMES, strict=True):
-            parts += (field, _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, feats[name], _CRLF))
-        parts += (
-            self._close_bulk,
-            _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, row.close, _CRLF),
-            self._volume_bulk,
-            _DOUBLE_BULK.pack(_DOLLAR_9, _DOUBLE_TAG, row.volume, _CRLF),
-            self._warm_bulk,
-            _TRUE_BULK if row.warm else _FALSE_BULK,
-            self._ts_bulk,
-            _bulk(ts),
-        )
-        return b"".join(parts)
+        ts_part = self._ts_parts.get(ms)
+        if ts_part is None:
+            if len(self._ts_parts) >= 4096:
+                self._ts_parts.clear()
+            ts = Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 10**6).SerializeToString()
+            ts_part = self._ts_parts[ms] = self._ts_bulk + _bulk(ts)
+        args = self._doubles_args.copy()
+        args[1 : 2 * self._n_doubles : 2] = (*_feature_values(row.features), row.close, row.volume)
+        return b"".join((head, self._doubles.pack(*args), self._warm_parts[row.warm], ts_part))
 
-    def _send(self, commands: list[bytes]) -> None:
-        """Send the commands in one write and read every reply (an error reply raises)."""
+    def _send_chunks(self, chunks: list[bytes], counts: list[int]) -> None:
+        """Send each chunk of packed commands in one write and read its replies (an error reply
+        raises)."""
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([b"".join(commands)])
-            for _ in commands:
-                conn.read_response()
+            for data, n in zip(chunks, counts, strict=True):
+                conn.send_packed_command([data])
+                for _ in range(n):
+                    conn.read_response()
         except BaseException:
             conn.disconnect()  # replies may be left unread: never reuse this connection
             raise
@@ -172,6 +212,9 @@ class OnlineWriter:
             entity = EntityKey(join_keys=[SYMBOL_KEY], entity_values=[Value(string_val=symbol)])
             key = self._keys[symbol] = _redis_key(self.project, entity, self.key_version)
         return key
+
+
+_feature_values = itemgetter(*FEATURE_NAMES)
 
 
 def _stored_ms(ts: bytes | None) -> int:

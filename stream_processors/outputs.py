@@ -17,7 +17,7 @@ import redis
 from confluent_kafka import Producer
 
 from stream_processors.alignment import Released
-from stream_processors.feast_push import FeatureRow, OnlineWriter
+from stream_processors.feast_push import FeatureRow, OnlineWriter, PendingWrite
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
 from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT, observe_many
@@ -32,8 +32,8 @@ MAX_RETRY_DELAY_S = 2.0
 class FeatureOutputs:
     """One confluent-kafka producer for features, market returns and dead letters, plus Feast.
 
-    The Faust engine awaits `emit`; the batch engine calls `produce`, `write_online` and `count`
-    around its own Kafka transaction.
+    The Faust engine awaits `emit`; the batch engine calls `finite_rows`, `start_online`,
+    `produce`, `finish_online` and `count` around its own Kafka transaction.
     """
 
     def __init__(
@@ -64,32 +64,57 @@ class FeatureOutputs:
         self, out: Released, ingest_ms: dict[tuple[str, int], bytes]
     ) -> tuple[list[FeatureRow], list[int]]:
         """Produce a step's market returns and finite rows (not flushed): (rows, ingest ms)."""
-        for start, r in out.market:
+        rows = self.finite_rows(out.rows, ingest_ms)
+        return rows, self.produce_rows(out.market, rows, ingest_ms)
+
+    def finite_rows(
+        self, rows: list[FeatureRow], ingest_ms: dict[tuple[str, int], bytes]
+    ) -> list[FeatureRow]:
+        """The rows whose features are all finite; the others go to the dead-letter topic."""
+        if all_finite(v for row in rows for v in row.features.values()):
+            return rows
+        good = []
+        for row in rows:
+            if all_finite(row.features.values()):
+                good.append(row)
+                continue
+            ingest_ms.pop((row.symbol, row.bar_start_ms), None)
+            self.dead.send(repr(row), "non-finite feature value", kind="non_finite", key=row.symbol)
+        return good
+
+    def produce_rows(
+        self,
+        market: list[tuple[int, float]],
+        rows: list[FeatureRow],
+        ingest_ms: dict[tuple[str, int], bytes],
+    ) -> list[int]:
+        """Produce market returns and (finite) feature rows, not flushed; the rows' ingest ms."""
+        for start, r in market:
             value = encode(MarketReturn(symbol=self.market_symbol, start_ms=start, log_return=r))
             produce(
                 self.producer, self.market_topic, value, key=self.market_symbol, timestamp_ms=start
             )
-        rows, ingests = [], []
+        ingests = []
         now_ms = int(time.time() * 1000)
-        for row in out.rows:
+        topic, fast_produce = self.features_topic, self.producer.produce
+        for row in rows:
             ingest = ingest_ms.pop((row.symbol, row.bar_start_ms), None)
-            if not all_finite(row.features.values()):
-                self.dead.send(
-                    repr(row), "non-finite feature value", kind="non_finite", key=row.symbol
+            value = feature_vector_json(row, now_ms)
+            headers = [(INGEST_HEADER, ingest)] if ingest is not None else None
+            try:  # the hot path: no keyword dict (kafka.produce retries when the queue is full)
+                fast_produce(topic, value, row.symbol, timestamp=row.bar_start_ms, headers=headers)
+            except BufferError:
+                produce(
+                    self.producer,
+                    topic,
+                    value,
+                    key=row.symbol,
+                    timestamp_ms=row.bar_start_ms,
+                    headers=headers,
                 )
-                continue
-            produce(
-                self.producer,
-                self.features_topic,
-                feature_vector_json(row, now_ms),
-                key=row.symbol,
-                timestamp_ms=row.bar_start_ms,
-                headers=[(INGEST_HEADER, ingest)] if ingest is not None else None,
-            )
-            rows.append(row)
             if ingest is not None:
                 ingests.append(int(ingest))
-        return rows, ingests
+        return ingests
 
     def count(self, rows: list[FeatureRow], ingests: list[int]) -> None:
         """Output counter and ingest-to-emit latency, once the rows are acknowledged."""
@@ -98,6 +123,28 @@ class FeatureOutputs:
         observe_many(
             EVENT_TO_EMIT.labels(self.stage), [max(0.0, done_s - ms / 1000) for ms in ingests]
         )
+
+    def start_online(self, rows: list[FeatureRow]) -> PendingWrite | None:
+        """Begin the Feast write of these rows (see OnlineWriter.start); None if Redis failed
+        already (finish_online then retries)."""
+        try:
+            return self.writer.start(rows)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            ERRORS.labels(self.stage, "redis").inc()
+            log.warning("Feast online write failed (%s); retrying", exc)
+            return None
+
+    def finish_online(self, pending: PendingWrite | None, rows: list[FeatureRow]) -> None:
+        """Wait for a write begun by start_online; if it failed, write the rows again (retrying
+        while Redis is unavailable)."""
+        if pending is not None:
+            try:
+                pending.wait()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ERRORS.labels(self.stage, "redis").inc()
+                log.warning("Feast online write failed (%s); retrying", exc)
+        self.write_online(rows)
 
     def write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows, retrying while Redis is unavailable (blocking; see _write_online)."""
