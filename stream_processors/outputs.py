@@ -33,7 +33,7 @@ class FeatureOutputs:
     """One confluent-kafka producer for features, market returns and dead letters, plus Feast.
 
     The Faust engine awaits `emit`; the batch engine calls `finite_rows`, `start_online`,
-    `produce`, `finish_online` and `count` around its own Kafka transaction.
+    `produce_rows`, `finish_online` and `count` around its own Kafka transaction.
     """
 
     def __init__(
