@@ -1,13 +1,17 @@
-"""Unit-test fixtures shared across packages: the environment variable names Settings reads."""
+"""Unit-test fixtures shared across packages: the environment variable names Settings reads,
+promtool."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel
 
 from tickwatch.settings import Settings
+from tickwatch.stack.services import Prometheus
 
 ENV_PREFIX = "TICKWATCH_"
 # Read by tickwatch/cli.py directly (not a Settings field) but valid everywhere settings are.
@@ -56,3 +60,19 @@ def resolve_subcommand(words: list[str]) -> object:
 def tickwatch_subcommand() -> object:
     """`resolve_subcommand`: checks that `tickwatch <words>` names a real subcommand."""
     return resolve_subcommand
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool, from Debian's prometheus package: installed the way `tickwatch stack up` does it
+    when missing (`make test` runs these tests before the stack is up, so on a fresh machine it
+    is not there yet). Skipped only where it cannot be installed (no apt-get or no root)."""
+    if not shutil.which("promtool"):
+        try:
+            Prometheus(Settings(_env_file=None)).install()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            pytest.skip(f"promtool is not installed and could not be installed: {exc}")
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("the prometheus package installed no promtool")
+    return path

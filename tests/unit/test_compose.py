@@ -202,10 +202,7 @@ def test_docker_compose_config_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+def test_prometheus_config_passes_promtool(tmp_path: Path, promtool: str) -> None:
     cfg = yaml.safe_load(PROMETHEUS_FILE.read_text())
     cfg["rule_files"] = [str(REPO / "deploy" / "prometheus" / "alerts.yml")]
     path = tmp_path / "prometheus.yml"

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
 import yaml
 from metric_names import known_series, referenced
 
 from api.grafana_publish import ALERT_RULES
-from tickwatch.settings import Settings
-from tickwatch.stack.services import Prometheus
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    """promtool, from Debian's prometheus package: installed the way `tickwatch stack up` does it
-    when missing (this test runs before the stack is up on a fresh machine). Skipped only where
-    it cannot be installed (no apt-get or no root)."""
-    if not shutil.which("promtool"):
-        try:
-            Prometheus(Settings(_env_file=None)).install()
-        except (OSError, subprocess.CalledProcessError) as exc:
-            pytest.skip(f"promtool is not installed and could not be installed: {exc}")
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip("the prometheus package installed no promtool")
-    return path
 
 
 def test_promtool_check_rules(promtool: str) -> None:
