@@ -135,9 +135,9 @@ class MarketAligner:
         start = bar.start_ms
         if start in slot.recent:
             return DUPLICATE
-        pending = slot.pending
-        if start <= (pending[-1].start_ms if pending else slot.state.last_start_ms):
+        if start <= slot.last_start():
             return OUT_OF_ORDER
+        pending = slot.pending
         slot.recent.append(start)
         if not pending:
             slot.waiting_since = time.monotonic()

@@ -140,12 +140,8 @@ class BatchFeaturesWorker:
         rows = self.outputs.finite_rows(out.rows, self.intake.ingest_ms)
         pending = self.outputs.start_online(rows) if rows else None  # Redis works meanwhile
         ingests = self.outputs.produce_rows(out.market, rows, self.intake.ingest_ms)
-        state_topic, fast_produce = self.state_topic, self.producer.produce
         for partition, key, value in dirty_records(self.aligner.slots, self.aligner.dirty):
-            try:  # the hot path: no keyword dict (kafka.produce retries when the queue is full)
-                fast_produce(state_topic, value, key, partition)
-            except BufferError:
-                produce(self.producer, state_topic, value, key, partition=partition)
+            produce(self.producer, self.state_topic, value, key, partition=partition)
         last = _last_offsets(msgs)
         if msgs:
             offsets = [TopicPartition(self.bars_topic, p, o + 1) for p, o in last.items()]

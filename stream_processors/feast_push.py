@@ -146,12 +146,9 @@ class OnlineWriter:
         if len(self._written) > _MAX_CACHED_KEYS:
             self._written.clear()
         newer = [(k, row) for k, row in keyed if self._written.get(k, -1) < row.bar_start_ms]
-        chunks = [
-            b"".join(self.hset_command(key, row) for key, row in newer[i : i + self.batch])
-            for i in range(0, len(newer), self.batch)
-        ]
-        counts = [len(newer[i : i + self.batch]) for i in range(0, len(newer), self.batch)]
-        future = self._sender.submit(self._send_chunks, chunks, counts) if chunks else None
+        chunks = [newer[i : i + self.batch] for i in range(0, len(newer), self.batch)]
+        packed = [(b"".join(self.hset_command(k, row) for k, row in c), len(c)) for c in chunks]
+        future = self._sender.submit(self._send_chunks, packed) if packed else None
         return PendingWrite(self, future, [(key, row.bar_start_ms) for key, row in newer])
 
     def forget(self) -> None:
@@ -188,13 +185,13 @@ class OnlineWriter:
         args[1 : 2 * self._n_doubles : 2] = (*_feature_values(row.features), row.close, row.volume)
         return b"".join((head, self._doubles.pack(*args), self._warm_parts[row.warm], ts_part))
 
-    def _send_chunks(self, chunks: list[bytes], counts: list[int]) -> None:
-        """Send each chunk of packed commands in one write and read its replies (an error reply
-        raises)."""
+    def _send_chunks(self, chunks: list[tuple[bytes, int]]) -> None:
+        """Send each chunk of packed commands (bytes, number of commands) in one write and read
+        its replies (an error reply raises)."""
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:
-            for data, n in zip(chunks, counts, strict=True):
+            for data, n in chunks:
                 conn.send_packed_command([data])
                 for _ in range(n):
                     conn.read_response()

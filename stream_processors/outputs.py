@@ -96,22 +96,16 @@ class FeatureOutputs:
             )
         ingests = []
         now_ms = int(time.time() * 1000)
-        topic, fast_produce = self.features_topic, self.producer.produce
         for row in rows:
             ingest = ingest_ms.pop((row.symbol, row.bar_start_ms), None)
-            value = feature_vector_json(row, now_ms)
-            headers = [(INGEST_HEADER, ingest)] if ingest is not None else None
-            try:  # the hot path: no keyword dict (kafka.produce retries when the queue is full)
-                fast_produce(topic, value, row.symbol, timestamp=row.bar_start_ms, headers=headers)
-            except BufferError:
-                produce(
-                    self.producer,
-                    topic,
-                    value,
-                    key=row.symbol,
-                    timestamp_ms=row.bar_start_ms,
-                    headers=headers,
-                )
+            produce(
+                self.producer,
+                self.features_topic,
+                feature_vector_json(row, now_ms),
+                key=row.symbol,
+                timestamp_ms=row.bar_start_ms,
+                headers=[(INGEST_HEADER, ingest)] if ingest is not None else None,
+            )
             if ingest is not None:
                 ingests.append(int(ingest))
         return ingests

@@ -1,5 +1,5 @@
-"""Test-wide setup: writable folders for Keras/Matplotlib, no MLflow telemetry, no Hypothesis
-deadline."""
+"""Test-wide setup: writable folders for Keras/Matplotlib, no MLflow telemetry, no stray .env, no
+Hypothesis timing checks."""
 
 from __future__ import annotations
 

@@ -108,13 +108,10 @@ def _std(total: float, squares: float, n: int) -> float:
 def _zscore(x: float, total: float, squares: float, n: int, min_n: int = 2) -> float:
     """x against a window's mean and sample std (from its sum and sum of squares), clipped; 0
     below `min_n` values or on a constant window."""
-    if n < min_n or n < 2:
+    std = _std(total, squares, n)
+    if n < min_n or std == 0.0:
         return 0.0
-    mean = total / n
-    var = (squares - n * mean * mean) / (n - 1)
-    if var <= 1e-12 * mean * mean:
-        return 0.0
-    return _clip((x - mean) / math.sqrt(var))
+    return _clip((x - total / n) / std)
 
 
 def _clip(x: float) -> float:

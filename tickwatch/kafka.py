@@ -72,19 +72,22 @@ def produce(
     headers: list[tuple[str, bytes]] | None = None,
     partition: int | None = None,
 ) -> None:
-    """Produce one message; when the local queue is full, serve callbacks and retry (never drop)."""
-    kwargs: dict[str, object] = {"key": key, "value": value}
-    if partition is not None:
-        kwargs["partition"] = partition
-    if headers:
-        kwargs["headers"] = headers
-    if timestamp_ms is not None:
-        kwargs["timestamp"] = timestamp_ms
-    if on_delivery is not None:
-        kwargs["on_delivery"] = on_delivery
+    """Produce one message; when the local queue is full, serve callbacks and retry (never drop).
+
+    On the hot paths of the stages (a call per record), so one call with fixed arguments:
+    partition -1 is librdkafka's "use the partitioner", timestamp 0 its "now"."""
+    extra = {} if on_delivery is None else {"on_delivery": on_delivery}
     while True:
         try:
-            producer.produce(topic, **kwargs)
+            producer.produce(
+                topic,
+                value,
+                key,
+                partition=-1 if partition is None else partition,
+                timestamp=timestamp_ms or 0,
+                headers=headers or None,
+                **extra,
+            )
             return
         except BufferError:
             producer.poll(0.05)

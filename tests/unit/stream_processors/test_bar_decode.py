@@ -56,7 +56,7 @@ def _fast(data: bytes) -> Bar | str:
         return "refused"
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600)
 @given(
     changes=st.dictionaries(st.sampled_from([*GOOD, "extra"]), odd_values, max_size=3),
     drop=st.lists(st.sampled_from(list(GOOD)), max_size=2),
