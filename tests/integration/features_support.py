@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -11,10 +12,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from producers.market_sim import simulate
+from stream_processors.app import default_app_id
+from stream_processors.batch_worker import batch_group
+from stream_processors.state_codec import slot_key
+from stream_processors.state_log import state_topic_spec
 from tickwatch.features import compute_features_batch
 from tickwatch.kafka import (
     INGEST_HEADER,
@@ -163,6 +168,8 @@ def kill9_mid_stream(
     try:
         sender.start()
         reader.read_until(200, 120, proc)
+        # every symbol's state is in the changelog, so the restart must recover all of them
+        wait_for_state(settings, engine, {b.symbol for b in bars}, 60, proc)
         stop_worker(proc, kill=True)  # while bars are still arriving
         killed_at = len(reader.vectors)
         proc = start_worker(settings, tmp_path / "restarted.log", "INFO", engine=engine)
@@ -174,6 +181,36 @@ def kill9_mid_stream(
         stop_worker(proc)
         reader.close()
     return reader, killed_at
+
+
+def state_keys(settings: Settings, engine: str) -> tuple[str, Callable[[str], bytes]]:
+    """The engine's state changelog topic and its key for a symbol's slot."""
+    if engine == "faust":
+        topic = f"{default_app_id(settings)}-symbol-state-changelog"
+        return topic, lambda symbol: json.dumps(symbol).encode()
+    return state_topic_spec(batch_group(settings), settings).name, slot_key
+
+
+def wait_for_state(
+    settings: Settings, engine: str, symbols: set[str], timeout_s: float, proc: subprocess.Popen
+) -> None:
+    """Wait until the worker's state changelog holds a (committed) slot for every symbol."""
+    topic, key = state_keys(settings, engine)
+    wanted = {key(s) for s in symbols}
+    consumer = make_consumer(
+        settings, f"state-check-{uuid.uuid4().hex[:8]}", **{"isolation.level": "read_committed"}
+    )
+    seen: set[bytes] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.subscribe([topic])
+        while not wanted <= seen:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}")
+            assert time.monotonic() < deadline, f"state of {wanted - seen} never persisted"
+            seen.update(m.key() or b"" for m in consume_batch(consumer, 2000, 0.5))
+    finally:
+        consumer.close()
 
 
 def recovered_counts(log: Path) -> list[int]:
