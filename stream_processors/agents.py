@@ -32,6 +32,8 @@ STAGE = "features"
 # Events handled per step, in consume batches: two broker round trips (outputs, then state)
 # and two Redis round trips are paid per step, so bigger steps amortise them.
 TAKE_BATCHES = 5
+# table names; Faust's changelog topics are "<app id>-<table>-changelog"
+STATE_TABLE, PROFILE_TABLE = "symbol-state", "minute-profile"
 
 
 class FeaturesAgent:
@@ -44,8 +46,8 @@ class FeaturesAgent:
         self.aligner = MarketAligner(fs.market_symbol, fs.beta_window, fs.allowed_lateness_s)
         self.outputs = FeatureOutputs(settings, writer, STAGE)
         # JSON keys and values (the app's table serializers): floats round-trip exactly.
-        self.states = app.Table("symbol-state", key_type=str)
-        self.profiles = app.Table("minute-profile", key_type=str)
+        self.states = app.Table(STATE_TABLE, key_type=str)
+        self.profiles = app.Table(PROFILE_TABLE, key_type=str)
         self.bars_topic = app.topic(
             topic_name(BARS, settings),
             key_type=bytes,

@@ -27,6 +27,7 @@ from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
 
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY_S = 2.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # retried: the write is held, not lost
 
 
 class FeatureOutputs:
@@ -123,9 +124,8 @@ class FeatureOutputs:
         already (finish_online then retries)."""
         try:
             return self.writer.start(rows)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            ERRORS.labels(self.stage, "redis").inc()
-            log.warning("Feast online write failed (%s); retrying", exc)
+        except REDIS_DOWN as exc:
+            self._redis_failed(exc)
             return None
 
     def finish_online(self, pending: PendingWrite | None, rows: list[FeatureRow]) -> None:
@@ -135,9 +135,8 @@ class FeatureOutputs:
             try:
                 pending.wait()
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(self.stage, "redis").inc()
-                log.warning("Feast online write failed (%s); retrying", exc)
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
         self.write_online(rows)
 
     def write_online(self, rows: list[FeatureRow]) -> None:
@@ -147,9 +146,8 @@ class FeatureOutputs:
             try:
                 self.writer.write(rows)
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(self.stage, "redis").inc()
-                log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
@@ -164,11 +162,14 @@ class FeatureOutputs:
             try:
                 await loop.run_in_executor(None, self.writer.write, rows)
                 return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(self.stage, "redis").inc()
-                log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
+
+    def _redis_failed(self, exc: Exception, delay: float = 0.0) -> None:
+        ERRORS.labels(self.stage, "redis").inc()
+        log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
 
     async def write_changelog(self, records: list[tuple[str, int, bytes, bytes]]) -> None:
         """Produce (topic, partition, key, value) records and wait until they are acknowledged."""

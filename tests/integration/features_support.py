@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from producers.market_sim import simulate
+from stream_processors.agents import STATE_TABLE
 from stream_processors.app import default_app_id
 from stream_processors.batch_worker import batch_group
 from stream_processors.state_codec import slot_key
@@ -186,7 +187,7 @@ def kill9_mid_stream(
 def state_keys(settings: Settings, engine: str) -> tuple[str, Callable[[str], bytes]]:
     """The engine's state changelog topic and its key for a symbol's slot."""
     if engine == "faust":
-        topic = f"{default_app_id(settings)}-symbol-state-changelog"
+        topic = f"{default_app_id(settings)}-{STATE_TABLE}-changelog"
         return topic, lambda symbol: json.dumps(symbol).encode()
     return state_topic_spec(batch_group(settings), settings).name, slot_key
 
