@@ -13,6 +13,10 @@ from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 QUOTE_HALF_SPREAD = 0.01
+START_OVER = (
+    "nothing new to stream until the next trading day; to replay from the start, stop the stack "
+    "and remove its data, trained models included: `make down && make clean`"
+)
 
 
 @dataclass
@@ -37,6 +41,43 @@ def load_replay_data(settings: Settings) -> ReplayData:
         sim = simulate(settings.symbols, days=days, seed=r.seed, start_day=recent_start_day(days))
         bars, labels = sim.bars, sim.labels
     return split_history(bars, labels, r.history_days)
+
+
+def load_resumed(settings: Settings) -> tuple[ReplayData, int]:
+    """What `tickwatch replay-server` serves: load_replay_data, resumed after the bars already
+    in Kafka when `replay.resume` is set; (data, live minutes an earlier run streamed)."""
+    data = load_replay_data(settings)
+    if not settings.replay.resume:
+        return data, 0
+    from producers.bar_watermarks import last_bar_starts
+
+    resumed = resume_after(data, last_bar_starts(settings))
+    return resumed, len(minute_slots(data.live)) - len(minute_slots(resumed.live))
+
+
+def resume_note(data: ReplayData, streamed: int) -> str | None:
+    """What to tell the user about a resumed replay (None when it starts from the beginning)."""
+    if not streamed:
+        return None
+    left = len(minute_slots(data.live))
+    if not left:
+        return f"every live minute of the replay is already in Kafka: {START_OVER}"
+    return f"the replay resumes after the {streamed} minutes already in Kafka ({left} to go)"
+
+
+def resume_after(data: ReplayData, last_starts: dict[str, int]) -> ReplayData:
+    """The replay continued after the bars an earlier run already put in Kafka (`last_starts`,
+    symbol -> newest bar start): live minutes up to the newest one that every replayed symbol
+    in Kafka has reached become history (served by REST, not streamed again). Unchanged when
+    none of the replayed symbols is in Kafka."""
+    known = [last_starts[s] for s in {b.symbol for b in data.live} if s in last_starts]
+    if not known:
+        return data
+    cut = min(known)
+    done = [b for b in data.live if b.start_ms <= cut]
+    if not done:
+        return data
+    return ReplayData(data.history + done, [b for b in data.live if b.start_ms > cut], data.labels)
 
 
 def split_history(

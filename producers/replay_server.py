@@ -23,9 +23,10 @@ from producers.hostile_frames import hostile_frames
 from producers.replay_feed import (
     AggregateState,
     ReplayData,
-    load_replay_data,
+    load_resumed,
     minute_slots,
     quote_event,
+    resume_note,
     trade_events,
 )
 from producers.replay_rest import AggregatesIndex, dumps
@@ -304,7 +305,7 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
-    data = load_replay_data(settings)
+    data, streamed = load_resumed(settings)
     publish_labels(settings, data)
     serve_metrics(settings.prometheus.replay_metrics_port, "replay")
     first_live = data.live[0].start_ms if data.live else 0
@@ -315,6 +316,9 @@ def run(settings: Settings) -> None:
         len(data.live),
         settings.replay.speed,
     )
+    note = resume_note(data, streamed)
+    if note:
+        log.log(logging.INFO if data.live else logging.WARNING, note)
 
     async def main() -> None:
         stop = asyncio.Event()

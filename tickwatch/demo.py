@@ -117,6 +117,8 @@ def run(
     print("==> starting the local stack (Kafka 4, Redis, Prometheus, MLflow)", flush=True)
     stack.up(settings)
     ensure_topics(settings)
+    if not polygon:
+        _replay_status(settings)
     pipeline = Pipeline(settings, polygon=polygon)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -134,6 +136,15 @@ def run(
     finally:
         pipeline.stop()
         print("pipeline stopped; the stack keeps running (`make down` stops it).", flush=True)
+
+
+def _replay_status(settings: Settings) -> None:
+    """Say where the replay resumes (an earlier demo's bars are in Kafka), or that it is done."""
+    from producers.replay_feed import load_resumed, resume_note
+
+    note = resume_note(*load_resumed(settings))
+    if note:
+        print(f"==> {note}", flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -83,6 +83,9 @@ class ReplaySettings(BaseModel):
     required_key: SecretStr | None = None  # unset: any key is accepted
     csv_path: Path | None = None
     fault_hooks: bool = False  # /admin/garbage (malformed-frame burst) for fault drills
+    # continue after the bars already in Kafka (a rerun streams the minutes not yet seen);
+    # false: stream every live minute again (the producer dead-letters the repeats)
+    resume: bool = True
 
 
 class FeatureSettings(BaseModel):

@@ -18,7 +18,7 @@ from websockets.asyncio.server import serve
 from producers.market_sim import recent_start_day, simulate, trades_for
 from producers.polygon_ws import Producer
 from producers.publisher import Publisher
-from producers.replay_feed import split_history
+from producers.replay_feed import ReplayData, load_replay_data, load_resumed, split_history
 from producers.upstream import REPLAY_COMPLETE, upstream_for
 from tickwatch.kafka import INGEST_HEADER
 from tickwatch.schemas import DeadLetter, MinuteBar, Trade, decode
@@ -111,6 +111,29 @@ def test_restarted_producer_fills_the_gap_from_the_bars_topic(settings) -> None:
     assert restarted.backfilled > 0
     keys = sorted((b.symbol, b.start_ms) for b in _bars(s))
     assert keys == sorted((b.symbol, b.start_ms) for b in data.live)  # no gap, no duplicate
+
+
+def test_a_rerun_of_the_replay_streams_only_what_the_last_run_did_not(settings) -> None:
+    s = replay_settings(settings, speed=0.0, seed=11, days=1, history_days=1)
+    s = s.model_copy(update={"symbols": SYMBOLS})
+    data = load_replay_data(s)
+    first_part = 100 * len(SYMBOLS)  # the first run stops after 100 minutes
+    with running_replay(s, ReplayData(data.history, data.live[:first_part])) as (_, bound):
+        _produce(bound)
+
+    resumed, streamed = load_resumed(s)  # what a restarted `tickwatch replay-server` serves
+    assert streamed == 100 and resumed.live == data.live[first_part:]
+    off = s.model_copy(update={"replay": s.replay.model_copy(update={"resume": False})})
+    assert load_resumed(off) == (data, 0)
+
+    with running_replay(s, resumed) as (_, bound):
+        producer = Producer(bound, upstream_for(bound), Publisher(bound))
+        producer.resume_from_topic()
+        asyncio.run(asyncio.wait_for(producer.run(exit_at_end=True), 120))
+        producer.publisher.flush()
+    assert producer.backfilled == 0
+    assert sorted(_bars(s), key=lambda b: (b.start_ms, b.symbol)) == data.live
+    assert read_topic(s, DEAD_LETTER) == []  # nothing streamed twice, nothing late
 
 
 def test_wrong_key_exits_nonzero_with_a_clear_message(settings) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from producers.market_sim import simulate, trading_day_of
 from producers.polygon_ws import _first_bar_start, backoff_s, subscription
-from producers.replay_feed import load_replay_data, minute_slots, split_history
+from producers.replay_feed import (
+    load_replay_data,
+    minute_slots,
+    resume_after,
+    resume_note,
+    split_history,
+)
 from tickwatch.settings import Settings
 
 
@@ -17,6 +23,25 @@ def test_history_comes_before_live_and_every_bar_is_served_once() -> None:
     assert len(slots) == 390 and all(len(s) == 2 for s in slots)
     short = split_history(sim.bars, sim.labels, history_days=10)  # one day is always live
     assert {trading_day_of(b.start_ms) for b in short.live} == {sim.trading_days[3]}
+
+
+def test_a_resumed_replay_streams_only_the_minutes_after_the_bars_in_kafka() -> None:
+    sim = simulate(["AAPL", "VOO"], days=3, seed=3)
+    data = split_history(sim.bars, sim.labels, history_days=2)
+    starts = [s[0].start_ms for s in minute_slots(data.live)]
+    assert resume_after(data, {}) is data and resume_after(data, {"MSFT": starts[-1]}) is data
+    assert resume_after(data, {"AAPL": starts[0] - 60_000}) is data  # Kafka is behind the replay
+    assert resume_note(data, 0) is None
+
+    # the symbol furthest behind decides: VOO's minutes 11.. were never streamed
+    resumed = resume_after(data, {"AAPL": starts[40], "VOO": starts[10]})
+    assert resumed.history + resumed.live == data.history + data.live
+    assert resumed.live[0].start_ms == starts[11] and resumed.labels == data.labels
+    assert len(minute_slots(resumed.live)) == len(starts) - 11
+    assert "11 minutes" in (resume_note(resumed, 11) or "")
+
+    done = resume_after(data, {"AAPL": starts[-1], "VOO": starts[-1] + 60_000})
+    assert done.live == [] and "make clean" in (resume_note(done, len(starts)) or "")
 
 
 def test_csv_replay(tmp_path) -> None:
