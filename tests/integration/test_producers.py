@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,9 @@ def test_malformed_frames_are_dead_lettered_with_reason(settings) -> None:
         "sym": "AAPL",
         "p": 190.5,
         "s": 10,
-        "t": 1741012200123,
+        # a recent time: Kafka deletes records older than the topic's retention (7 days for
+        # trades) on its next retention check, and the test would find the topic empty
+        "t": int(time.time() * 1000) - 60_000,
         "x": 4,
         "i": "1",
         "z": 3,
