@@ -26,6 +26,10 @@ class ReplayData:
     history: list[MinuteBar]
     live: list[MinuteBar]
     labels: list[AnomalyLabel] = field(default_factory=list)
+    # live bars an earlier run already streamed (see resume_after): not streamed again; REST
+    # serves them once the clock runs, like every streamed minute (not before: a backfill for
+    # training still gets the history days only)
+    streamed: list[MinuteBar] = field(default_factory=list)
 
 
 def load_replay_data(settings: Settings) -> ReplayData:
@@ -52,7 +56,7 @@ def load_resumed(settings: Settings) -> tuple[ReplayData, int]:
     from producers.bar_watermarks import last_bar_starts
 
     resumed = resume_after(data, last_bar_starts(settings))
-    return resumed, len(minute_slots(data.live)) - len(minute_slots(resumed.live))
+    return resumed, len(minute_slots(resumed.streamed))
 
 
 def resume_note(data: ReplayData, streamed: int) -> str | None:
@@ -68,8 +72,8 @@ def resume_note(data: ReplayData, streamed: int) -> str | None:
 def resume_after(data: ReplayData, last_starts: dict[str, int]) -> ReplayData:
     """The replay continued after the bars an earlier run already put in Kafka (`last_starts`,
     symbol -> newest bar start): live minutes up to the newest one that every replayed symbol
-    in Kafka has reached become history (served by REST, not streamed again). Unchanged when
-    none of the replayed symbols is in Kafka."""
+    in Kafka has reached move to `streamed`. Unchanged when none of the replayed symbols is in
+    Kafka."""
     known = [last_starts[s] for s in {b.symbol for b in data.live} if s in last_starts]
     if not known:
         return data
@@ -77,7 +81,8 @@ def resume_after(data: ReplayData, last_starts: dict[str, int]) -> ReplayData:
     done = [b for b in data.live if b.start_ms <= cut]
     if not done:
         return data
-    return ReplayData(data.history + done, [b for b in data.live if b.start_ms > cut], data.labels)
+    live = [b for b in data.live if b.start_ms > cut]
+    return ReplayData(data.history, live, data.labels, data.streamed + done)
 
 
 def split_history(

@@ -76,7 +76,7 @@ class ReplayServer:
         self.required_key = settings.replay.required_key
         self.drop_after_frames = drop_after_frames
         self.rest_fail_first = rest_fail_first
-        self.index = AggregatesIndex(data.history + data.live)
+        self.index = AggregatesIndex(data.history + data.streamed + data.live)
         self.index.visible_until = max((b.start_ms for b in data.history), default=-1)
         self.clients: set[Client] = set()
         self.subscribed = asyncio.Event()
