@@ -47,20 +47,20 @@ def load_replay_data(settings: Settings) -> ReplayData:
     return split_history(bars, labels, r.history_days)
 
 
-def load_resumed(settings: Settings) -> tuple[ReplayData, int]:
+def load_resumed(settings: Settings) -> ReplayData:
     """What `tickwatch replay-server` serves: load_replay_data, resumed after the bars already
-    in Kafka when `replay.resume` is set; (data, live minutes an earlier run streamed)."""
+    in Kafka when `replay.resume` is set."""
     data = load_replay_data(settings)
     if not settings.replay.resume:
-        return data, 0
+        return data
     from producers.bar_watermarks import last_bar_starts
 
-    resumed = resume_after(data, last_bar_starts(settings))
-    return resumed, len(minute_slots(resumed.streamed))
+    return resume_after(data, last_bar_starts(settings))
 
 
-def resume_note(data: ReplayData, streamed: int) -> str | None:
+def resume_note(data: ReplayData) -> str | None:
     """What to tell the user about a resumed replay (None when it starts from the beginning)."""
+    streamed = len(minute_slots(data.streamed))
     if not streamed:
         return None
     left = len(minute_slots(data.live))

@@ -305,7 +305,7 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
-    data, streamed = load_resumed(settings)
+    data = load_resumed(settings)
     publish_labels(settings, data)
     serve_metrics(settings.prometheus.replay_metrics_port, "replay")
     first_live = data.live[0].start_ms if data.live else 0
@@ -316,7 +316,7 @@ def run(settings: Settings) -> None:
         len(data.live),
         settings.replay.speed,
     )
-    note = resume_note(data, streamed)
+    note = resume_note(data)
     if note:
         log.log(logging.INFO if data.live else logging.WARNING, note)
 

@@ -142,7 +142,7 @@ def _replay_status(settings: Settings) -> None:
     """Say where the replay resumes (an earlier demo's bars are in Kafka), or that it is done."""
     from producers.replay_feed import load_resumed, resume_note
 
-    note = resume_note(*load_resumed(settings))
+    note = resume_note(load_resumed(settings))
     if note:
         print(f"==> {note}", flush=True)
 

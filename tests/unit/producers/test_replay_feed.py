@@ -32,21 +32,21 @@ def test_a_resumed_replay_streams_only_the_minutes_after_the_bars_in_kafka() -> 
     starts = [s[0].start_ms for s in minute_slots(data.live)]
     assert resume_after(data, {}) is data and resume_after(data, {"MSFT": starts[-1]}) is data
     assert resume_after(data, {"AAPL": starts[0] - 60_000}) is data  # Kafka is behind the replay
-    assert resume_note(data, 0) is None
+    assert resume_note(data) is None
 
     # the symbol furthest behind decides: VOO's minutes 11.. were never streamed
     resumed = resume_after(data, {"AAPL": starts[40], "VOO": starts[10]})
     assert resumed.history == data.history and resumed.streamed + resumed.live == data.live
     assert resumed.live[0].start_ms == starts[11] and resumed.labels == data.labels
     assert len(minute_slots(resumed.live)) == len(starts) - 11
-    assert "11 minutes" in (resume_note(resumed, 11) or "")
+    assert "11 minutes" in (resume_note(resumed) or "")
     # REST: the skipped minutes are served once the clock runs, not to a backfill before it
     index = ReplayServer(Settings(_env_file=None), resumed).index
     assert index.visible_until == data.history[-1].start_ms
     assert len(index.bars["VOO"]) == len(data.history + data.live) // 2
 
     done = resume_after(data, {"AAPL": starts[-1], "VOO": starts[-1] + 60_000})
-    assert done.live == [] and "make clean" in (resume_note(done, len(starts)) or "")
+    assert done.live == [] and "make clean" in (resume_note(done) or "")
 
 
 def test_csv_replay(tmp_path) -> None:
