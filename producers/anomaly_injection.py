@@ -15,7 +15,7 @@ KINDS = (
     "decoupling",
 )
 BARS_PER_DAY = 390
-_EDGE = 5  # no anomaly in the first/last bars of a day (the open and close are noisy anyway)
+EDGE = 5  # no anomaly in the first/last bars of a day (the open and close are noisy anyway)
 _LENGTH = {
     "volume_spike": (1, 3),
     "price_jump": (1, 1),
@@ -45,17 +45,19 @@ class DayPaths:
     stale: np.ndarray  # bool: o=h=l=c=previous close
 
 
-def plan_day(rng: np.random.Generator, allow_decoupling: bool) -> list[Injection]:
-    """1-3 non-overlapping anomalies for one symbol-day."""
+def plan_day(
+    rng: np.random.Generator, allow_decoupling: bool, least: int = 1, most: int = 3
+) -> list[Injection]:
+    """`least`-`most` (inclusive) non-overlapping anomalies for one symbol-day."""
     kinds = [k for k in KINDS if allow_decoupling or k != "decoupling"]
     taken = np.zeros(BARS_PER_DAY, dtype=bool)
     out: list[Injection] = []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(least, most + 1))):
         kind = str(rng.choice(kinds))
         lo, hi = _LENGTH[kind]
         length = int(rng.integers(lo, hi + 1))
         for _attempt in range(20):
-            start = int(rng.integers(_EDGE, BARS_PER_DAY - _EDGE - length))
+            start = int(rng.integers(EDGE, BARS_PER_DAY - EDGE - length))
             # keep a margin so two anomalies never touch
             if not taken[max(0, start - 10) : start + length + 10].any():
                 taken[start : start + length] = True
@@ -82,13 +84,16 @@ def apply(
     sigma: np.ndarray,
     beta: float,
     drift: np.ndarray | None,
+    scale: float = 1.0,
 ) -> None:
-    """Apply one anomaly in place; `sigma` is the symbol's per-bar return sigma."""
+    """Apply one anomaly in place; `sigma` is the symbol's per-bar return sigma, `scale`
+    multiplies the anomaly's size (its sigma multiples, its volume multiple's excess)."""
+    sigma = sigma * scale
     sl = slice(inj.start, inj.end + 1)
     n = inj.end - inj.start + 1
     k = inj.start
     if inj.kind == "volume_spike":
-        day.volume[sl] *= rng.uniform(5, 15, n)
+        day.volume[sl] *= 1 + (rng.uniform(5, 15, n) - 1) * scale
     elif inj.kind == "price_jump":
         day.returns[k] += (1 if rng.random() < 0.5 else -1) * rng.uniform(10, 14) * sigma[k]
         day.volume[k] *= rng.uniform(3, 6)
@@ -111,7 +116,7 @@ def apply(
     elif inj.kind == "decoupling":
         assert drift is not None, "decoupling needs the market drift"
         # the market trends one way (already in the stock's beta term); the stock goes the other
-        day.returns[sl] -= 2.0 * beta * drift[sl]
+        day.returns[sl] -= 2.0 * beta * drift[sl] * scale
         day.volume[sl] *= rng.uniform(1.2, 2.0, n)
     else:
         raise ValueError(f"unknown anomaly kind {inj.kind!r}")

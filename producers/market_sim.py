@@ -3,6 +3,13 @@
 Per-symbol annual volatility, a common market factor (VOO is the market proxy) with per-symbol
 beta, Student-t tails, a U-shaped intraday volume and volatility profile; 09:30-16:00 New York on
 weekdays, 390 bars a day. The same seed always gives the same bars, labels and trades.
+
+A `MarketFamily` sets how normal behaviour looks (tail heaviness, volume noise, intraday profile,
+block prints, market-wide moves, volatility regimes, how often anomalies happen).
+`MarketFamily()` is the replay feed's market; `MarketFamily.draw(seed)` gives a random other
+one, so the detector can be measured on markets it was not tuned on. The normal events a family
+adds (block prints, market moves) are listed in `SimResult.normal_events`: alerts on them are
+false alarms a report can count.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ DEFAULT_START_DAY = dt.date(2025, 3, 3)  # a Monday; fixed so every run is repro
 MARKET_SYMBOL = "VOO"
 _MINUTES_PER_YEAR = 252 * BARS_PER_DAY
 _DF = 5  # Student-t degrees of freedom for fat tails
-__all__ = ["SimResult", "bars_to_frame", "labels_to_frame", "simulate", "trades_for"]
+__all__ = ["MarketFamily", "NormalEvent", "SimResult", "bars_to_frame", "labels_to_frame", "simulate", "trades_for"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,64 @@ def profile_for(symbol: str) -> SymbolProfile:
     )
 
 
+@dataclass(frozen=True)
+class MarketFamily:
+    """How normal behaviour looks; the defaults are the replay feed's market."""
+
+    tail_df: float = _DF  # Student-t degrees of freedom of every return
+    volume_noise: float = 0.3  # sigma of log volume around its intraday profile
+    volume_return_coupling: float = 0.15  # log volume rises by this times |return / sigma|
+    open_boost: float = 1.2  # extra activity at the open (decays over ~the first 15 minutes)
+    close_boost: float = 0.5  # extra activity into the close
+    lunch_depth: float = 2.2  # curvature of the U (0 = flat day)
+    vol_scale: float = 1.0  # multiplies every symbol's annual volatility
+    day_vol_sigma: float = 0.0  # log-normal day-to-day volatility regime (0 = none)
+    regime_switch_prob: float = 0.0  # chance per symbol-day of a volatility shift mid-session
+    block_print_rate: float = 0.0  # one-bar block prints per symbol-day (Poisson)
+    block_print_size: tuple[float, float] = (5.0, 20.0)  # the print's volume, bar-volume multiples
+    market_event_rate: float = 0.0  # market-wide moves per day (Poisson), every stock by its beta
+    market_event_sigmas: tuple[float, float] = (5.0, 10.0)  # their size in market sigmas
+    anomalies_per_day: tuple[int, int] = (1, 3)  # anomalies per symbol-day, inclusive range
+    anomaly_scale: float = 1.0  # multiplies the injected anomalies' sizes
+
+    @classmethod
+    def draw(cls, seed: int) -> MarketFamily:
+        """A random family: every normal-behaviour parameter drawn from a wide range."""
+        r = np.random.default_rng([seed, 0xFA])
+        lo_bp = float(r.uniform(3, 8))
+        lo_me = float(r.uniform(3, 6))
+        return cls(
+            tail_df=float(r.choice([2.5, 3.0, 4.0, 6.0, 10.0, 30.0])),
+            volume_noise=float(r.uniform(0.15, 0.6)),
+            volume_return_coupling=float(r.uniform(0.0, 0.3)),
+            open_boost=float(r.uniform(0.3, 3.0)),
+            close_boost=float(r.uniform(0.1, 1.5)),
+            lunch_depth=float(r.uniform(0.0, 4.0)),
+            vol_scale=float(np.exp(r.uniform(np.log(0.5), np.log(2.0)))),
+            day_vol_sigma=float(r.uniform(0.0, 0.4)),
+            regime_switch_prob=float(r.uniform(0.0, 0.3)),
+            block_print_rate=float(r.uniform(0.0, 3.0)),
+            block_print_size=(lo_bp, lo_bp * float(r.uniform(1.5, 4.0))),
+            market_event_rate=float(r.uniform(0.0, 2.0)),
+            market_event_sigmas=(lo_me, lo_me * float(r.uniform(1.3, 2.0))),
+            anomalies_per_day=(0, int(r.integers(1, 4))),
+            anomaly_scale=float(r.uniform(0.8, 1.3)),
+        )
+
+
+DEFAULT_FAMILY = MarketFamily()
+
+
+@dataclass(frozen=True)
+class NormalEvent:
+    """A normal event the family added: bars [start_ms, end_ms] of `symbol` ("*" = every one)."""
+
+    symbol: str
+    start_ms: int
+    end_ms: int
+    kind: str  # "block_print" or "market_move"
+
+
 @dataclass
 class SimResult:
     """Simulated bars (sorted by start then symbol) and the injected-anomaly labels."""
@@ -68,6 +133,7 @@ class SimResult:
     bars: list[MinuteBar]
     labels: list[AnomalyLabel]
     trading_days: list[dt.date] = field(default_factory=list)
+    normal_events: list[NormalEvent] = field(default_factory=list)
 
 
 def trading_days(start: dt.date, count: int) -> list[dt.date]:
@@ -107,32 +173,74 @@ def trading_day_of(start_ms: int) -> dt.date:
     return dt.datetime.fromtimestamp(start_ms / 1000, NEW_YORK).date()
 
 
-def _intraday_shape() -> np.ndarray:
+def _intraday_shape(f: MarketFamily = DEFAULT_FAMILY) -> np.ndarray:
     """U-shaped activity over the session, mean 1 (busy open, quiet lunch, busy close)."""
     x = np.linspace(0, 1, BARS_PER_DAY)
-    shape = 0.55 + 2.2 * (x - 0.5) ** 2 + 1.2 * np.exp(-x * 25) + 0.5 * np.exp(-(1 - x) * 30)
+    shape = (
+        0.55
+        + f.lunch_depth * (x - 0.5) ** 2
+        + f.open_boost * np.exp(-x * 25)
+        + f.close_boost * np.exp(-(1 - x) * 30)
+    )
     return shape / shape.mean()
 
 
-def _t_noise(rng: np.random.Generator, size: tuple[int, ...]) -> np.ndarray:
+def _t_noise(rng: np.random.Generator, size: tuple[int, ...], df: float = _DF) -> np.ndarray:
     """Unit-variance Student-t noise."""
-    return rng.standard_t(_DF, size) / np.sqrt(_DF / (_DF - 2))
+    return rng.standard_t(df, size) / np.sqrt(df / (df - 2))
 
 
 def simulate(
-    symbols: list[str], days: int, seed: int, start_day: dt.date | None = None, inject: bool = True
+    symbols: list[str],
+    days: int,
+    seed: int,
+    start_day: dt.date | None = None,
+    inject: bool = True,
+    family: MarketFamily = DEFAULT_FAMILY,
 ) -> SimResult:
     """Simulate `days` trading days of minute bars for `symbols`, with labelled anomalies."""
     rng = np.random.default_rng(seed)
+    # the family's extra normal behaviour draws from its own stream, so the default family's
+    # market is bit for bit the one it always was
+    extra = np.random.default_rng([seed, 0xE7])
     days_list = trading_days(start_day or DEFAULT_START_DAY, days)
-    shape = _intraday_shape()
+    shape = _intraday_shape(family)
     vol_shape = np.sqrt(shape)  # volatility follows activity, less steeply
-    market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
-    market = _t_noise(rng, (days, BARS_PER_DAY)) * market_sigma
+    market_sigma = (
+        PROFILES[MARKET_SYMBOL].annual_vol
+        * family.vol_scale
+        / np.sqrt(_MINUTES_PER_YEAR)
+        * vol_shape
+    )
+    market = _t_noise(rng, (days, BARS_PER_DAY), family.tail_df) * market_sigma
+    regime = _vol_regimes(extra, family, days, 1)[0]
+    market *= regime
+    lo, hi = family.anomalies_per_day
     plans = {
-        s: [inj.plan_day(rng, s != MARKET_SYMBOL) if inject else [] for _ in range(days)]
+        s: [inj.plan_day(rng, s != MARKET_SYMBOL, lo, hi) if inject else [] for _ in range(days)]
         for s in symbols
     }
+    opens = np.array([session_open_ms(d) for d in days_list], dtype=np.int64)
+    normal_events: list[NormalEvent] = []
+    market_boost = np.zeros((days, BARS_PER_DAY))  # market-wide volume during market moves
+    if family.market_event_rate > 0:
+        for d in range(days):
+            for _ in range(int(extra.poisson(family.market_event_rate))):
+                length = int(extra.integers(1, 4))
+                k = int(extra.integers(inj.EDGE, BARS_PER_DAY - inj.EDGE - length))
+                size = extra.uniform(*family.market_event_sigmas) * (
+                    1 if extra.random() < 0.5 else -1
+                )
+                market[d, k : k + length] += size * market_sigma[k : k + length] / np.sqrt(length)
+                market_boost[d, k : k + length] += np.log(extra.uniform(2, 5))
+                normal_events.append(
+                    NormalEvent(
+                        "*",
+                        int(opens[d]) + k * MINUTE_MS,
+                        int(opens[d]) + (k + length - 1) * MINUTE_MS,
+                        "market_move",
+                    )
+                )
     drifts: dict[tuple[str, int], np.ndarray] = {}
     for s in symbols:
         for d, plan in enumerate(plans[s]):
@@ -142,53 +250,93 @@ def simulate(
                     market[d] += drifts[(s, d)]
     bars: list[MinuteBar] = []
     labels: list[AnomalyLabel] = []
-    opens = np.array([session_open_ms(d) for d in days_list], dtype=np.int64)
     for s in symbols:
-        sym_bars, sym_labels = _simulate_symbol(rng, s, market, plans[s], drifts, opens, shape)
+        sym_bars, sym_labels, sym_normal = _simulate_symbol(
+            rng, extra, family, s, market, plans[s], drifts, opens, shape, market_boost
+        )
         bars += sym_bars
         labels += sym_labels
+        normal_events += sym_normal
     bars.sort(key=lambda b: (b.start_ms, b.symbol))
     labels.sort(key=lambda lb: (lb.start_ms, lb.symbol))
-    return SimResult(bars, labels, days_list)
+    normal_events.sort(key=lambda e: (e.start_ms, e.symbol))
+    return SimResult(bars, labels, days_list, normal_events)
+
+
+def _vol_regimes(rng: np.random.Generator, f: MarketFamily, days: int, count: int) -> np.ndarray:
+    """(count, days, bars) volatility multipliers: day-to-day regimes and mid-session shifts."""
+    out = np.ones((count, days, BARS_PER_DAY))
+    if f.day_vol_sigma > 0:
+        out *= np.exp(rng.normal(0, f.day_vol_sigma, (count, days, 1)))
+    if f.regime_switch_prob > 0:
+        for c in range(count):
+            for d in np.flatnonzero(rng.random(days) < f.regime_switch_prob):
+                at = int(rng.integers(60, BARS_PER_DAY - 60))
+                out[c, d, at:] *= np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    return out
 
 
 def _simulate_symbol(
     rng: np.random.Generator,
+    extra: np.random.Generator,
+    f: MarketFamily,
     symbol: str,
     market: np.ndarray,
     plans: list[list[inj.Injection]],
     drifts: dict,
     opens: np.ndarray,
     shape: np.ndarray,
-) -> tuple[list[MinuteBar], list[AnomalyLabel]]:
+    market_boost: np.ndarray,
+) -> tuple[list[MinuteBar], list[AnomalyLabel], list[NormalEvent]]:
     """One symbol's bars over all days, anomalies applied."""
     p = profile_for(symbol)
     days = market.shape[0]
     vol_shape = np.sqrt(shape)
-    sigma = p.annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
+    sigma = p.annual_vol * f.vol_scale / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
     if symbol == MARKET_SYMBOL:
         idio_sigma = sigma * 0.15
         beta = 1.0
     else:
-        market_sigma = PROFILES[MARKET_SYMBOL].annual_vol / np.sqrt(_MINUTES_PER_YEAR) * vol_shape
+        market_sigma = (
+            PROFILES[MARKET_SYMBOL].annual_vol
+            * f.vol_scale
+            / np.sqrt(_MINUTES_PER_YEAR)
+            * vol_shape
+        )
         idio_sigma = np.sqrt(
             np.maximum(sigma**2 - (p.beta * market_sigma) ** 2, (0.3 * sigma) ** 2)
         )
         beta = p.beta
-    returns = beta * market + _t_noise(rng, market.shape) * idio_sigma
+    noise = _t_noise(rng, market.shape, f.tail_df) * idio_sigma
+    if f != DEFAULT_FAMILY:
+        noise *= _vol_regimes(extra, f, days, 1)[0]
+    returns = beta * market + noise
     volume = (
         p.daily_volume
         / BARS_PER_DAY
         * shape
-        * np.exp(rng.normal(-0.045, 0.3, market.shape) + 0.15 * np.abs(returns / sigma))
+        * np.exp(
+            rng.normal(-(f.volume_noise**2) / 2, f.volume_noise, market.shape)
+            + f.volume_return_coupling * np.abs(returns / sigma)
+            + market_boost
+        )
     )
     range_scale = np.ones(market.shape)
     stale = np.zeros(market.shape, dtype=bool)
     labels = []
+    normal: list[NormalEvent] = []
+    prints = np.zeros(market.shape)  # block-print volume added to a bar (one trade)
+    if f.block_print_rate > 0:
+        for d in range(days):
+            for _ in range(int(extra.poisson(f.block_print_rate))):
+                k = int(extra.integers(1, BARS_PER_DAY))
+                prints[d, k] = volume[d, k] * extra.uniform(*f.block_print_size)
+                t = int(opens[d]) + k * MINUTE_MS
+                normal.append(NormalEvent(symbol, t, t, "block_print"))
     for d in range(days):
         day = inj.DayPaths(returns[d], volume[d], range_scale[d], stale[d])
         for i in plans[d]:
-            inj.apply(rng, i, day, sigma, beta, drifts.get((symbol, d)))
+            inj.apply(rng, i, day, sigma, beta, drifts.get((symbol, d)), f.anomaly_scale)
             labels.append(
                 AnomalyLabel(
                     symbol=symbol,
@@ -197,7 +345,7 @@ def _simulate_symbol(
                     kind=i.kind,
                 )
             )
-    overnight = rng.normal(0, p.annual_vol / np.sqrt(252) * 0.4, days)
+    overnight = rng.normal(0, p.annual_vol * f.vol_scale / np.sqrt(252) * 0.4, days)
     overnight[0] = 0.0
     log_close = np.log(p.price) + np.cumsum((returns + _day_start(overnight)).ravel())
     close = np.exp(log_close)
@@ -209,17 +357,22 @@ def _simulate_symbol(
     )
     high = np.maximum(open_, close) * np.exp(spread[0])
     low = np.minimum(open_, close) * np.exp(-spread[1])
-    return _to_bars(
-        symbol,
-        opens,
-        open_,
-        high,
-        low,
-        close,
-        np.round(volume.ravel()),
-        stale.ravel(),
-        p.trade_size,
-    ), labels
+    return (
+        _to_bars(
+            symbol,
+            opens,
+            open_,
+            high,
+            low,
+            close,
+            np.round(volume.ravel()),
+            stale.ravel(),
+            p.trade_size,
+            np.round(prints.ravel()),
+        ),
+        labels,
+        normal,
+    )
 
 
 def _day_start(overnight: np.ndarray) -> np.ndarray:
@@ -239,14 +392,17 @@ def _to_bars(
     v: np.ndarray,
     stale: np.ndarray,
     trade_size: float,
+    prints: np.ndarray,
 ) -> list[MinuteBar]:
-    """Rounded, validated MinuteBar records."""
+    """Rounded, validated MinuteBar records; `prints` is block volume traded in one trade."""
     o, h, lo, c = (np.round(x, 2) for x in (o, h, lo, c))
     for i in np.flatnonzero(stale):  # stale: the price does not move at all
         prev = c[i - 1] if i else o[i]
         o[i] = h[i] = lo[i] = c[i] = prev
     vwap = np.round(np.clip((o + h + lo + 2 * c) / 5, lo, h), 4)
     tx = np.where(v > 0, np.maximum(1, np.round(v / trade_size)), 0).astype(np.int64)
+    tx = tx + (prints > 0)
+    v = v + prints
     starts = (opens[:, None] + np.arange(BARS_PER_DAY, dtype=np.int64) * MINUTE_MS).ravel()
     return [
         MinuteBar(
