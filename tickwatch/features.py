@@ -47,6 +47,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "relative_cum_z_15",  # sum of the last 15 residuals over std * sqrt(15): slow decoupling
     "minutes_since_last_bar",  # gap to the previous bar within the session (1 = none missing)
     "unchanged_close_run",  # consecutive bars closing exactly where the previous one closed
+    "session_open",  # 1 on the symbol's first bar of a trading day (its return spans the gap)
+    "market_known",  # 1 when the market proxy's return for this minute was known
+    "market_return_z",  # the market return over the std of the previous `beta_window` ones
 )
 
 # What the models read: the scale-free subset (raw returns and vols differ 7x between symbols).
@@ -254,7 +257,14 @@ class SymbolState:
         res_sigma = res_sigma if res_sigma > SIGMA_FLOOR else SIGMA_FLOOR
         run = residuals[1 - RESIDUAL_RUN :]
 
-        gap = 1.0 if first or day != self.last_day else (start - self.last_start_ms) / MINUTE_MS
+        opening = first or day != self.last_day
+        gap = 1.0 if opening else (start - self.last_start_ms) / MINUTE_MS
+        pn = len(self.pair_m)
+        if market_return is None or first or pn < 2:
+            market_z = 0.0
+        else:
+            m_sigma = _std(sum(self.pair_m), sum(self.pair_mm), pn)
+            market_z = _clip(market_return / (m_sigma if m_sigma > SIGMA_FLOOR else SIGMA_FLOOR))
         unchanged = 0 if first or close != self.last_close else self.unchanged_run + 1
 
         feats = {
@@ -290,6 +300,9 @@ class SymbolState:
             ),
             "minutes_since_last_bar": gap,
             "unchanged_close_run": min(float(unchanged), UNCHANGED_CAP),
+            "session_open": 1.0 if opening else 0.0,
+            "market_known": 0.0 if market_return is None else 1.0,
+            "market_return_z": market_z,
         }
 
         # append to each window, dropping its oldest value once full (a window and its

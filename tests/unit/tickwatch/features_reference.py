@@ -111,9 +111,20 @@ def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd
     cum = (run_sum + residual) / (res_sigma * np.sqrt(run_len))
     out["relative_cum_z_15"] = cum.clip(-CLIP, CLIP).where(res_n >= 2, 0.0)
 
+    m_mean_prev, m_std_prev, m_n_prev = (
+        s.reindex(df.index).ffill().shift(1) for s in _prev_stats_after(pm, beta_window)
+    )
+    m_sigma = m_std_prev.fillna(0.0).clip(lower=FLOOR)
+    out["market_return_z"] = (
+        (m / m_sigma).clip(-CLIP, CLIP).where(paired & (m_n_prev.fillna(0) >= 2), 0.0)
+    )
+    out["market_known"] = m.notna().astype(float)
+
     day = minute.dt.date
     gap = df["start_ms"].diff() / 60_000
-    out["minutes_since_last_bar"] = gap.where(~first & (day == day.shift(1)), 1.0)
+    opening = first | (day != day.shift(1))
+    out["minutes_since_last_bar"] = gap.where(~opening, 1.0)
+    out["session_open"] = opening.astype(float)
     same = (df["close"] == df["close"].shift(1)) & ~first
     run = same.groupby((~same).cumsum()).cumsum()
     out["unchanged_close_run"] = run.clip(upper=60).astype(float)
