@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
 
 REQUIRED = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+FLOAT_NOISE = 1e-9  # relative: a low above the open/close by less than this is clamped, not refused
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ def parse_timestamp(text: str) -> int:
 
 
 def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
-    """Valid bars (source="csv", sorted by start then symbol) and the refused rows with reasons."""
+    """Valid bars (source="csv", sorted by start then symbol) and the refused rows with reasons.
+
+    Float noise in adjusted prices (a close below the low by 1e-16) is clamped, not refused:
+    `clamped_rows(path)` counts those rows."""
     bars: list[MinuteBar] = []
     errors: list[CsvRowError] = []
     with open(path, newline="") as fh:
@@ -59,6 +63,7 @@ def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
 def _row_to_bar(row: dict[str, str]) -> MinuteBar:
     start = parse_timestamp(row["timestamp"] or "")
     o, h, lo, c = (float(row[k]) for k in ("open", "high", "low", "close"))
+    lo, h = _clamp_noise(o, h, lo, c)
     vwap = float(row["vwap"]) if row.get("vwap") else (h + lo + c) / 3
     tx = int(float(row["transactions"])) if row.get("transactions") else 0
     return MinuteBar(
@@ -74,3 +79,13 @@ def _row_to_bar(row: dict[str, str]) -> MinuteBar:
         transactions=tx,
         source="csv",
     )
+
+
+def _clamp_noise(o: float, h: float, lo: float, c: float) -> tuple[float, float]:
+    """(low, high) widened to the open and close when they miss by float noise only."""
+    top, bottom = max(o, c), min(o, c)
+    if lo > bottom and lo - bottom <= FLOAT_NOISE * abs(bottom):
+        lo = bottom
+    if h < top and top - h <= FLOAT_NOISE * abs(top):
+        h = top
+    return lo, h

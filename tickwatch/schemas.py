@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 MINUTE_MS = 60_000
 SCHEMA_VERSION = 1
 
-Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z][A-Z0-9.\-]*$")]
+# as markets write them: BRK.A, futures with digits (6EH4), Polygon's prefixed tickers (X:BTCUSD)
+Symbol = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9][A-Z0-9.:/\-]*$")]
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 TimestampMs = Annotated[int, Field(ge=946_684_800_000, le=4_102_444_800_000)]  # 2000..2100, in ms
