@@ -8,13 +8,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_workers.detector import INPUTS
 from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
-from tickwatch.schemas import MINUTE_MS
+from tickwatch.schemas import MINUTE_MS, FeatureVector
 
 # Rolling features stay disturbed for a while after an anomaly: keep those rows out of training and
 # threshold calibration too.
 LABEL_TAIL_MINUTES = 20
 CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm", "log_return", "session_open")
+# what a frame holds beside its context: the models' features and the detector's inputs
+COLUMNS = tuple(dict.fromkeys((*MODEL_FEATURES, *INPUTS)))
 
 
 def frame_from_bars(
@@ -31,19 +34,57 @@ def frame_from_bars(
                 float(bar.volume),
                 warm,
                 feats["log_return"],
-                *(feats[k] for k in MODEL_FEATURES),
+                *(feats[k] for k in COLUMNS),
             )
         )
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *MODEL_FEATURES]
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *COLUMNS]
     df = pd.DataFrame(rows, columns=cols)
     return add_session_open(df.sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True))
 
 
 def add_session_open(df: pd.DataFrame) -> pd.DataFrame:
-    """Mark each symbol's first bar of a trading day (it carries the overnight gap)."""
+    """The `session_open` context column (bool) from the feature of that name, which
+    tickwatch.features computes (a frame without it gets it from the bar times)."""
+    if "session_open" in df and df["session_open"].dtype != bool:
+        df["session_open"] = df["session_open"].to_numpy() > 0
+        return df
     day = df["bar_start_ms"].map(lambda t: session_slot(int(t))[0])
     df["session_open"] = day.ne(day.groupby(df["symbol"]).shift()).to_numpy()
     return df
+
+
+def minute_of_day(ts_ms: np.ndarray | pd.Series) -> np.ndarray:
+    """The minute of the exchange day of each bar start."""
+    return np.array([session_slot(int(t))[1] for t in np.asarray(ts_ms)], dtype=np.int64)
+
+
+def input_windows(df: pd.DataFrame, length: int) -> np.ndarray:
+    """Per row the last `length` detector-input rows of its symbol (zero-padded in front)."""
+    return _windows(df[list(INPUTS)].to_numpy(dtype=np.float32), df["symbol"].to_numpy(), length)
+
+
+def stream_order(df: pd.DataFrame) -> np.ndarray:
+    """Row indexes of a (symbol, time)-sorted frame in the order the stream sees them."""
+    return np.lexsort((df["symbol"].to_numpy(), df["bar_start_ms"].to_numpy()))
+
+
+def vectors_from_frame(df: pd.DataFrame) -> list[FeatureVector]:
+    """FeatureVectors of a feature frame, in stream order (time, then symbol)."""
+    cols = list(COLUMNS)
+    values = df[cols].to_numpy(dtype=np.float64)
+    sym, ts = df["symbol"].to_numpy(), df["bar_start_ms"].to_numpy()
+    close, vol, warm = df["close"].to_numpy(), df["volume"].to_numpy(), df["warm"].to_numpy()
+    return [
+        FeatureVector.model_construct(
+            symbol=str(sym[i]),
+            bar_start_ms=int(ts[i]),
+            close=float(close[i]),
+            volume=float(vol[i]),
+            features=dict(zip(cols, values[i].tolist(), strict=True)),
+            warm=bool(warm[i]),
+        )
+        for i in stream_order(df)
+    ]
 
 
 def label_mask(df: pd.DataFrame, labels: pd.DataFrame, tail_minutes: int = 0) -> np.ndarray:
@@ -86,16 +127,21 @@ def sequences(df: pd.DataFrame, length: int) -> tuple[np.ndarray, np.ndarray]:
     `df` must be sorted by symbol then time; rows with fewer predecessors are zero-padded at the
     front and marked invalid.
     """
-    x = model_matrix(df)
-    n, f = x.shape
-    out = np.zeros((n, length, f), dtype=np.float32)
-    valid = np.zeros(n, dtype=bool)
     sym = df["symbol"].to_numpy()
-    starts = np.r_[0, np.flatnonzero(sym[1:] != sym[:-1]) + 1, n]
+    out = _windows(model_matrix(df), sym, length)
+    valid = np.zeros(len(df), dtype=bool)
+    starts = np.r_[0, np.flatnonzero(sym[1:] != sym[:-1]) + 1, len(df)]
     for a, b in zip(starts[:-1], starts[1:], strict=True):
-        block = x[a:b]
-        padded = np.concatenate([np.zeros((length - 1, f), dtype=np.float32), block])
-        view = np.lib.stride_tricks.sliding_window_view(padded, (length, f))[:, 0]
-        out[a:b] = view
         valid[a + length - 1 : b] = True
     return out, valid
+
+
+def _windows(x: np.ndarray, sym: np.ndarray, length: int) -> np.ndarray:
+    """Per row the last `length` rows of its symbol block, zero-padded in front."""
+    n, f = x.shape
+    out = np.zeros((n, length, f), dtype=np.float32)
+    starts = np.r_[0, np.flatnonzero(sym[1:] != sym[:-1]) + 1, n]
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        padded = np.concatenate([np.zeros((length - 1, f), dtype=np.float32), x[a:b]])
+        out[a:b] = np.lib.stride_tricks.sliding_window_view(padded, (length, f))[:, 0]
+    return out

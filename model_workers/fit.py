@@ -10,15 +10,20 @@ import numpy as np
 import pandas as pd
 
 from model_workers import dataset
-from model_workers.ensemble import Calibration, calibrate, decide
+from model_workers.detector import Detector
+from model_workers.ensemble import Calibration
 from model_workers.evaluation import EventMetrics, alerts_from_flags, evaluate_alerts
+from model_workers.models.iforest import NAME as IFOREST
 from model_workers.models.iforest import iforest_scores, train_iforest
+from model_workers.models.lstm_ae import NAME as LSTM
 from model_workers.models.lstm_ae import (
     autoencoder_errors,
     autoencoder_scores,
     error_scale,
     train_autoencoder,
 )
+from model_workers.registry import LoadedModel
+from model_workers.scorer import Scorer
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.3
@@ -26,7 +31,7 @@ VALIDATION_FRACTION = 0.3
 
 @dataclass
 class FitResult:
-    """Trained models, their calibrations, and validation metrics per detector."""
+    """Trained models, the fitted detector, and validation metrics per detector."""
 
     iforest: Any
     lstm: Any
@@ -34,9 +39,25 @@ class FitResult:
     lstm_cal: Calibration
     lstm_scale: np.ndarray
     history: list[dict[str, float]]
+    detector: Detector | None = None
     metrics: dict[str, EventMetrics] = field(default_factory=dict)
     n_train: int = 0
     n_validation: int = 0
+
+    def scorer(
+        self, length: int, top_k: int = 3, versions: tuple[str, str] = ("new", "new")
+    ) -> Scorer:
+        """A Scorer over these in-memory models (the registry is not touched)."""
+        assert self.detector is not None
+        forest = LoadedModel(IFOREST, versions[0], self.iforest, self.iforest_cal, {})
+        lstm = LoadedModel(
+            LSTM,
+            versions[1],
+            self.lstm,
+            self.lstm_cal,
+            {"sequence_length": length, "error_scale": [float(v) for v in self.lstm_scale]},
+        )
+        return Scorer(forest, lstm, top_k, self.detector)
 
 
 @dataclass(frozen=True)
@@ -61,9 +82,10 @@ def score_frame(
     return Scored(iforest_scores(iforest, x), ae, errors)
 
 
-def eligible(frame: pd.DataFrame) -> np.ndarray:
-    """Rows a detector may flag: warm, and not the session's opening bar."""
-    return frame["warm"].to_numpy(bool) & ~frame["session_open"].to_numpy(bool)
+def eligible(frame: pd.DataFrame, skip_open: bool = True) -> np.ndarray:
+    """Rows a detector may flag: warm, and (intraday bars) not the session's opening bar."""
+    warm = frame["warm"].to_numpy(bool)
+    return warm & ~frame["session_open"].to_numpy(bool) if skip_open else warm
 
 
 def fit_models(
@@ -71,11 +93,13 @@ def fit_models(
     labels: pd.DataFrame,
     length: int,
     epochs: int,
-    false_alarm_rate: float,
+    settings_model: Any,
     cooldown_minutes: int,
     seed: int = 0,
+    market_symbol: str = "VOO",
 ) -> FitResult:
-    """Train on the early days' normal rows, calibrate and evaluate on the last days."""
+    """Train on the early days' normal rows, fit the detector on the history, evaluate on the
+    last days as the stream would score them (the earlier days warm its state)."""
     train_rows, val_rows = dataset.split_by_day(frame, VALIDATION_FRACTION)
     disturbed = dataset.label_mask(frame, labels, dataset.LABEL_TAIL_MINUTES)
     normal = eligible(frame) & ~disturbed
@@ -95,44 +119,96 @@ def fit_models(
     rng = np.random.default_rng(seed)
     sample = rng.choice(np.flatnonzero(ae_train), min(int(ae_train.sum()), 20_000), replace=False)
     scale = error_scale(autoencoder_errors(lstm, windows[np.sort(sample)]))
-    val = frame[val_rows].reset_index(drop=True)
-    scored = score_frame(forest, lstm, scale, val, length)
-    val_normal = normal[val_rows]
-    if_cal = calibrate(scored.iforest[val_normal], false_alarm_rate / 2)
-    ae_cal = calibrate(scored.lstm[val_normal], false_alarm_rate / 2)
+    scored = score_frame(forest, lstm, scale, frame, length)
+    detector = fit_frame_detector(
+        frame,
+        np.column_stack([scored.iforest, scored.lstm]),
+        ~disturbed,
+        settings_model,
+        cooldown_minutes,
+        market_symbol,
+    )
+    log.info(
+        "detector: pooled threshold %.2f for %.2f alerts per symbol-session (%s)",
+        detector.threshold,
+        detector.budget,
+        "intraday sessions" if detector.skip_open else "one bar per session",
+    )
+    placeholder = Calibration(detector.threshold, 0.0)
     result = FitResult(
         forest,
         lstm,
-        if_cal,
-        ae_cal,
+        placeholder,
+        placeholder,
         scale,
         history,
+        detector,
         n_train=int(fit_rows.sum()),
         n_validation=int(val_rows.sum()),
     )
-    result.metrics = validation_metrics(val, scored, if_cal, ae_cal, labels, cooldown_minutes)
+    scorer = result.scorer(length)
+    result.metrics = validation_metrics(scorer, frame, val_rows, labels, cooldown_minutes)
     return result
 
 
-def validation_metrics(
+def fit_frame_detector(
     frame: pd.DataFrame,
-    scored: Scored,
-    if_cal: Calibration,
-    ae_cal: Calibration,
+    model_scores: np.ndarray,
+    clean: np.ndarray,
+    m: Any,
+    cooldown_minutes: int,
+    market_symbol: str,
+) -> Detector:
+    """The detector fitted on a (symbol, time)-sorted feature frame (`clean`: not labelled)."""
+    from model_workers.detector import WINDOW, fit_detector
+
+    wins = dataset.input_windows(frame, WINDOW)
+    ts = frame["bar_start_ms"].to_numpy()
+    days, minutes = dataset.trading_day(ts), dataset.minute_of_day(ts)
+    symbols = frame["symbol"].to_numpy()
+    n_sessions = len(
+        np.unique(np.column_stack([np.unique(symbols, return_inverse=True)[1], days]), axis=0)
+    )
+    skip_open = len(frame) / max(n_sessions, 1) > 1.5
+    ok = eligible(frame, skip_open)
+    return fit_detector(
+        wins,
+        symbols,
+        ts,
+        days,
+        minutes,
+        model_scores,
+        ok & clean,
+        ok,
+        budget=m.alerts_per_day,
+        cooldown_ms=cooldown_minutes * 60_000,
+        sessions=m.threshold_sessions,
+        market_symbol=market_symbol,
+    )
+
+
+def validation_metrics(
+    scorer: Scorer,
+    frame: pd.DataFrame,
+    val_rows: np.ndarray,
     labels: pd.DataFrame,
     cooldown_minutes: int,
 ) -> dict[str, EventMetrics]:
-    """Event metrics of the forest, the autoencoder and the ensemble on a scored frame."""
-    d = decide(
-        scored.iforest, scored.lstm, if_cal, ae_cal, eligible(frame), frame["log_return"].to_numpy()
-    )
+    """Event metrics of each member and the ensemble on the validation rows, scored as the
+    stream scores them (every earlier row warms the state first)."""
+    rows = scorer.score(dataset.vectors_from_frame(frame))
+    order = dataset.stream_order(frame)
+    flags = {
+        name: np.zeros(len(frame), bool) for name in ("iforest", "lstm_ae", "evidence", "ensemble")
+    }
+    for i, r in zip(order, rows, strict=True):
+        flags["ensemble"][i] = r.flagged
+        for s in r.model_scores:
+            flags[s.model][i] = s.flagged
+    val = frame[val_rows].reset_index(drop=True)
     return {
-        name: evaluate_frame(frame, flags, labels, cooldown_minutes)
-        for name, flags in (
-            ("iforest", d.iforest_flag),
-            ("lstm_ae", d.lstm_flag),
-            ("ensemble", d.flagged),
-        )
+        name: evaluate_frame(val, f[val_rows], labels, cooldown_minutes)
+        for name, f in flags.items()
     }
 
 

@@ -54,8 +54,15 @@ def model_metadata(cal: Calibration, **extra: Any) -> dict[str, Any]:
     }
 
 
-def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.ndarray) -> str:
-    """Log and register the forest in the active run; returns the new version."""
+def log_iforest(
+    pipe: Any,
+    cal: Calibration,
+    settings: Settings,
+    example: np.ndarray,
+    detector: dict[str, Any] | None = None,
+) -> str:
+    """Log and register the forest (with the fitted detector) in the active run; returns the new
+    version."""
     import mlflow.sklearn
     import sklearn
     from mlflow.models import infer_signature
@@ -68,7 +75,7 @@ def log_iforest(pipe: Any, cal: Calibration, settings: Settings, example: np.nda
         serialization_format="cloudpickle",
         signature=infer_signature(example, iforest_scores(pipe, example)),
         registered_model_name=settings.mlflow.iforest_model_name,
-        metadata=model_metadata(cal, kind="iforest"),
+        metadata=model_metadata(cal, kind="iforest", detector=detector or {}),
         pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
     )
     return str(info.registered_model_version)

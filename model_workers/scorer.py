@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from model_workers.ensemble import SEVERITIES, decide
+from model_workers.detector import (
+    CHANNELS,
+    INPUTS,
+    WINDOW,
+    Detector,
+    OnlineThreshold,
+    severity_index,
+)
+from model_workers.ensemble import SEVERITIES
 from model_workers.explain import ForestExplainer, top_reasons
 from model_workers.models.iforest import NAME as IFOREST
 from model_workers.models.iforest import iforest_scores
@@ -32,23 +40,40 @@ from tickwatch.schemas import (
 )
 from tickwatch.settings import Settings
 
+EVIDENCE = "evidence"  # the statistical channels, as an ensemble member
+
 
 @lru_cache(maxsize=8192)
 def _trading_day(bar_start_ms: int) -> int:
     return session_slot(bar_start_ms)[0]
 
 
+@lru_cache(maxsize=8192)
+def _minute(bar_start_ms: int) -> int:
+    return session_slot(bar_start_ms)[1]
+
+
 class SequenceBuffer:
-    """Each symbol's last N model-feature vectors and the trading day of its newest bar."""
+    """Per symbol: the last N model-feature vectors (the LSTM's window), the last
+    detector.WINDOW detector inputs (the evidence channels' window), the trading day of its
+    newest bar and its online alert threshold."""
 
     def __init__(self, length: int) -> None:
         self.length = length
         self.rows: dict[str, np.ndarray] = {}  # symbol -> (length, features), newest last
+        self.inputs: dict[str, np.ndarray] = {}  # symbol -> (WINDOW, INPUTS), newest last
         self.filled: dict[str, int] = {}
         self.last: dict[str, tuple[int, int]] = {}  # symbol -> (bar_start_ms, trading day)
+        self.thresholds: dict[str, OnlineThreshold] = {}
+        self.detector: Detector | None = None  # whose surprises the thresholds count
 
-    def push(self, symbol: str, bar_start_ms: int, x: np.ndarray) -> tuple[np.ndarray | None, bool]:
-        """Append one vector; (full window ending here or None, is it the session's first bar)."""
+    def push(
+        self, symbol: str, bar_start_ms: int, x: np.ndarray, inputs: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, bool]:
+        """Append one vector; (full window ending here or None, is it the session's first bar).
+
+        `inputs` (the detector inputs of the same bar) go to the channel window, read with
+        `input_window`."""
         day = _trading_day(bar_start_ms)
         prev = self.last.get(symbol)
         rows = self.rows.get(symbol)
@@ -56,9 +81,28 @@ class SequenceBuffer:
             rows = self.rows[symbol] = np.zeros((self.length, len(x)), dtype=np.float32)
         rows[:-1] = rows[1:]
         rows[-1] = x
+        if inputs is not None:
+            win = self.inputs.get(symbol)
+            if win is None:
+                win = self.inputs[symbol] = np.zeros((WINDOW, len(inputs)), dtype=np.float32)
+            win[:-1] = win[1:]
+            win[-1] = inputs
         filled = self.filled[symbol] = min(self.filled.get(symbol, 0) + 1, self.length)
         self.last[symbol] = (bar_start_ms, day)
         return (rows.copy() if filled == self.length else None), prev is None or prev[1] != day
+
+    def input_window(self, symbol: str) -> np.ndarray:
+        return self.inputs[symbol].copy()
+
+    def threshold(self, symbol: str, detector: Detector) -> OnlineThreshold:
+        """The symbol's online threshold (a new model pair starts every symbol afresh)."""
+        if self.detector is not detector:
+            self.thresholds.clear()
+            self.detector = detector
+        t = self.thresholds.get(symbol)
+        if t is None:
+            t = self.thresholds[symbol] = detector.new_threshold()
+        return t
 
     def is_new(self, symbol: str, bar_start_ms: int) -> bool:
         """False for a duplicate or late vector (not after the symbol's newest)."""
@@ -67,7 +111,7 @@ class SequenceBuffer:
 
     def forget(self, symbol: str) -> None:
         """Drop a symbol's history (its partition moved to another worker)."""
-        for d in (self.rows, self.filled, self.last):
+        for d in (self.rows, self.inputs, self.filled, self.last, self.thresholds):
             d.pop(symbol, None)
 
 
@@ -93,6 +137,8 @@ class RowScore:
     severity: Severity | None
     reasons: list[Reason] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
+    best: float = 0.0  # the largest member surprise (log10 units), 0 where not eligible
+    threshold: float = 0.0  # the symbol's threshold for this bar
 
     @property
     def scores(self) -> list[ModelScore]:
@@ -110,12 +156,25 @@ class RowScore:
 
 
 class Scorer:
-    """The champion forest and autoencoder, their explainers and calibrations."""
+    """The champion forest and autoencoder, the fitted detector, explainers and calibrations."""
 
-    def __init__(self, iforest: LoadedModel, lstm: LoadedModel, top_k: int = 3) -> None:
+    def __init__(
+        self,
+        iforest: LoadedModel,
+        lstm: LoadedModel,
+        top_k: int = 3,
+        detector: Detector | None = None,
+    ) -> None:
         self.iforest, self.lstm, self.top_k = iforest, lstm, top_k
         self.length = int(lstm.metadata["sequence_length"])
         self.error_scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
+        if detector is None:
+            if "detector" not in iforest.metadata:
+                raise ValueError(
+                    f"{iforest.name} v{iforest.version} has no fitted detector: retrain it"
+                )
+            detector = Detector.from_dict(iforest.metadata["detector"])
+        self.detector = detector
         self.explainer = ForestExplainer(iforest.model)
         self.version = f"{IFOREST}-v{iforest.version}+{LSTM}-v{lstm.version}"
 
@@ -142,17 +201,22 @@ class Scorer:
         """Score vectors in order; history comes from `buffer` (a fresh one if None).
 
         Vectors must be new for their symbol (see SequenceBuffer.is_new); the worker filters
-        duplicates first.
+        duplicates first. Each bar's score is the largest surprise over the evidence channels
+        and both models; it is flagged above its symbol's online threshold.
         """
         if not vectors:
             return []
         buffer = buffer or SequenceBuffer(self.length)
+        det = self.detector
         n = len(vectors)
         x = feature_matrix(vectors)
+        inputs = input_matrix(vectors)
         windows = np.empty((n, self.length, x.shape[1]), dtype=np.float32)
+        in_windows = np.empty((n, WINDOW, inputs.shape[1]), dtype=np.float32)
         has_window, opens = np.zeros(n, bool), np.zeros(n, bool)
         for i, v in enumerate(vectors):
-            window, opens[i] = buffer.push(v.symbol, v.bar_start_ms, x[i])
+            window, opens[i] = buffer.push(v.symbol, v.bar_start_ms, x[i], inputs[i])
+            in_windows[i] = buffer.input_window(v.symbol)
             if window is not None:
                 windows[i] = window
                 has_window[i] = True
@@ -162,44 +226,78 @@ class Scorer:
             errors[has_window] = autoencoder_errors(self.lstm.model, windows[has_window])
         ae_scores = np.full(n, np.nan)
         ae_scores[has_window] = autoencoder_scores(errors[has_window], self.error_scale)
-        warm = np.array([v.warm for v in vectors])
-        log_return = np.array([v.features.get("log_return", 0.0) for v in vectors])
-        d = decide(
-            if_scores,
-            ae_scores,
-            self.iforest.calibration,
-            self.lstm.calibration,
-            warm & ~opens,
-            log_return,
+        symbols = np.array([v.symbol for v in vectors])
+        minutes = np.array([_minute(v.bar_start_ms) for v in vectors])
+        surprise = det.surprises(
+            in_windows, symbols, minutes, np.column_stack([if_scores, ae_scores])
         )
-        flagged = np.flatnonzero(d.flagged)
+        warm = np.array([v.warm for v in vectors])
+        eligible = warm & ~opens if det.skip_open else warm
+        best = np.where(eligible, surprise.max(axis=1), 0.0)
+        thresholds = np.array(
+            [
+                buffer.threshold(v.symbol, det).observe(
+                    float(b), v.bar_start_ms, _trading_day(v.bar_start_ms)
+                )
+                for v, b in zip(vectors, best.tolist(), strict=True)
+            ]
+        )
+        flags = eligible & (best > thresholds)
+        member_flags = eligible[:, None] & (surprise > thresholds[:, None])
+        severity = severity_index(best - thresholds)
+        flagged = np.flatnonzero(flags)
         shap_rows = dict(
             zip(flagged.tolist(), self.explainer.contributions(x[flagged]), strict=True)
         )
+        i_if, i_ae = len(CHANNELS), len(CHANNELS) + 1
         out = []
-        if_t, ae_t = self.iforest.calibration.threshold, self.lstm.calibration.threshold
-        rows = zip(
-            vectors,
-            if_scores.tolist(),
-            ae_scores.tolist(),
-            has_window.tolist(),
-            d.iforest_flag.tolist(),
-            d.lstm_flag.tolist(),
-            d.flagged.tolist(),
-            d.severity.tolist(),
-            strict=True,
-        )
-        for i, (v, s_if, s_ae, has_w, f_if, f_ae, flag, sev) in enumerate(rows):
+        for i, v in enumerate(vectors):
+            t = float(thresholds[i])
             scores: tuple[RawScore, ...] = (
-                RawScore(IFOREST, self.iforest.version, s_if, if_t, f_if),
+                RawScore(
+                    IFOREST,
+                    self.iforest.version,
+                    float(surprise[i, i_if]),
+                    t,
+                    bool(member_flags[i, i_if]),
+                ),
             )
-            if has_w:
-                scores += (RawScore(LSTM, self.lstm.version, s_ae, ae_t, f_ae),)
-            if not flag:
-                out.append(RowScore(v.symbol, v.bar_start_ms, v.close, scores, False, None))
+            if has_window[i]:
+                scores += (
+                    RawScore(
+                        LSTM,
+                        self.lstm.version,
+                        float(surprise[i, i_ae]),
+                        t,
+                        bool(member_flags[i, i_ae]),
+                    ),
+                )
+            scores += (
+                RawScore(
+                    EVIDENCE,
+                    self.iforest.version,
+                    float(surprise[i, : len(CHANNELS)].max()),
+                    t,
+                    bool(member_flags[i, : len(CHANNELS)].any()),
+                ),
+            )
+            if not flags[i]:
+                out.append(
+                    RowScore(
+                        v.symbol,
+                        v.bar_start_ms,
+                        v.close,
+                        scores,
+                        False,
+                        None,
+                        best=float(best[i]),
+                        threshold=t,
+                    )
+                )
                 continue
-            reasons = top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
-            if has_w:
+            reasons = evidence_reasons(surprise[i, : len(CHANNELS)], self.top_k)
+            reasons += top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
+            if has_window[i]:
                 reasons += top_reasons(
                     x[i], tail_errors(errors[i], self.error_scale), LSTM, self.top_k
                 )
@@ -210,9 +308,11 @@ class Scorer:
                     v.close,
                     scores,
                     True,
-                    SEVERITIES[sev],
+                    SEVERITIES[int(severity[i])],
                     reasons,
                     fired_rules(v.features),
+                    best=float(best[i]),
+                    threshold=t,
                 )
             )
         return out
@@ -231,6 +331,25 @@ class Scorer:
             reasons=row.reasons,
             rules=row.rules,
         )
+
+
+def evidence_reasons(surprise: np.ndarray, k: int) -> list[Reason]:
+    """The `k` evidence channels with the largest surprise (value = contribution = surprise)."""
+    order = np.argsort(-surprise)[:k]
+    return [
+        Reason(
+            feature=CHANNELS[j],
+            value=float(surprise[j]),
+            contribution=float(surprise[j]),
+            model=EVIDENCE,
+        )
+        for j in order
+    ]
+
+
+def input_matrix(vectors: Sequence[FeatureVector]) -> np.ndarray:
+    """detector.INPUTS of each vector as float32 (n, inputs)."""
+    return np.array([[v.features[k] for k in INPUTS] for v in vectors], dtype=np.float32)
 
 
 def feature_matrix(vectors: Sequence[FeatureVector]) -> np.ndarray:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from model_workers import dataset, registry
-from model_workers.fit import FitResult, evaluate_frame, fit_models, score_frame, validation_metrics
+from model_workers.fit import FitResult, evaluate_frame, fit_models, validation_metrics
 from model_workers.models.lstm_ae import configure_tensorflow
 from model_workers.rules import prototype_rule, zscore_rule
 from tickwatch.features import MODEL_FEATURES
@@ -31,12 +32,42 @@ class TrainOutcome:
     promoted: bool
 
 
-def run(settings: Settings, epochs: int | None = None, seed: int = 0) -> TrainOutcome:
-    """Load the stored history, train, register, and move the alias if the new pair is no worse."""
+def run(
+    settings: Settings,
+    epochs: int | None = None,
+    seed: int = 0,
+    bars: Path | None = None,
+    labels: Path | None = None,
+) -> TrainOutcome:
+    """Load the stored history (or the `bars` file), train, register, and move the alias if the
+    new pair is no worse."""
+    if bars is not None:
+        from tickwatch.bar_files import read_bars, read_labels_csv
+
+        found, refused = read_bars(Path(bars))
+        if refused:
+            log.warning(
+                "%s: %d rows refused (first: line %d, %s)",
+                bars,
+                len(refused),
+                refused[0].line,
+                refused[0].reason,
+            )
+        if not found:
+            raise ValueError(f"{bars}: no valid bars")
+        frame = dataset.frame_from_bars(
+            found, settings.features.market_symbol, settings.features.beta_window
+        )
+        lab = (
+            read_labels_csv(Path(labels))
+            if labels
+            else pd.DataFrame(columns=["symbol", "start", "end", "type"])
+        )
+        return train_and_register(settings, frame, lab, f"file:{Path(bars).name}", epochs, seed)
     from model_workers.training_data import load_training_frame
 
-    frame, labels, source = load_training_frame(settings)
-    return train_and_register(settings, frame, labels, source, epochs, seed)
+    frame, lab, source = load_training_frame(settings)
+    return train_and_register(settings, frame, lab, source, epochs, seed)
 
 
 def train_and_register(
@@ -56,7 +87,14 @@ def train_and_register(
     epochs = epochs or m.epochs
     t0 = time.monotonic()
     result = fit_models(
-        frame, labels, m.sequence_length, epochs, m.false_alarm_rate, m.cooldown_minutes, seed
+        frame,
+        labels,
+        m.sequence_length,
+        epochs,
+        m,
+        m.cooldown_minutes,
+        seed,
+        settings.features.market_symbol,
     )
     _, val_rows = dataset.split_by_day(frame, 0.3)
     val = frame[val_rows].reset_index(drop=True)
@@ -69,7 +107,9 @@ def train_and_register(
                 "validation_rows": result.n_validation,
                 "sequence_length": m.sequence_length,
                 "epochs": epochs,
-                "false_alarm_rate": m.false_alarm_rate,
+                "alerts_per_day": m.alerts_per_day,
+                "threshold_sessions": m.threshold_sessions,
+                "pooled_threshold": result.detector.threshold,
                 "cooldown_minutes": m.cooldown_minutes,
                 "symbols": frame["symbol"].nunique(),
                 "iforest_n_estimators": 100,
@@ -86,12 +126,15 @@ def train_and_register(
         mlflow.log_metric("train_seconds", time.monotonic() - t0)
         x = dataset.model_matrix(val)[:5]
         windows, valid = dataset.sequences(val, m.sequence_length)
-        if_version = registry.log_iforest(result.iforest, result.iforest_cal, settings, x)
+        mlflow.log_dict(result.detector.to_dict(), "detector.json")
+        if_version = registry.log_iforest(
+            result.iforest, result.iforest_cal, settings, x, result.detector.to_dict()
+        )
         ae_version = registry.log_lstm(
             result.lstm, result.lstm_cal, result.lstm_scale, settings, windows[valid][:5]
         )
         outcome = promote_if_no_worse(
-            settings, result, val, labels, active.info.run_id, if_version, ae_version
+            settings, result, frame, labels, active.info.run_id, if_version, ae_version
         )
         mlflow.set_tag("promoted", str(outcome.promoted).lower())
     return outcome
@@ -132,29 +175,32 @@ def _log_event_metrics(
 def promote_if_no_worse(
     settings: Settings,
     result: FitResult,
-    val: pd.DataFrame,
+    frame: pd.DataFrame,
     labels: pd.DataFrame,
     run_id: str,
     if_version: str,
     ae_version: str,
 ) -> TrainOutcome:
-    """Promote the new pair unless the current champion scores a higher F1 on this validation."""
+    """Promote the new pair unless the current champion scores a higher F1 on this validation.
+
+    Without labels there is nothing to compare on: the new pair is promoted (the run says so).
+    """
     new_f1 = result.metrics["ensemble"].f1
     current = registry.champion_versions(settings)
     champion_f1 = None
-    if current is not None:
-        forest, lstm = registry.load_pair(settings, current)
-        scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
-        scored = score_frame(forest.model, lstm.model, scale, val, settings.model.sequence_length)
-        metrics = validation_metrics(
-            val,
-            scored,
-            forest.calibration,
-            lstm.calibration,
-            labels,
-            settings.model.cooldown_minutes,
-        )
-        champion_f1 = metrics["ensemble"].f1
+    if current is not None and labels is not None and len(labels):
+        from model_workers.scorer import Scorer
+
+        try:
+            champion = Scorer.from_versions(settings, current)
+        except (ValueError, KeyError) as exc:  # fitted by older code: cannot score this data
+            log.info("champion %s cannot be compared (%s): replacing it", current, exc)
+        else:
+            _, val_rows = dataset.split_by_day(frame, 0.3)
+            metrics = validation_metrics(
+                champion, frame, val_rows, labels, settings.model.cooldown_minutes
+            )
+            champion_f1 = metrics["ensemble"].f1
     promoted = champion_f1 is None or new_f1 >= champion_f1
     if promoted:
         registry.set_champion(settings, if_version, ae_version)

@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from model_workers.dataset import add_session_open, frame_from_bars
+from model_workers.dataset import COLUMNS, add_session_open, frame_from_bars
 from tickwatch.bar_store import bars_root, labels_path, read_bars, read_labels
-from tickwatch.features import MODEL_FEATURES, WARM_BARS, Bar
+from tickwatch.features import WARM_BARS, Bar
 from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
     hist = store.get_historical_features(
         entity_df=entity, features=store.get_feature_service(MODEL_SERVICE)
     ).to_df()
-    missing = hist[list(MODEL_FEATURES)].isna().any(axis=1)
+    missing = hist[list(COLUMNS)].isna().any(axis=1)
     if missing.all():
         return None
     if missing.any():
@@ -74,5 +74,5 @@ def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
     df = hist[~missing].sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True)
     df["log_return"] = np.log(df["close"] / df.groupby("symbol")["close"].shift()).fillna(0.0)
     df["warm"] = df.groupby("symbol").cumcount().to_numpy() >= WARM_BARS - 1
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *MODEL_FEATURES]
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *COLUMNS]
     return add_session_open(df[cols].copy())

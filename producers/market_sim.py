@@ -31,7 +31,15 @@ DEFAULT_START_DAY = dt.date(2025, 3, 3)  # a Monday; fixed so every run is repro
 MARKET_SYMBOL = "VOO"
 _MINUTES_PER_YEAR = 252 * BARS_PER_DAY
 _DF = 5  # Student-t degrees of freedom for fat tails
-__all__ = ["MarketFamily", "NormalEvent", "SimResult", "bars_to_frame", "labels_to_frame", "simulate", "trades_for"]
+__all__ = [
+    "MarketFamily",
+    "NormalEvent",
+    "SimResult",
+    "bars_to_frame",
+    "labels_to_frame",
+    "simulate",
+    "trades_for",
+]
 
 
 @dataclass(frozen=True)

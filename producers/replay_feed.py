@@ -6,8 +6,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from producers.bars_csv import read_bars_csv
 from producers.market_sim import recent_start_day, simulate, trades_for, trading_day_of
+from tickwatch.bar_files import read_bars_csv
 from tickwatch.schemas import AnomalyLabel, MinuteBar
 from tickwatch.settings import Settings
 

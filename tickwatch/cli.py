@@ -298,11 +298,14 @@ def features_materialize() -> None:
 def train(
     epochs: int = typer.Option(0, help="LSTM epochs (0: settings.model.epochs)"),
     seed: int = typer.Option(0, help="random seed"),
+    bars: Path = typer.Option(None, help="fit on this file of bars (CSV or Parquet)"),
+    labels: Path = typer.Option(None, help="CSV symbol,start,end,type of known anomalies"),
 ) -> None:
-    """Train both models on the stored history, register them, promote if no worse than champion."""
+    """Train both models on the stored history (or `--bars`), register them, promote if no worse
+    than the champion."""
     from model_workers.train import run
 
-    out = run(_setup(), epochs=epochs or None, seed=seed)
+    out = run(_setup(), epochs=epochs or None, seed=seed, bars=bars, labels=labels)
     verdict = "promoted to champion" if out.promoted else "champion kept"
     typer.echo(
         f"registered iforest v{out.iforest_version}, lstm_ae v{out.lstm_version} "
@@ -328,11 +331,28 @@ def backtest(
     out: Path = typer.Option(Path("backtest"), help="output folder"),
     model_uri: str = typer.Option(None, help="IFOREST_VERSION,LSTM_VERSION (default: champion)"),
     run_id: str = typer.Option(None, help="use the models registered by this training run"),
+    train_bars: Path = typer.Option(
+        None, help="fit on this file first (registry untouched); its bars warm the state"
+    ),
+    train_labels: Path = typer.Option(None, help="labels of --train-bars (optional)"),
+    fit_days: int = typer.Option(0, help="fit on the first N trading days of --bars instead"),
+    epochs: int = typer.Option(0, help="LSTM epochs when fitting (0: settings.model.epochs)"),
 ) -> None:
-    """Score a CSV of bars like the stream does; with labels, write the metrics report."""
+    """Score a file of bars like the stream does; with labels, write the metrics report."""
     from model_workers.backtest import run
 
-    report = run(_setup(), bars, labels, out, model_uri=model_uri, run_id=run_id)
+    report = run(
+        _setup(),
+        bars,
+        labels,
+        out,
+        model_uri=model_uri,
+        run_id=run_id,
+        train_bars=train_bars,
+        train_labels=train_labels,
+        fit_days=fit_days or None,
+        epochs=epochs or None,
+    )
     typer.echo(f"wrote {report}")
 
 

@@ -103,7 +103,9 @@ class ModelSettings(BaseModel):
     """Training and scoring."""
 
     sequence_length: int = 16
-    false_alarm_rate: float = 0.002
+    # alert events per symbol per trading day on normal behaviour: sets every threshold
+    alerts_per_day: float = Field(default=1.0, gt=0)
+    threshold_sessions: int = Field(default=20, ge=1)  # trailing sessions a threshold follows
     cooldown_minutes: int = 5
     top_features: int = 3
     epochs: int = 8

@@ -6,7 +6,7 @@ from feature_repo.entities import symbol
 from feature_repo.feature_services import tickwatch_all, tickwatch_model
 from feature_repo.feature_views import CONTEXT_FIELDS, FEATURE_VIEW, bar_features
 from feature_repo.sources import TIMESTAMP_FIELD, bar_features_push
-from tickwatch.features import FEATURE_NAMES, MODEL_FEATURES
+from tickwatch.features import FEATURE_NAMES
 
 
 def test_view_fields_come_from_feature_names() -> None:
@@ -22,7 +22,7 @@ def test_view_fields_come_from_feature_names() -> None:
 def test_services() -> None:
     assert tickwatch_model.name == "tickwatch_model"
     assert [f.name for f in tickwatch_model.feature_view_projections[0].features] == list(
-        MODEL_FEATURES
+        FEATURE_NAMES
     )
     assert tickwatch_all.name == "tickwatch_all"
     assert [f.name for f in tickwatch_all.feature_view_projections[0].features] == [

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from model_workers import dataset
-from model_workers.ensemble import Calibration, calibrate, decide
 from model_workers.rules import fired_rules, prototype_rule
 from tickwatch.features import MODEL_FEATURES
 
@@ -29,23 +28,6 @@ def test_fired_rules_names_what_tripped():
         "return_z_over_4",
     ]
     assert fired_rules({"log_return": 0.0, "return_z": 0.5, "volume_z_20": 0.2}) == []
-
-
-def test_calibration_threshold_matches_the_false_alarm_rate():
-    scores = np.arange(10_000, dtype=float)
-    cal = calibrate(scores, 0.01)
-    assert (scores >= cal.threshold).mean() == 0.01
-    np.testing.assert_allclose(cal.excess(np.array([cal.median, cal.threshold])), [0.0, 1.0])
-
-
-def test_decision_autoencoder_leads_forest_covers_cold_start_and_severity_ranks():
-    cal = Calibration(threshold=1.0, median=0.0)
-    if_s = np.array([2.0, 2.0, 0.1, 0.1, 0.1, 1.2])
-    ae_s = np.array([np.nan, 0.1, 1.2, 5.0, 0.1, 1.2])
-    eligible = np.array([True, True, True, True, False, True])
-    d = decide(if_s, ae_s, cal, cal, eligible, np.array([0, 0, 0, 0, 0.2, 0]))
-    assert list(d.flagged) == [True, False, True, True, False, True]  # 4: session open
-    assert list(d.severity[[2, 3, 5]]) == [0, 3, 1]  # low; critical; low+agreement -> medium
 
 
 def test_sequences_are_per_symbol_windows_ending_at_each_row():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producers.bars_csv import read_bars_csv
+from tickwatch.bar_files import read_bars_csv
 
 HEADER = "symbol,timestamp,open,high,low,close,volume\n"
 

@@ -1,12 +1,15 @@
-"""Read a user's CSV of minute bars (symbol, timestamp, OHLC, volume, vwap, transactions)."""
+"""Read a user's file of bars (CSV or Parquet: symbol, timestamp, OHLC, volume, vwap,
+transactions), as the backtest, `tickwatch train --bars` and the replay server take them."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from pydantic import ValidationError
 
 from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
@@ -42,7 +45,8 @@ def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
     `clamped_rows(path)` counts those rows."""
     bars: list[MinuteBar] = []
     errors: list[CsvRowError] = []
-    with open(path, newline="") as fh:
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -58,6 +62,36 @@ def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
                 errors.append(CsvRowError(line, raw, str(exc)))
     bars.sort(key=lambda b: (b.start_ms, b.symbol))
     return bars, errors
+
+
+def read_bars(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
+    """CSV or Parquet (by suffix) bars, validated like read_bars_csv."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        if "timestamp" in df and not pd.api.types.is_integer_dtype(df["timestamp"]):
+            ts = pd.to_datetime(df["timestamp"], utc=True)
+            df["timestamp"] = (ts.astype("int64") // 1_000_000).astype(str)
+        tmp = path.with_suffix(".tmp.csv")
+        df.astype(str).to_csv(tmp, index=False)
+        try:
+            return read_bars_csv(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return read_bars_csv(path)
+
+
+def is_iso_file(path: Path) -> bool:
+    """True when the file writes its timestamps as ISO-8601 text (not Unix ms digits)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            return not (row.get("timestamp") or "").strip().lstrip("-").isdigit()
+    return False
 
 
 def _row_to_bar(row: dict[str, str]) -> MinuteBar:
@@ -89,3 +123,19 @@ def _clamp_noise(o: float, h: float, lo: float, c: float) -> tuple[float, float]
     if h < top and top - h <= FLOAT_NOISE * abs(top):
         h = top
     return lo, h
+
+
+def read_labels_csv(path: Path) -> pd.DataFrame:
+    """Labels CSV symbol,start,end,type (times ISO-8601 UTC or Unix ms) as a frame in Unix ms."""
+    df = pd.read_csv(path, dtype=str)
+    missing = {"symbol", "start", "end", "type"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; need symbol,start,end,type")
+    return pd.DataFrame(
+        {
+            "symbol": df["symbol"].str.strip(),
+            "start": df["start"].map(parse_timestamp).astype("int64"),
+            "end": df["end"].map(parse_timestamp).astype("int64"),
+            "type": df["type"].str.strip(),
+        }
+    )

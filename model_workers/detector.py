@@ -1,0 +1,455 @@
+"""Evidence of each anomaly kind, calibrated against the user's own normal market, and the budget.
+
+Every bar gets a handful of evidence channels, each built so that normal market behaviour stays
+low on it:
+- `move_1`, `move_2`, `move_5`: the price move over 1, 2 and 5 bars in units of recent volatility.
+  For a stock linked to the market proxy it is the smaller of the raw move and the move left after
+  beta times the market's: a market-wide move (stock follows its beta) and a move of the proxy
+  alone (stock stays put) are both normal for the stock.
+- `burst`: the root-mean-square return of the last 5 bars (same market logic) against the
+  geometric mean range ratio of those bars: both must be high.
+- `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
+  bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
+- `stale`: how many bars in a row closed exactly unchanged.
+- `decouple`: the cumulative market-residual move over 15 and 30 bars, capped at twice the
+  stock's own cumulative move (a stock moving against the market, not the proxy moving alone).
+
+Fitted on the user's history (`fit_detector`): each channel's intraday seasonality (per
+half-hour of the exchange day: the open and close are busier) and its normal tail, which turns a
+value into a surprise `-log10 P(normal >= value)`. The bar's score is the largest surprise over
+the channels and the models (Isolation Forest, LSTM autoencoder), each calibrated the same way.
+
+The alert budget (`model.alerts_per_day`, per symbol per trading day) sets the threshold: on the
+fit history the rate of alert events (after the cooldown) above a level T falls about tenfold per
+unit of T; the line fitted where normal behaviour dominates (several times the budget) is
+extrapolated to the budget, so a few real anomalies in the history do not move it. Online, each
+symbol keeps the same event counts over its trailing `model.threshold_sessions` sessions
+(`OnlineThreshold`) and re-solves its threshold at every new session, so a calmer or wilder
+regime neither floods nor silences it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+INPUTS: tuple[str, ...] = (
+    "return_z",
+    "relative_return_z",
+    "range_ratio",
+    "volume_z_20",
+    "volume_z_tod",
+    "transactions_z_20",
+    "unchanged_close_run",
+    "minutes_since_last_bar",
+    "relative_cum_z_15",
+    "market_known",
+    "session_open",
+    "market_return_z",
+)
+CHANNELS: tuple[str, ...] = (
+    "move_1",
+    "move_2",
+    "move_5",
+    "burst",
+    "volume",
+    "stale",
+    "decouple",
+    "against_market",
+)
+MARKET_VOLUME = 1.0  # volume z explained by each market-return z beyond 2
+WINDOW = 30  # bars of each symbol's history the channels read (this one included)
+BUCKET_MINUTES = 30  # intraday seasonality resolution
+TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
+GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
+TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
+FIT_BAND = (2, 20)  # rates (budget multiples) where the log-rate line is fitted
+PRIOR_SESSIONS = 5.0  # weight of the fitted pooled rates in a symbol's online estimate
+_I = {name: i for i, name in enumerate(INPUTS)}
+
+
+def channel_values(windows: np.ndarray, proxy: np.ndarray, skip_open: bool) -> np.ndarray:
+    """(n, CHANNELS) evidence from (n, WINDOW, INPUTS) windows, newest bar last.
+
+    `proxy` marks rows of the market proxy itself (its relative features are empty);
+    `skip_open` drops each session's first bar from the windows (its return spans the overnight
+    gap) where sessions have many bars; daily bars keep it.
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    gap = np.sqrt(np.maximum(w[:, :, _I["minutes_since_last_bar"]], 1.0))
+    keep = 1.0 - w[:, :, _I["session_open"]] if skip_open else np.ones(w.shape[:2])
+    rz = w[:, :, _I["return_z"]] / gap * keep
+    rr = w[:, :, _I["relative_return_z"]] / gap * keep
+    linked = (w[:, -1, _I["market_known"]] > 0) & ~proxy
+
+    def cum(x: np.ndarray, k: int) -> np.ndarray:
+        return np.abs(x[:, -k:].sum(axis=1)) / math.sqrt(k)
+
+    def move(k: int) -> np.ndarray:
+        own = cum(rz, k)
+        return np.where(linked, np.minimum(own, cum(rr, k)), own)
+
+    own_rms = np.sqrt((rz[:, -5:] ** 2).mean(axis=1))
+    res_rms = np.sqrt((rr[:, -5:] ** 2).mean(axis=1))
+    rms = np.where(linked, np.minimum(own_rms, res_rms), own_rms)
+    ranges = np.log(np.clip(w[:, -5:, _I["range_ratio"]], 1e-3, None)).mean(axis=1)
+    burst = np.minimum(rms, np.exp(ranges))
+
+    vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
+    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)
+    tz = w[:, -1, _I["transactions_z_20"]]
+    volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
+    # a market-wide move brings market-wide volume: what the market's move explains is normal
+    market_move = np.abs(w[:, -2:, _I["market_return_z"]]).max(axis=1)
+    volume = volume - MARKET_VOLUME * np.maximum(market_move - 2.0, 0.0)
+
+    stale = w[:, -1, _I["unchanged_close_run"]]
+    res15 = np.abs(w[:, -1, _I["relative_cum_z_15"]])
+    decouple = np.maximum(
+        np.minimum(res15, 2.0 * cum(rz, 15)), np.minimum(cum(rr, 30), 2.0 * cum(rz, 30))
+    )
+    # moving against a market trend: the market's own cumulative move is large and the stock's
+    # goes the other way (a move of the proxy alone leaves the stock where it was)
+    mz = w[:, :, _I["market_return_z"]] * keep
+    mkt15 = mz[:, -15:].sum(axis=1) / math.sqrt(15)
+    against = -np.sign(mkt15) * rz[:, -15:].sum(axis=1) / math.sqrt(15)
+    trend = np.minimum(np.minimum(res15, np.abs(mkt15)), 3.0 * np.maximum(against, 0.0))
+    decouple = np.where(linked, decouple, 0.0)
+    trend = np.where(linked, trend, 0.0)
+    return np.column_stack(
+        [move(1), move(2), move(5), burst, np.maximum(volume, 0.0), stale, decouple, trend]
+    )
+
+
+def bucket_of(minute_of_day: np.ndarray) -> np.ndarray:
+    """Intraday bucket index of each bar's minute of the exchange day."""
+    return (np.asarray(minute_of_day) // BUCKET_MINUTES).astype(np.int64)
+
+
+@dataclass
+class Season:
+    """Per intraday bucket, each column's location and spread relative to the whole day."""
+
+    loc: np.ndarray  # (buckets, columns)
+    scale: np.ndarray
+    loc_all: np.ndarray  # (columns,)
+    scale_all: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, buckets: np.ndarray, min_rows: int = 200) -> Season:
+        n_b = 24 * 60 // BUCKET_MINUTES
+        loc_all, hi_all = np.quantile(x, 0.5, axis=0), np.quantile(x, 0.9, axis=0)
+        scale_all = hi_all - loc_all
+        loc = np.tile(loc_all, (n_b, 1))
+        scale = np.tile(scale_all, (n_b, 1))
+        for b in np.unique(buckets):
+            rows = x[buckets == b]
+            if len(rows) >= min_rows:
+                loc[b] = np.quantile(rows, 0.5, axis=0)
+                scale[b] = np.quantile(rows, 0.9, axis=0) - loc[b]
+        return cls(loc, scale, loc_all, scale_all)
+
+    def apply(self, x: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+        """Values as if every bar were at an average time of day."""
+        floor = np.maximum(0.25 * self.scale_all, 1e-9)
+        scale = np.maximum(self.scale[buckets], floor)
+        out = (x - self.loc[buckets]) / scale * self.scale_all + self.loc_all
+        flat = self.scale_all <= 1e-9  # a column with no spread (a stale run): left as it is
+        return np.where(flat, x, out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).tolist() for k in ("loc", "scale", "loc_all", "scale_all")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Season:
+        return cls(
+            *(np.asarray(d[k], dtype=np.float64) for k in ("loc", "scale", "loc_all", "scale_all"))
+        )
+
+
+@dataclass
+class Tail:
+    """Per column, the normal distribution's upper tail: value -> -log10 P(normal >= value)."""
+
+    knots: np.ndarray  # (columns, len(TAIL_LEVELS) + 1): the minimum, then the quantiles
+    slope: np.ndarray  # (columns,): surprise per unit beyond the last knot
+
+    @classmethod
+    def fit(cls, x: np.ndarray, floor: float = 0.5) -> Tail:
+        """`floor`: the narrowest tail step in the columns' units (TAIL_FLOOR for channels)."""
+        x = np.asarray(x, dtype=np.float64)
+        qs = np.quantile(x, [1 - p for p in TAIL_LEVELS], axis=0)  # (levels, columns)
+        knots = np.vstack([x.min(axis=0), qs]).T
+        knots = np.maximum.accumulate(knots, axis=1)
+        # beyond the last knot the tail goes on at the slope of the last segment (q95 to q99):
+        # the history's own anomalies sit beyond it and must not flatten the tail
+        rise = math.log10(TAIL_LEVELS[-2] / TAIL_LEVELS[-1])
+        width = knots[:, -1] - knots[:, -2]
+        width = np.maximum(width, 0.25 * (knots[:, -1] - knots[:, 1]))
+        slope = rise / np.maximum(width, floor)
+        return cls(knots, slope)
+
+    def surprise(self, x: np.ndarray) -> np.ndarray:
+        """(n, columns) surprises in log10 units (0 below the median, 2 at the 1% level)."""
+        levels = np.array([0.0, *(-math.log10(p) for p in TAIL_LEVELS)])
+        levels[0] = levels[1]  # below the median: as ordinary as the median
+        out = np.empty(x.shape, dtype=np.float64)
+        for j in range(x.shape[1]):
+            k = self.knots[j]
+            col = x[:, j]
+            inner = np.interp(col, _strict(k), levels)
+            beyond = levels[-1] + (col - k[-1]) * self.slope[j]
+            out[:, j] = np.where(col > k[-1], beyond, inner)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"knots": self.knots.tolist(), "slope": self.slope.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Tail:
+        return cls(
+            np.asarray(d["knots"], dtype=np.float64), np.asarray(d["slope"], dtype=np.float64)
+        )
+
+
+def _strict(k: np.ndarray) -> np.ndarray:
+    """Knots made strictly increasing (np.interp needs it; ties come from discrete columns)."""
+    return k + np.arange(len(k)) * 1e-9
+
+
+def event_counts(
+    scores: np.ndarray, ts: np.ndarray, cooldown_ms: int, last: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Alert events above every GRID level in one symbol's time-ordered scores.
+
+    Returns the per-level counts and the last flagged time per level (to carry on), the same
+    cooldown rule as the decision: a flag opens an event unless the previous flag at that level
+    is within the cooldown.
+    """
+    last = np.full(len(GRID), -(2**62), dtype=np.int64) if last is None else last.copy()
+    counts = np.zeros(len(GRID), dtype=np.int64)
+    for s, t in zip(scores.tolist(), ts.tolist(), strict=True):
+        flagged = s > GRID
+        if not flagged.any():
+            continue
+        new = flagged & (t - last > cooldown_ms)
+        counts += new
+        last[flagged] = t
+    return counts, last
+
+
+def solve_threshold(rates: np.ndarray, budget: float) -> float:
+    """The level where the event rate per session meets `budget`, from GRID-level rates.
+
+    Fits log10(rate) linearly in the level where the rate is FIT_BAND times the budget (normal
+    behaviour dominates there) and extrapolates to the budget; without enough points, the first
+    level whose rate is within the budget.
+    """
+    lo, hi = FIT_BAND[0] * budget, FIT_BAND[1] * budget
+    band = (rates >= lo) & (rates <= hi)
+    if band.sum() >= 3:
+        slope, intercept = np.polyfit(GRID[band], np.log10(rates[band]), 1)
+        if slope < -0.05:
+            t = (math.log10(budget) - intercept) / slope
+            return float(np.clip(t, GRID[0], GRID[-1]))
+    within = np.flatnonzero(rates <= budget)
+    return float(GRID[within[0]]) if len(within) else float(GRID[-1])
+
+
+@dataclass
+class OnlineThreshold:
+    """One symbol's alert threshold from the event rates of its trailing sessions.
+
+    `prior` is the fitted pooled rate per session at each GRID level, weighted as
+    PRIOR_SESSIONS sessions, so a new symbol starts at the fitted threshold and moves to its own
+    as sessions accumulate. The threshold is re-solved when a session ends, never mid-session.
+    """
+
+    prior: np.ndarray
+    budget: float
+    sessions: int
+    cooldown_ms: int
+    threshold: float = 0.0
+    day: int = -1
+    current: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
+    last: np.ndarray = field(default_factory=lambda: np.full(len(GRID), -(2**62), dtype=np.int64))
+    history: deque = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if not self.threshold:
+            self.threshold = solve_threshold(self.prior, self.budget)
+
+    def observe(self, score: float, bar_start_ms: int, day: int) -> float:
+        """Count this bar at every level; return the threshold that applies to it."""
+        if day != self.day:
+            if self.day != -1:
+                self.history.append(self.current)
+                while len(self.history) > self.sessions:
+                    self.history.popleft()
+                self.current = np.zeros(len(GRID), dtype=np.int64)
+                self.threshold = self._solve()
+            self.day = day
+        flagged = score > GRID
+        if flagged.any():
+            self.current += flagged & (bar_start_ms - self.last > self.cooldown_ms)
+            self.last[flagged] = bar_start_ms
+        return self.threshold
+
+    def _solve(self) -> float:
+        n = len(self.history)
+        total = np.sum(self.history, axis=0) if n else np.zeros(len(GRID))
+        rates = (total + PRIOR_SESSIONS * self.prior) / (n + PRIOR_SESSIONS)
+        return solve_threshold(rates, self.budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "day": self.day,
+            "current": self.current.tolist(),
+            "last": self.last.tolist(),
+            "history": [h.tolist() for h in self.history],
+        }
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.threshold, self.day = float(d["threshold"]), int(d["day"])
+        self.current = np.asarray(d["current"], dtype=np.int64)
+        self.last = np.asarray(d["last"], dtype=np.int64)
+        self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])
+
+
+MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
+SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
+
+
+@dataclass
+class Detector:
+    """The fitted calibration of every ensemble member and the budget's starting rates."""
+
+    season: Season
+    tail: Tail  # over MEMBERS: the channels, then the forest's and autoencoder's scores
+    prior: np.ndarray  # pooled alert events per symbol-session at each GRID level
+    budget: float  # alert events per symbol per session
+    cooldown_ms: int
+    sessions: int  # trailing sessions a symbol's online threshold reads
+    skip_open: bool  # sessions have many bars: their first bar carries the overnight gap
+    market_symbol: str
+
+    @property
+    def threshold(self) -> float:
+        """The fitted pooled threshold (where every symbol starts)."""
+        return solve_threshold(self.prior, self.budget)
+
+    def new_threshold(self) -> OnlineThreshold:
+        return OnlineThreshold(self.prior, self.budget, self.sessions, self.cooldown_ms)
+
+    def surprises(
+        self,
+        windows: np.ndarray,
+        symbols: np.ndarray,
+        minutes: np.ndarray,
+        model_scores: np.ndarray,
+    ) -> np.ndarray:
+        """(n, MEMBERS) surprises: channels from input windows, then the two models' scores
+        (NaN where a model has no score: read as ordinary)."""
+        proxy = np.asarray(symbols) == self.market_symbol
+        ch = self.season.apply(channel_values(windows, proxy, self.skip_open), bucket_of(minutes))
+        x = np.column_stack([ch, np.nan_to_num(model_scores, nan=-np.inf)])
+        out = self.tail.surprise(np.where(np.isfinite(x), x, -1e300))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "season": self.season.to_dict(),
+            "tail": self.tail.to_dict(),
+            "prior": self.prior.tolist(),
+            "budget": self.budget,
+            "cooldown_ms": self.cooldown_ms,
+            "sessions": self.sessions,
+            "skip_open": self.skip_open,
+            "market_symbol": self.market_symbol,
+            "members": list(MEMBERS),
+            "grid": GRID.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Detector:
+        if list(d.get("members", [])) != list(MEMBERS) or list(d.get("grid", [])) != GRID.tolist():
+            raise ValueError("the registered detector was fitted on other channels or levels")
+        return cls(
+            Season.from_dict(d["season"]),
+            Tail.from_dict(d["tail"]),
+            np.asarray(d["prior"], dtype=np.float64),
+            float(d["budget"]),
+            int(d["cooldown_ms"]),
+            int(d["sessions"]),
+            bool(d["skip_open"]),
+            str(d["market_symbol"]),
+        )
+
+
+def severity_index(excess: np.ndarray) -> np.ndarray:
+    """0-3 (low..critical) from the surprise above the threshold."""
+    return np.searchsorted(SEVERITY_STEPS, excess, side="right")
+
+
+def fit_detector(
+    windows: np.ndarray,
+    symbols: np.ndarray,
+    ts: np.ndarray,
+    days: np.ndarray,
+    minutes: np.ndarray,
+    model_scores: np.ndarray,
+    fit_rows: np.ndarray,
+    eligible: np.ndarray,
+    *,
+    budget: float,
+    cooldown_ms: int,
+    sessions: int,
+    market_symbol: str,
+) -> Detector:
+    """Fit seasonality and tails on `fit_rows` (normal history), then the pooled event rates.
+
+    Rows are sorted by symbol then time. `eligible` rows may alert (warm, not an opening bar);
+    the rates count alert events per symbol-session over every eligible row of the history.
+    """
+    per_day = np.bincount(np.unique(np.column_stack([_codes(symbols), days]), axis=0)[:, 0])
+    bars_per_session = len(symbols) / max(int(per_day.sum()), 1)
+    skip_open = bars_per_session > 1.5
+    proxy = np.asarray(symbols) == market_symbol
+    raw = channel_values(windows, proxy, skip_open)
+    buckets = bucket_of(minutes)
+    season = Season.fit(raw[fit_rows], buckets[fit_rows])
+    ch = season.apply(raw, buckets)
+    scores = np.asarray(model_scores, dtype=np.float64)
+    ch_tail = Tail.fit(ch[fit_rows], TAIL_FLOOR)
+    model_tails = []
+    for j in range(scores.shape[1]):
+        col = scores[fit_rows, j]
+        col = col[np.isfinite(col)]
+        model_tails.append(Tail.fit(col[:, None], 1e-4 * max(float(np.ptp(col)), 1e-9)))
+    tail = Tail(
+        np.vstack([ch_tail.knots, *(t.knots for t in model_tails)]),
+        np.concatenate([ch_tail.slope, *(t.slope for t in model_tails)]),
+    )
+    detector = Detector(
+        season, tail, np.zeros(len(GRID)), budget, cooldown_ms, sessions, skip_open, market_symbol
+    )
+    x = np.column_stack([ch, np.where(np.isfinite(scores), scores, -1e300)])
+    best = np.where(eligible, tail.surprise(x).max(axis=1), 0.0)
+    total, n_sessions = np.zeros(len(GRID)), 0
+    codes = _codes(symbols)
+    for c in np.unique(codes):
+        rows = np.flatnonzero(codes == c)
+        counts, _ = event_counts(best[rows], np.asarray(ts)[rows], cooldown_ms)
+        total += counts
+        n_sessions += len(np.unique(np.asarray(days)[rows]))
+    detector.prior = total / max(n_sessions, 1)
+    return detector
+
+
+def _codes(symbols: np.ndarray) -> np.ndarray:
+    return np.unique(np.asarray(symbols), return_inverse=True)[1]
