@@ -67,7 +67,7 @@ BUCKET_MINUTES = 30  # intraday seasonality resolution
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
-FIT_BAND = (2, 20)  # rates (budget multiples) where the log-rate line is fitted
+FIT_BAND = (2.0, 20.0)  # rates (budget multiples) where the log-rate line is fitted
 PRIOR_SESSIONS = 5.0  # weight of the fitted pooled rates in a symbol's online estimate
 _I = {name: i for i, name in enumerate(INPUTS)}
 

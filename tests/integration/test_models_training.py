@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import pytest
@@ -18,8 +20,8 @@ from model_support import (
 
 from model_workers import dataset, registry
 from model_workers.backtest import detector_metrics, scored_frame
-from model_workers.ensemble import Calibration
-from model_workers.fit import FitResult, score_frame, validation_metrics
+from model_workers.detector import GRID, Detector
+from model_workers.fit import FitResult, validation_metrics
 from model_workers.scorer import Scorer
 from model_workers.train import promote_if_no_worse
 from producers.market_sim import labels_to_frame, simulate
@@ -45,7 +47,10 @@ def test_training_registers_both_models_as_champion_with_their_metadata(settings
         info = mlflow.models.get_model_info(f"models:/{name}/1")
         assert info.signature is not None
         assert info.metadata["features"] == list(MODEL_FEATURES)
-        assert info.metadata["threshold"] > info.metadata["median"]
+    detector = mlflow.models.get_model_info(f"models:/{s.mlflow.iforest_model_name}/1").metadata[
+        "detector"
+    ]
+    assert Detector.from_dict(detector).threshold > 1.0  # a fitted budget, not the lowest level
 
 
 def test_model_catches_held_out_anomalies_better_than_the_prototype_rule(settings, tmp_path):
@@ -66,26 +71,31 @@ def test_champion_alias_moves_only_to_a_pair_at_least_as_good(settings, tmp_path
     val = frame[val_rows].reset_index(drop=True)
     forest, lstm = registry.load_pair(s, ("1", "1"))
     scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
-    scored = score_frame(forest.model, lstm.model, scale, val, s.model.sequence_length)
+    fitted = Detector.from_dict(forest.metadata["detector"])
+    # a detector whose budget can never be met: its threshold sits at the top level
+    blind = dataclasses.replace(fitted, prior=np.full(len(GRID), 1e3))
 
-    def candidate(if_cal: Calibration, ae_cal: Calibration) -> FitResult:
-        result = FitResult(forest.model, lstm.model, if_cal, ae_cal, scale, [])
+    def candidate(detector: Detector) -> FitResult:
+        result = FitResult(
+            forest.model, lstm.model, forest.calibration, lstm.calibration, scale, [], detector
+        )
         result.metrics = validation_metrics(
-            val, scored, if_cal, ae_cal, labels, s.model.cooldown_minutes
+            result.scorer(s.model.sequence_length), frame, val_rows, labels, 5
         )
         return result
 
-    blind = Calibration(threshold=1e9, median=0.0)  # flags nothing: F1 0
     example = dataset.model_matrix(val)[:3]
     windows, valid = dataset.sequences(val, s.model.sequence_length)
-    for cal_if, cal_ae, expect_promoted, expect in (
-        (blind, blind, False, ("1", "1")),
-        (forest.calibration, lstm.calibration, True, ("3", "3")),
+    for detector, expect_promoted, expect in (
+        (blind, False, ("1", "1")),
+        (fitted, True, ("3", "3")),
     ):
-        result = candidate(cal_if, cal_ae)
+        result = candidate(detector)
         with mlflow.start_run() as run:
-            v_if = registry.log_iforest(forest.model, cal_if, s, example)
-            v_ae = registry.log_lstm(lstm.model, cal_ae, scale, s, windows[valid][:3])
-            outcome = promote_if_no_worse(s, result, val, labels, run.info.run_id, v_if, v_ae)
+            v_if = registry.log_iforest(
+                forest.model, forest.calibration, s, example, detector.to_dict()
+            )
+            v_ae = registry.log_lstm(lstm.model, lstm.calibration, scale, s, windows[valid][:3])
+            outcome = promote_if_no_worse(s, result, frame, labels, run.info.run_id, v_if, v_ae)
         assert outcome.promoted is expect_promoted
         assert registry.champion_versions(s) == expect

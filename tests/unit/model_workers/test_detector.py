@@ -1,0 +1,89 @@
+"""The detector's pieces: tails as surprises, the budget solver, the online threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model_workers.detector import GRID, OnlineThreshold, Tail, event_counts, solve_threshold
+
+MIN = 60_000
+
+
+def test_tail_surprise_is_monotone_and_reads_the_normal_levels() -> None:
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.standard_normal((50_000, 1)))
+    tail = Tail.fit(x, 0.01)
+    q99 = np.quantile(x, 0.99)
+    probe = np.linspace(0, 8, 200)[:, None]
+    s = tail.surprise(probe)[:, 0]
+    assert np.all(np.diff(s) >= 0)
+    assert abs(tail.surprise(np.array([[q99]]))[0, 0] - 2.0) < 1e-6
+    assert s[-1] > 4.0  # far beyond anything normal
+
+
+def test_a_few_huge_outliers_do_not_flatten_the_tail() -> None:
+    rng = np.random.default_rng(1)
+    clean = np.abs(rng.standard_normal((20_000, 1)))
+    dirty = np.vstack([clean, np.full((150, 1), 40.0)])  # 0.75% anomalies far out
+    s_clean = Tail.fit(clean, 0.01).surprise(np.array([[6.0]]))[0, 0]
+    s_dirty = Tail.fit(dirty, 0.01).surprise(np.array([[6.0]]))[0, 0]
+    assert s_dirty > 0.7 * s_clean
+
+
+def test_solver_extrapolates_the_normal_rate_to_the_budget() -> None:
+    normal = 100.0 * 10.0 ** (-(GRID - 1.0))  # tenfold fewer events per unit level
+    assert abs(solve_threshold(normal, 1.0) - 3.0) < 0.05
+    # a real anomaly every session, far out: taking the level where the total rate meets the
+    # budget would silence the detector (level 12); the fitted normal line stays near 3
+    t = solve_threshold(normal + 1.0, 1.0)
+    assert 3.0 <= t < 4.0
+
+
+def test_event_counts_apply_the_cooldown_per_level() -> None:
+    scores = np.array([5.0, 5.0, 1.5, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0])
+    ts = np.arange(len(scores)) * MIN
+    counts, _ = event_counts(scores, ts, 5 * MIN)
+    level3 = int(np.flatnonzero(np.isclose(GRID, 3.0))[0])
+    assert counts[level3] == 2  # bars 0-3 are one event, bar 10 a second
+
+
+def _session(rng: np.random.Generator, day: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    scores = rng.exponential(scale, 390) / np.log(10)
+    return scores, day * 86_400_000 + np.arange(390) * MIN
+
+
+def test_threshold_follows_a_wilder_regime_and_recovers_from_its_state() -> None:
+    rng = np.random.default_rng(2)
+    calm = np.zeros(len(GRID))
+    for d in range(10):
+        s, t = _session(rng, d, 1.0)
+        calm += event_counts(s, t, 5 * MIN)[0]
+    prior = calm / 10
+    online = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
+    start = online.threshold
+    alerts_per_day = []
+    for d in range(10, 40):
+        s, t = _session(rng, d, 1.6)  # a wilder market: every score 60% larger
+        thr = np.array([online.observe(float(x), int(tt), d) for x, tt in zip(s, t, strict=True)])
+        alerts_per_day.append(int(event_counts(np.where(s > thr, 99.0, 0.0), t, 5 * MIN)[0][0]))
+        if d == 25:
+            saved = online.to_dict()
+            copy = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
+            copy.load(saved)
+    assert online.threshold > start + 0.5
+    assert np.mean(alerts_per_day[-10:]) < np.mean(alerts_per_day[:3])
+    assert np.mean(alerts_per_day[-10:]) <= 2.0
+    # the restored copy goes on exactly like the original
+    rng2 = np.random.default_rng(3)
+    for d in range(40, 43):
+        s, t = _session(rng2, d, 1.6)
+        for x, tt in zip(s, t, strict=True):
+            copy.observe(float(x), int(tt), d)
+    fresh = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
+    fresh.load(saved)
+    rng2 = np.random.default_rng(3)
+    for d in range(40, 43):
+        s, t = _session(rng2, d, 1.6)
+        for x, tt in zip(s, t, strict=True):
+            fresh.observe(float(x), int(tt), d)
+    assert fresh.to_dict() == copy.to_dict()
