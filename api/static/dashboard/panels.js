@@ -53,20 +53,27 @@ export function renderScores(container, scores) {
   );
 }
 
+const REASON_KIND = { iforest: "SHAP value", lstm_ae: "reconstruction error" };
+
+// Each model's reasons as bars scaled to that model's largest (SHAP and reconstruction error
+// are in different units, so the two models are never drawn on one scale).
 export function renderReasons(container, reasons) {
-  const scale = Math.max(...reasons.map((r) => Math.abs(r.contribution)), 1e-12);
-  container.replaceChildren(
-    ...reasons.map((r) => {
-      const row = hbar(r.feature, r.contribution, scale, {
-        text: `${fixed(r.contribution, 3)}`,
-      });
-      row.title = `${r.model}: ${r.feature} = ${fixed(r.value, 3)}, contribution ${fixed(r.contribution, 4)}`;
+  const models = [...new Set(reasons.map((r) => r.model))];
+  const groups = models.map((model) => {
+    const own = reasons.filter((r) => r.model === model);
+    const scale = Math.max(...own.map((r) => Math.abs(r.contribution)), 1e-12);
+    const label = el("div", { className: "muted", textContent: `${model}: ${REASON_KIND[model] ?? "contribution"}` });
+    const rows = own.map((r) => {
+      const row = hbar(r.feature, r.contribution, scale, { text: fixed(r.contribution, 3) });
+      row.title = `${r.feature} = ${fixed(r.value, 3)}, contribution ${fixed(r.contribution, 4)}`;
       row.classList.add("reason");
       row.dataset.feature = r.feature;
       row.dataset.model = r.model;
       return row;
-    }),
-  );
+    });
+    return el("div", { className: "reasons" }, label, ...rows);
+  });
+  container.replaceChildren(...groups);
   if (!reasons.length) container.replaceChildren(el("p", { className: "muted", textContent: "none" }));
 }
 
