@@ -25,6 +25,7 @@ from tickwatch.demo import Pipeline, _run_step, champion_exists
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
 from tickwatch.stack.browser import LAUNCH_ARGS, ensure_chromium
+from tickwatch.stack.processes import port_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from api_support import claim_redis_db, free_port, release_redis_db  # noqa: E402
@@ -58,6 +59,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("browser")
     prefix = f"br{uuid.uuid4().hex[:8]}-"
     db = claim_redis_db(base, prefix)
+    # the default port when free, so Prometheus (which scrapes it) sees this API as up
+    api_port = base.api.port if not port_open("127.0.0.1", base.api.port) else free_port()
     s = base.model_copy(
         update={
             "topic_prefix": prefix,
@@ -73,7 +76,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 }
             ),
             "model": base.model.model_copy(update={"epochs": 3}),
-            "api": base.api.model_copy(update={"api_key": SecretStr(API_KEY), "port": free_port()}),
+            "api": base.api.model_copy(update={"api_key": SecretStr(API_KEY), "port": api_port}),
         }
     )
     r = redis.Redis(s.redis.host, s.redis.port, db=db)

@@ -101,7 +101,7 @@ def test_live_charts_anomalies_detail_and_health(page: tuple[Page, Recorded], li
 
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTEFACTS / "dashboard.png"
-    pg.screenshot(path=str(shot))
+    pg.screenshot(path=str(shot), full_page=True)
     if os.environ.get("TICKWATCH_DASHBOARD_PNG"):  # `make screenshot` refreshes the README's
         shutil.copyfile(shot, os.environ["TICKWATCH_DASHBOARD_PNG"])
     assert not rec.page_errors, rec.page_errors

@@ -106,7 +106,11 @@ export function renderHealth(container, health) {
 export function renderModels(container, models, formats) {
   container.replaceChildren(
     ...models.map((m) => {
-      const metrics = Object.entries(m.metrics).sort(([a], [b]) => a.localeCompare(b)).slice(0, 8);
+      // validation metrics first (what promotion compared), then the rest, at most 8
+      const rank = ([name]) => (name.startsWith("val_") ? 0 : 1);
+      const metrics = Object.entries(m.metrics)
+        .sort((a, b) => rank(a) - rank(b) || a[0].localeCompare(b[0]))
+        .slice(0, 8);
       const table = el("table", {}, ...metrics.map(([k, v]) =>
         el("tr", {}, el("td", { textContent: k }), el("td", { textContent: fixed(v, 4) }))));
       const since = m.created_at_ms ? formats.full(m.created_at_ms) : "n/a";
