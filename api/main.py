@@ -29,6 +29,7 @@ DESCRIPTION = """Anomalies found by tickwatch, the features and models behind th
 
 Every `/v1` endpoint needs the `X-API-Key` header. Errors: 401 (key missing or wrong),
 422 (a parameter is invalid; `message` names it), 503 (a dependency is down; `dependency` names it).
+The live dashboard is at `/dashboard`.
 """
 
 
