@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration up down status lint bench drill feast-apply lock compose-check clean
+.PHONY: help install demo test test-unit test-integration test-browser screenshot vendor up down status lint bench drill feast-apply lock compose-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,14 +25,23 @@ install: $(STAMP) ## create the venv and install pinned dependencies (idempotent
 demo: $(STAMP) ## set up everything and run the live pipeline on the replay feed (Ctrl-C stops it)
 	@$(TW) demo $(ARGS)
 
-test: $(STAMP) ## run unit, integration and end-to-end tests against the real local stack
-	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests/unit tests/integration tests/e2e
+test: $(STAMP) ## run unit, integration, end-to-end and browser tests against the real local stack
+	@$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests/unit tests/integration tests/e2e tests/browser
 
 test-unit: $(STAMP) ## unit tests only (no services)
 	@$(BIN)/python -m pytest -q tests/unit
 
 test-integration: $(STAMP) ## integration and e2e tests only
 	@$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+test-browser: $(STAMP) ## the dashboard in chromium (apt-installed when missing) against the live pipeline
+	@$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+
+screenshot: $(STAMP) ## run the browser tests and write their dashboard screenshot to docs/dashboard.png
+	@TICKWATCH_DASHBOARD_PNG=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser -k live_charts
+
+vendor: ## re-fetch the vendored browser assets (npm pack of pinned versions, integrity checked)
+	@api/static/vendor/fetch.sh
 
 up: $(STAMP) ## start Kafka, Redis, Prometheus and MLflow (installs what is missing)
 	@$(TW) stack up

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.cache import ResponseCache
 from api.errors import install_error_handlers
 from api.online_features import OnlineFeatures
-from api.routes import anomalies, health, models, score, symbols
+from api.routes import anomalies, bars, health, models, pages, pipeline, score, symbols
 from api.scoring import ChampionScorer
 from tickwatch.metrics import API_LATENCY, API_REQUESTS
 from tickwatch.settings import Settings
@@ -28,6 +29,7 @@ DESCRIPTION = """Anomalies found by tickwatch, the features and models behind th
 
 Every `/v1` endpoint needs the `X-API-Key` header. Errors: 401 (key missing or wrong),
 422 (a parameter is invalid; `message` names it), 503 (a dependency is down; `dependency` names it).
+The live dashboard is at `/dashboard`.
 """
 
 
@@ -92,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by api/routes/pages.py from vendored assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.redis = make_redis(settings)
@@ -101,8 +105,10 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
-    for module in (anomalies, symbols, models, score):
+    for module in (anomalies, symbols, bars, models, score, pipeline):
         app.include_router(module.router)
+    app.include_router(pages.router)
+    app.mount(pages.STATIC_URL, StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app
 
 

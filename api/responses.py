@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tickwatch.schemas import AnomalyEvent
+from tickwatch.schemas import AnomalyEvent, MinuteBar
 
 
 class AnomalyPage(BaseModel):
@@ -66,3 +66,36 @@ class ModelsResponse(BaseModel):
     """`GET /v1/models`."""
 
     models: list[ModelVersionInfo]
+
+
+class BarPage(BaseModel):
+    """One page of minute bars of a symbol, newest first."""
+
+    items: list[MinuteBar]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next (older) page; null when there is nothing more"
+    )
+
+
+class SymbolsInfo(BaseModel):
+    """`GET /v1/symbols`: the configured symbols and the exchange's time zone."""
+
+    symbols: list[str]
+    market_symbol: str = Field(description="the market proxy relative features compare against")
+    timezone: str = Field(description="IANA name of the exchange's time zone (bar times are UTC)")
+
+
+class PipelineHealth(BaseModel):
+    """`GET /v1/pipeline/health`: the pipeline's throughput, lag and latency from Prometheus."""
+
+    bars_per_s: float | None = Field(description="bars entering the features stage per second")
+    anomalies_per_min: float | None = Field(description="anomaly events the score stage emits")
+    dead_letters_per_min: float | None = Field(description="records refused by any stage")
+    consumer_lag: dict[str, float] = Field(description="messages behind the log end, by stage")
+    latency_p95_s: dict[str, float] = Field(
+        description="95th percentile of ingest to acknowledged output, by stage"
+    )
+    services_up: dict[str, bool] = Field(description="Prometheus scrape target up, by job")
+    window: str = Field(description="the rate window of the per-second and per-minute numbers")
+    prometheus: str = Field(description="the Prometheus server asked")
+    queries: dict[str, str] = Field(description="the PromQL behind each number")

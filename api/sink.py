@@ -1,5 +1,7 @@
 """`tickwatch sink`: anomaly events from Kafka into the Redis store, batch by batch, idempotently.
 
+The same process runs the bar sink (api/bar_sink.py) on a thread: recent bars for the charts.
+
 Offsets are committed only after a batch is in Redis, so a crash replays the batch, and the store
 write is idempotent, so the replay changes nothing (repeats are counted, not stored again). When
 Redis is down the batch is retried until it lands. Malformed records, unconfigured symbols and
@@ -16,6 +18,7 @@ import time
 import redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from api.bar_sink import BarSink
 from api.explanation_metrics import LatestExplanations
 from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
@@ -184,9 +187,20 @@ class AnomalySink:
 
 
 def run(settings: Settings) -> None:
-    """Serve sink metrics and run the sink until SIGINT/SIGTERM."""
+    """Serve sink metrics and run the anomaly and bar sinks until SIGINT/SIGTERM."""
     serve_metrics(settings.prometheus.sink_metrics_port, "sink")
-    sink = AnomalySink(settings)
+    sink, bars = AnomalySink(settings), BarSink(settings)
+
+    def stop(*_: object) -> None:
+        sink.stop_event.set()
+        bars.stop_event.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: sink.stop_event.set())
-    sink.run_forever()
+        signal.signal(sig, stop)
+    bar_thread = threading.Thread(target=bars.run_forever, name="bar-sink", daemon=True)
+    bar_thread.start()
+    try:
+        sink.run_forever()
+    finally:
+        stop()
+        bar_thread.join(timeout=15)

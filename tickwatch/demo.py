@@ -114,6 +114,7 @@ def run(
 
     if polygon and settings.polygon.api_key is None:
         raise SystemExit("--polygon needs TICKWATCH_POLYGON__API_KEY (or .env)")
+    print(f"==> dashboard: {dashboard_url(settings)} once the services run", flush=True)
     print("==> starting the local stack (Kafka 4, Redis, Prometheus, MLflow)", flush=True)
     stack.up(settings)
     ensure_topics(settings)
@@ -130,12 +131,23 @@ def run(
         pipeline.start_services()
         from tickwatch.live_view import show
 
+        print(
+            f"==> dashboard: {dashboard_url(settings)}  (sign in with the API key, "
+            "TICKWATCH_API__API_KEY)",
+            flush=True,
+        )
         show(settings, pipeline, duration_s=duration_s)
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
     finally:
         pipeline.stop()
         print("pipeline stopped; the stack keeps running (`make down` stops it).", flush=True)
+
+
+def dashboard_url(settings: Settings) -> str:
+    """Where the API serves the dashboard, as a browser on this machine opens it."""
+    host = settings.api.host if settings.api.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.api.port}/dashboard"
 
 
 def _replay_status(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from tickwatch.demo import dashboard_url
 from tickwatch.kafka import consume_batch, make_consumer
 from tickwatch.schemas import AnomalyEvent, FeatureVector, SchemaError, decode
 from tickwatch.settings import Settings
@@ -84,8 +85,9 @@ def render(state: LiveState, settings: Settings, problems: list[str]) -> Any:
             models,
             reasons,
         )
+    dashboard = dashboard_url(settings)
     urls = (
-        f"API docs http://{settings.api.host}:{settings.api.port}/docs  (X-API-Key from "
+        f"Dashboard {dashboard}  API docs {dashboard.removesuffix('/dashboard')}/docs  (key: "
         f"TICKWATCH_API__API_KEY)   Prometheus http://127.0.0.1:{settings.prometheus.port}"
         f"   MLflow http://127.0.0.1:{settings.mlflow.port}   Ctrl-C stops"
     )

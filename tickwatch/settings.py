@@ -42,6 +42,7 @@ class RedisSettings(BaseModel):
 class PrometheusSettings(BaseModel):
     """Prometheus server and the ports each tickwatch service exposes metrics on."""
 
+    host: str = "127.0.0.1"  # the Prometheus server the dashboard's health panel queries
     port: int = 9090
     producer_metrics_port: int = 9101
     features_metrics_port: int = 9102
@@ -49,6 +50,10 @@ class PrometheusSettings(BaseModel):
     sink_metrics_port: int = 9104
     replay_metrics_port: int = 9105
     scrape_interval_s: int = 5
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 class MlflowSettings(BaseModel):
@@ -120,6 +125,7 @@ class ApiSettings(BaseModel):
     cache_ttl_s: float = 2.0
     anomaly_retention_days: int = 30
     max_page_size: int = 500
+    bars_kept: int = 1000  # newest minute bars per symbol the sink keeps in Redis for the charts
 
 
 class Settings(BaseSettings):

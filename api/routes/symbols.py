@@ -1,4 +1,4 @@
-"""`/v1/symbols/{symbol}/features`: the latest online features of one symbol from Feast."""
+"""`/v1/symbols`: the configured symbols; `/v1/symbols/{symbol}/features`: latest Feast features."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import API_PREFIX, ApiKey
+from api.deps import API_PREFIX, ApiKey, SettingsDep
 from api.errors import DependencyUnavailable
 from api.online_features import online_store
-from api.responses import DependencyDown, Problem, SymbolFeatures
+from api.responses import DependencyDown, Problem, SymbolFeatures, SymbolsInfo
 from api.routes.anomalies import SYMBOL_PATTERN
+from tickwatch.bar_store import NEW_YORK
 
 router = APIRouter(prefix=f"{API_PREFIX}/symbols", tags=["symbols"], dependencies=[ApiKey])
+
+
+@router.get("", response_model=SymbolsInfo, summary="The configured symbols and exchange time zone")
+async def get_symbols(settings: SettingsDep) -> SymbolsInfo:
+    """What the pipeline follows; the dashboard draws one chart per symbol in exchange time."""
+    return SymbolsInfo(
+        symbols=settings.symbols,
+        market_symbol=settings.features.market_symbol,
+        timezone=NEW_YORK.key,
+    )
 
 
 @router.get(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+from api_support import claim_redis_db, release_redis_db
 
 from tickwatch import stack
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
@@ -24,23 +24,11 @@ def stack_settings() -> Iterator[Settings]:
         stack.down(settings, only=started)
 
 
-DB_CLAIM = "tickwatch:test-db:"  # in db 0: which test run holds which db
-
-
-def _claim_redis_db(settings: Settings, owner: str) -> int:
-    """A Redis db (1-63) no other test holds, even from a test run going on beside this one."""
-    r0 = redis.Redis(settings.redis.host, settings.redis.port, db=0)
-    for db in random.sample(range(1, 64), 63):
-        if r0.set(f"{DB_CLAIM}{db}", owner, nx=True, ex=3600):
-            return db
-    raise RuntimeError("every test Redis db is claimed")
-
-
 @pytest.fixture
 def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
     """Settings for one test: its own topic prefix (topics created), Redis db, run folder."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
-    db = _claim_redis_db(stack_settings, prefix)
+    db = claim_redis_db(stack_settings, prefix)
     s = stack_settings.model_copy(
         update={
             "topic_prefix": prefix,
@@ -56,5 +44,5 @@ def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
     r.flushdb()
     yield s
     r.flushdb()
-    redis.Redis(s.redis.host, s.redis.port, db=0).delete(f"{DB_CLAIM}{db}")
+    release_redis_db(s, db)
     delete_prefixed_topics(s)

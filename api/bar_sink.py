@@ -1,0 +1,95 @@
+"""The bar half of `tickwatch sink`: minute bars from Kafka into Redis for the dashboard's charts.
+
+Runs beside the anomaly sink, in the same process, on its own consumer group. Offsets are committed
+after a batch is in Redis and the write is idempotent, so a crash replays harmlessly. Bars on the
+topic were validated by the producer (which dead-letters the rest); one that still fails to decode
+is counted as an error and skipped, not dead-lettered a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from confluent_kafka import Consumer, KafkaException, Message
+
+from api.recent_bars import RecentBars
+from tickwatch.kafka import consume_batch, make_consumer
+from tickwatch.metrics import ERRORS, EVENTS_IN, EVENTS_OUT
+from tickwatch.schemas import MinuteBar, SchemaError, decode
+from tickwatch.settings import Settings
+from tickwatch.topics import BARS, topic_name
+
+log = logging.getLogger(__name__)
+STAGE = "bar-sink"
+GROUP = "tickwatch-bar-sink"
+MAX_RETRY_DELAY_S = 2.0
+
+
+class BarSink:
+    """Consumes the bars topic and keeps the newest `api.bars_kept` bars per symbol in Redis."""
+
+    def __init__(self, settings: Settings, consumer: Consumer | None = None) -> None:
+        self.settings = settings
+        self.topic = topic_name(BARS, settings)
+        self.consumer = consumer or make_consumer(settings, f"{settings.topic_prefix}{GROUP}")
+        client = redis.Redis(
+            settings.redis.host,
+            settings.redis.port,
+            db=settings.redis.db,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        self.store = RecentBars(client, settings.api.bars_kept)
+        self.symbols = frozenset(settings.symbols)
+        self.stop_event = threading.Event()
+
+    def decode_batch(self, msgs: list[Message]) -> list[MinuteBar]:
+        """The batch's bars of configured symbols; undecodable records are counted and skipped."""
+        bars = []
+        for msg in msgs:
+            try:
+                bar = decode(MinuteBar, msg.value() or b"")
+            except SchemaError as exc:
+                ERRORS.labels(STAGE, "schema").inc()
+                log.warning("skipping an undecodable bar at offset %s: %s", msg.offset(), exc)
+                continue
+            if bar.symbol in self.symbols:
+                bars.append(bar)
+        EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(msgs))
+        return bars
+
+    def process(self, msgs: list[Message]) -> int | None:
+        """Store the batch (retrying while Redis is down), then commit; None if stopped first."""
+        bars = self.decode_batch(msgs)
+        delay = 0.2
+        while True:
+            try:
+                new = self.store.write_batch(bars)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ERRORS.labels(STAGE, "redis").inc()
+                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+                if self.stop_event.wait(delay):
+                    return None
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            ERRORS.labels(STAGE, "commit").inc()
+            log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
+        EVENTS_OUT.labels(STAGE, "MinuteBar").inc(len(bars))
+        return new
+
+    def run_forever(self) -> None:
+        """Consume until `stop_event` is set."""
+        self.consumer.subscribe([self.topic])
+        log.info("bar sink: %s -> Redis %s", self.topic, self.settings.redis.url)
+        try:
+            while not self.stop_event.is_set():
+                msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
+                if msgs:
+                    self.process(msgs)
+        finally:
+            self.consumer.close()
