@@ -60,5 +60,9 @@ def test_score_a_window_of_bars_with_explanations(settings: Settings, tmp_path) 
         for r in flagged
     )
     for r in flagged:
-        assert r["reasons"] and {s["model"] for s in r["scores"]} == {"iforest", "lstm_ae"}
+        assert r["reasons"] and {s["model"] for s in r["scores"]} == {
+            "iforest",
+            "lstm_ae",
+            "evidence",
+        }
         assert r["event_id"] == make_event_id(r["symbol"], r["bar_start_ms"], scorer.version)
