@@ -137,10 +137,10 @@ def main() -> None:
     }
     moves, on_moves = int(sim["market_moves"].sum()), int(sim["alerts_on_moves"].sum())
     body = [
-        f"Held-out simulator families (seeds {seeds[0]}-{seeds[-1]}, `MarketFamily.draw`), 5 symbols, "
-        f"each fitted without labels on its first {FIT_DAYS} trading days and scored on the next "
-        f"{TEST_DAYS}; budget {budget:g} alert per symbol-day; label window first bar - 1 min to last "
-        "+ 5 min, alerts of a symbol within 5 minutes are one event.",
+        f"Held-out simulator families (seeds {seeds[0]}-{seeds[-1]}, `MarketFamily.draw`), "
+        f"5 symbols, each fitted without labels on its first {FIT_DAYS} trading days and scored "
+        f"on the next {TEST_DAYS}; budget {budget:g} alert per symbol-day; label window first "
+        "bar - 1 min to last + 5 min, alerts of a symbol within 5 minutes are one event.",
         "",
         table(
             [
@@ -223,12 +223,13 @@ def main() -> None:
         within = [r for r in results if r["alerts/symbol-day"] <= budget]
         body += [
             "",
-            f"Real one-minute series ({REAL.name}, read in place), each fitted on its first trading "
-            "day (no labels), alerts counted on the rest:",
+            f"Real one-minute series ({REAL.name}, read in place), each fitted on its first "
+            "trading day (no labels), alerts counted on the rest:",
             "",
             table(list(results[0].keys()), [list(r.values()) for r in results]),
             "",
-            f"Within the budget of {budget:g} alert per symbol-day: {len(within)} of {len(results)} series.",
+            f"Within the budget of {budget:g} alert per symbol-day: "
+            f"{len(within)} of {len(results)} series.",
             "",
             "Largest alerts (3 per series) with their reasons, for a reader to judge:",
             "",
