@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import API_KEY, ARTEFACTS, Live, Recorded
+from browser_support import API_KEY, ARTEFACTS, Live, Recorded
 from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1200)]
