@@ -173,8 +173,8 @@ def write_scores(df: pd.DataFrame, path: Path, iso: bool) -> None:
 def _read(path: Path, out_dir: Path, name: str) -> tuple[list, bool]:
     bars, refused = read_bars(Path(path))
     if refused:
-        log.warning("%d rows refused; see %s", len(refused), out_dir / f"{name}_refused_rows.csv")
-        with open(out_dir / f"{name}_refused_rows.csv", "w", newline="") as fh:
+        log.warning("%d rows refused; see %s", len(refused), out_dir / f"{name}refused_rows.csv")
+        with open(out_dir / f"{name}refused_rows.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["line", "raw", "reason"])
             w.writerows((e.line, e.raw, e.reason) for e in refused)
@@ -206,12 +206,12 @@ def run(
     configure_tensorflow()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bars, iso = _read(bars_path, out_dir, "refused")
+    bars, iso = _read(bars_path, out_dir, "")
     labels = read_labels_csv(Path(labels_path)) if labels_path else None
     warm: list = []
     if train_bars is not None or fit_days:
         if train_bars is not None:
-            warm, _ = _read(train_bars, out_dir, "train_refused")
+            warm, _ = _read(train_bars, out_dir, "train_")
             fit_labels = read_labels_csv(Path(train_labels)) if train_labels else None
         else:
             warm, bars = split_fit_days(bars, int(fit_days or 0))
