@@ -20,6 +20,7 @@ import pandas as pd
 
 from benchmarks.common import table, write_section
 from model_workers.backtest import detector_metrics, fit_scorer, scored_frame, split_fit_days
+from producers.anomaly_injection import KINDS
 from producers.market_sim import MARKET_SYMBOL, MarketFamily, labels_to_frame, simulate
 from tickwatch.bar_files import read_bars
 from tickwatch.settings import Settings
@@ -65,17 +66,7 @@ def simulated(settings: Settings, seed: int) -> dict[str, float]:
         "recall": e.recall,
         "fa": e.false_alarms_per_symbol_day,
         "events": e.events,
-        **{
-            k: e.recall_by_type.get(k, float("nan"))
-            for k in (
-                "volume_spike",
-                "price_jump",
-                "flash_crash",
-                "volatility_burst",
-                "stale_price",
-                "decoupling",
-            )
-        },
+        **{k: e.recall_by_type.get(k, float("nan")) for k in KINDS},
         "market_moves": len(moves),
         "alerts_on_moves": on_moves,
         **{f"{n}_f1": v.f1 for n, v in m.items() if n != "ensemble"},

@@ -357,9 +357,7 @@ class Detector:
         (NaN where a model has no score: read as ordinary)."""
         proxy = np.asarray(symbols) == self.market_symbol
         ch = self.season.apply(channel_values(windows, proxy, self.skip_open), bucket_of(minutes))
-        x = np.column_stack([ch, np.nan_to_num(model_scores, nan=-np.inf)])
-        out = self.tail.surprise(np.where(np.isfinite(x), x, -1e300))
-        return out
+        return self.tail.surprise(_members(ch, model_scores))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -391,6 +389,19 @@ class Detector:
         )
 
 
+def _members(channels: np.ndarray, model_scores: np.ndarray) -> np.ndarray:
+    """The MEMBERS matrix: channels, then model scores (a missing score reads as ordinary)."""
+    x = np.column_stack([channels, np.asarray(model_scores, dtype=np.float64)])
+    return np.where(np.isfinite(x), x, -1e300)
+
+
+def many_bars_per_session(symbols: np.ndarray, days: np.ndarray) -> bool:
+    """True for intraday bars (their session's first bar carries the overnight gap); False when
+    a symbol has about one bar per trading day (daily bars)."""
+    pairs = np.unique(np.column_stack([_codes(symbols), np.asarray(days)]), axis=0)
+    return len(symbols) / max(len(pairs), 1) > 1.5
+
+
 def severity_index(excess: np.ndarray) -> np.ndarray:
     """0-3 (low..critical) from the surprise above the threshold."""
     return np.searchsorted(SEVERITY_STEPS, excess, side="right")
@@ -416,9 +427,7 @@ def fit_detector(
     Rows are sorted by symbol then time. `eligible` rows may alert (warm, not an opening bar);
     the rates count alert events per symbol-session over every eligible row of the history.
     """
-    per_day = np.bincount(np.unique(np.column_stack([_codes(symbols), days]), axis=0)[:, 0])
-    bars_per_session = len(symbols) / max(int(per_day.sum()), 1)
-    skip_open = bars_per_session > 1.5
+    skip_open = many_bars_per_session(symbols, days)
     proxy = np.asarray(symbols) == market_symbol
     raw = channel_values(windows, proxy, skip_open)
     buckets = bucket_of(minutes)
@@ -438,8 +447,7 @@ def fit_detector(
     detector = Detector(
         season, tail, np.zeros(len(GRID)), budget, cooldown_ms, sessions, skip_open, market_symbol
     )
-    x = np.column_stack([ch, np.where(np.isfinite(scores), scores, -1e300)])
-    best = np.where(eligible, tail.surprise(x).max(axis=1), 0.0)
+    best = np.where(eligible, tail.surprise(_members(ch, scores)).max(axis=1), 0.0)
     total, n_sessions = np.zeros(len(GRID)), 0
     codes = _codes(symbols)
     for c in np.unique(codes):

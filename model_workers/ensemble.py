@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -16,7 +14,3 @@ class Calibration:
 
     threshold: float
     median: float
-
-    def excess(self, scores: np.ndarray) -> np.ndarray:
-        """0 at the median, 1 at the threshold: comparable across models."""
-        return (scores - self.median) / max(self.threshold - self.median, 1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,19 @@ class ForestExplainer:
         return -np.asarray(values)
 
 
-def top_reasons(values: np.ndarray, contributions: np.ndarray, model: str, k: int) -> list[Reason]:
-    """The `k` features contributing most to one row's anomaly score, largest first."""
+def top_reasons(
+    values: np.ndarray,
+    contributions: np.ndarray,
+    model: str,
+    k: int,
+    names: Sequence[str] = MODEL_FEATURES,
+) -> list[Reason]:
+    """The `k` features (`names[i]` for column i) contributing most to one row's anomaly score,
+    largest first."""
     order = np.argsort(-contributions)[:k]
     return [
         Reason(
-            feature=MODEL_FEATURES[i],
+            feature=names[i],
             value=float(values[i]),
             contribution=float(contributions[i]),
             model=model,

@@ -160,17 +160,13 @@ def fit_frame_detector(
     market_symbol: str,
 ) -> Detector:
     """The detector fitted on a (symbol, time)-sorted feature frame (`clean`: not labelled)."""
-    from model_workers.detector import WINDOW, fit_detector
+    from model_workers.detector import WINDOW, fit_detector, many_bars_per_session
 
     wins = dataset.input_windows(frame, WINDOW)
     ts = frame["bar_start_ms"].to_numpy()
     days, minutes = dataset.trading_day(ts), dataset.minute_of_day(ts)
     symbols = frame["symbol"].to_numpy()
-    n_sessions = len(
-        np.unique(np.column_stack([np.unique(symbols, return_inverse=True)[1], days]), axis=0)
-    )
-    skip_open = len(frame) / max(n_sessions, 1) > 1.5
-    ok = eligible(frame, skip_open)
+    ok = eligible(frame, many_bars_per_session(symbols, days))
     return fit_detector(
         wins,
         symbols,

@@ -72,8 +72,8 @@ class SequenceBuffer:
     ) -> tuple[np.ndarray | None, bool]:
         """Append one vector; (full window ending here or None, is it the session's first bar).
 
-        `inputs` (the detector inputs of the same bar) go to the channel window, read with
-        `input_window`."""
+        `inputs` (the detector inputs of the same bar) go to the symbol's channel window,
+        `self.inputs[symbol]`."""
         day = _trading_day(bar_start_ms)
         prev = self.last.get(symbol)
         rows = self.rows.get(symbol)
@@ -90,9 +90,6 @@ class SequenceBuffer:
         filled = self.filled[symbol] = min(self.filled.get(symbol, 0) + 1, self.length)
         self.last[symbol] = (bar_start_ms, day)
         return (rows.copy() if filled == self.length else None), prev is None or prev[1] != day
-
-    def input_window(self, symbol: str) -> np.ndarray:
-        return self.inputs[symbol].copy()
 
     def threshold(self, symbol: str, detector: Detector) -> OnlineThreshold:
         """The symbol's online threshold (a new model pair starts every symbol afresh)."""
@@ -216,7 +213,7 @@ class Scorer:
         has_window, opens = np.zeros(n, bool), np.zeros(n, bool)
         for i, v in enumerate(vectors):
             window, opens[i] = buffer.push(v.symbol, v.bar_start_ms, x[i], inputs[i])
-            in_windows[i] = buffer.input_window(v.symbol)
+            in_windows[i] = buffer.inputs[v.symbol]
             if window is not None:
                 windows[i] = window
                 has_window[i] = True
@@ -295,7 +292,8 @@ class Scorer:
                     )
                 )
                 continue
-            reasons = evidence_reasons(surprise[i, : len(CHANNELS)], self.top_k)
+            evidence = surprise[i, : len(CHANNELS)]  # value = contribution = the surprise
+            reasons = top_reasons(evidence, evidence, EVIDENCE, self.top_k, CHANNELS)
             reasons += top_reasons(x[i], shap_rows[i], IFOREST, self.top_k)
             if has_window[i]:
                 reasons += top_reasons(
@@ -331,20 +329,6 @@ class Scorer:
             reasons=row.reasons,
             rules=row.rules,
         )
-
-
-def evidence_reasons(surprise: np.ndarray, k: int) -> list[Reason]:
-    """The `k` evidence channels with the largest surprise (value = contribution = surprise)."""
-    order = np.argsort(-surprise)[:k]
-    return [
-        Reason(
-            feature=CHANNELS[j],
-            value=float(surprise[j]),
-            contribution=float(surprise[j]),
-            model=EVIDENCE,
-        )
-        for j in order
-    ]
 
 
 def input_matrix(vectors: Sequence[FeatureVector]) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
 
+log = logging.getLogger(__name__)
 REQUIRED = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 FLOAT_NOISE = 1e-9  # relative: a low above the open/close by less than this is clamped, not refused
 
@@ -41,66 +44,84 @@ def parse_timestamp(text: str) -> int:
 def read_bars_csv(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
     """Valid bars (source="csv", sorted by start then symbol) and the refused rows with reasons.
 
-    Float noise in adjusted prices (a close below the low by 1e-16) is clamped, not refused:
-    `clamped_rows(path)` counts those rows."""
-    bars: list[MinuteBar] = []
-    errors: list[CsvRowError] = []
+    Float noise in adjusted prices (a close below the low by 1e-16) is clamped, not refused; the
+    number of clamped rows is logged."""
     opener = gzip.open if Path(path).suffix == ".gz" else open
     with opener(path, "rt", newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}; need {', '.join(REQUIRED)}")
-        for row in reader:
-            line = reader.line_num
-            raw = ",".join(str(row.get(c, "")) for c in reader.fieldnames or [])
-            try:
-                bars.append(_row_to_bar(row))
-            except ValidationError as exc:
-                errors.append(CsvRowError(line, raw, describe_error(MinuteBar, exc)))
-            except (ValueError, TypeError) as exc:
-                errors.append(CsvRowError(line, raw, str(exc)))
-    bars.sort(key=lambda b: (b.start_ms, b.symbol))
-    return bars, errors
+        fields = list(reader.fieldnames or [])
+        _check_columns(path, fields)
+        return _validate(((reader.line_num, row) for row in reader), fields, path)
 
 
 def read_bars(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
-    """CSV or Parquet (by suffix) bars, validated like read_bars_csv."""
+    """CSV (optionally .gz) or Parquet (by suffix) bars, validated like read_bars_csv; a Parquet
+    row's "line" is its row number + 2 (as if it had a header line)."""
     path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-        if "timestamp" in df and not pd.api.types.is_integer_dtype(df["timestamp"]):
-            ts = pd.to_datetime(df["timestamp"], utc=True)
-            df["timestamp"] = (ts.astype("int64") // 1_000_000).astype(str)
-        tmp = path.with_suffix(".tmp.csv")
-        df.astype(str).to_csv(tmp, index=False)
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return read_bars_csv(path)
+    df = pd.read_parquet(path)
+    if "timestamp" in df and not pd.api.types.is_integer_dtype(df["timestamp"]):
+        ts = pd.to_datetime(df["timestamp"], utc=True)
+        df["timestamp"] = ts.astype("int64") // 1_000_000
+    fields = [str(c) for c in df.columns]
+    _check_columns(path, fields)
+    records = df.astype(str).replace({"nan": "", "None": ""}).to_dict("records")
+    return _validate(((i + 2, row) for i, row in enumerate(records)), fields, path)
+
+
+def _check_columns(path: Path, fields: list[str]) -> None:
+    missing = [c for c in REQUIRED if c not in fields]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; need {', '.join(REQUIRED)}")
+
+
+def _validate(
+    rows: Iterable[tuple[int, dict[str, str]]], fields: list[str], path: Path
+) -> tuple[list[MinuteBar], list[CsvRowError]]:
+    bars: list[MinuteBar] = []
+    errors: list[CsvRowError] = []
+    clamped = 0
+    for line, row in rows:
+        raw = ",".join(str(row.get(c, "")) for c in fields)
         try:
-            return read_bars_csv(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return read_bars_csv(path)
+            bar, was_clamped = _row_to_bar(row)
+        except ValidationError as exc:
+            errors.append(CsvRowError(line, raw, describe_error(MinuteBar, exc)))
+        except (ValueError, TypeError) as exc:
+            errors.append(CsvRowError(line, raw, str(exc)))
+        else:
+            bars.append(bar)
+            clamped += was_clamped
+    if clamped:
+        log.warning("%s: %d rows clamped (low/high off by float noise only)", path, clamped)
+    bars.sort(key=lambda b: (b.start_ms, b.symbol))
+    return bars, errors
 
 
 def is_iso_file(path: Path) -> bool:
     """True when the file writes its timestamps as ISO-8601 text (not Unix ms digits)."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        return True
+        ts = pd.read_parquet(path, columns=["timestamp"])["timestamp"]
+        return not pd.api.types.is_integer_dtype(ts)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
+        for row in csv.DictReader(fh):
             return not (row.get("timestamp") or "").strip().lstrip("-").isdigit()
     return False
 
 
-def _row_to_bar(row: dict[str, str]) -> MinuteBar:
+def _row_to_bar(row: dict[str, str]) -> tuple[MinuteBar, bool]:
+    """The row's bar and whether its low/high were clamped."""
     start = parse_timestamp(row["timestamp"] or "")
     o, h, lo, c = (float(row[k]) for k in ("open", "high", "low", "close"))
-    lo, h = _clamp_noise(o, h, lo, c)
+    lo2, h2 = _clamp_noise(o, h, lo, c)
+    clamped = (lo2, h2) != (lo, h)
+    lo, h = lo2, h2
     vwap = float(row["vwap"]) if row.get("vwap") else (h + lo + c) / 3
     tx = int(float(row["transactions"])) if row.get("transactions") else 0
-    return MinuteBar(
+    bar = MinuteBar(
         symbol=(row["symbol"] or "").strip(),
         start_ms=start,
         end_ms=start + MINUTE_MS,
@@ -113,6 +134,7 @@ def _row_to_bar(row: dict[str, str]) -> MinuteBar:
         transactions=tx,
         source="csv",
     )
+    return bar, clamped
 
 
 def _clamp_noise(o: float, h: float, lo: float, c: float) -> tuple[float, float]:

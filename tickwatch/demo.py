@@ -84,17 +84,22 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 
 def champion_exists(settings: Settings) -> bool:
-    """True if both models have a version under the champion alias."""
+    """True if both models have a version under the champion alias and the forest carries a
+    fitted detector (a champion trained by older code is retrained, not loaded and refused)."""
+    import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    alias = settings.mlflow.champion_alias
     try:
         for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
-            client.get_model_version_by_alias(name, settings.mlflow.champion_alias)
+            client.get_model_version_by_alias(name, alias)
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        info = mlflow.models.get_model_info(f"models:/{settings.mlflow.iforest_model_name}@{alias}")
     except MlflowException:
         return False
-    return True
+    return bool((info.metadata or {}).get("detector"))
 
 
 def _run_step(settings: Settings, title: str, *args: str) -> None:
@@ -127,7 +132,9 @@ def run(
         if retrain or not champion_exists(settings):
             _run_step(settings, "fetching history from the market-data REST endpoint", "backfill")
             _run_step(settings, "computing offline features", "features", "materialize")
-            _run_step(settings, "training the models (no champion registered yet)", "train")
+            _run_step(
+                settings, "training the models (no champion fitted by this version yet)", "train"
+            )
         pipeline.start_services()
         from tickwatch.live_view import show
 

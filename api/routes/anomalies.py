@@ -38,6 +38,23 @@ def invalid(param: str, message: str) -> RequestValidationError:
     return RequestValidationError([error])
 
 
+def page_limit(limit: int | None, max_page_size: int) -> int:
+    """The requested page size, or the default; over the configured maximum is a 422."""
+    if limit is None:
+        return min(DEFAULT_LIMIT, max_page_size)
+    if limit > max_page_size:
+        raise invalid("limit", f"must be at most {max_page_size}")
+    return limit
+
+
+def time_range(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """`from` and `to` in Unix ms; `from` after `to` is a 422."""
+    start_ms, end_ms = parse_time("from", start), parse_time("to", end)
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        raise invalid("from", "must not be after `to`")
+    return start_ms, end_ms
+
+
 def parse_time(param: str, value: str | None) -> int | None:
     """Unix ms (digits) or an ISO-8601 time, to Unix ms."""
     if value is None:
@@ -70,13 +87,8 @@ async def get_anomalies(
     """Anomalies filtered by symbol, bar time, minimum severity and model; cursor-paginated."""
     state = request.app.state  # the hot path: app state directly, not three more dependencies
     settings, redis, cache = state.settings, state.redis, state.cache
-    if limit is None:
-        limit = min(DEFAULT_LIMIT, settings.api.max_page_size)
-    elif limit > settings.api.max_page_size:
-        raise invalid("limit", f"must be at most {settings.api.max_page_size}")
-    start_ms, end_ms = parse_time("from", start), parse_time("to", end)
-    if start_ms is not None and end_ms is not None and start_ms > end_ms:
-        raise invalid("from", "must not be after `to`")
+    limit = page_limit(limit, settings.api.max_page_size)
+    start_ms, end_ms = time_range(start, end)
     try:
         position = Cursor.decode(cursor) if cursor else None
     except CursorError as exc:

@@ -18,12 +18,12 @@ from api.recent_bars import (
 )
 from api.responses import BarPage
 from api.routes.anomalies import (
-    DEFAULT_LIMIT,
     LIMIT_DOC,
     SYMBOL_PATTERN,
     TIME_DOC,
     invalid,
-    parse_time,
+    page_limit,
+    time_range,
 )
 
 router = APIRouter(prefix=f"{API_PREFIX}/symbols", tags=["symbols"], dependencies=[ApiKey])
@@ -44,13 +44,8 @@ async def get_bars(
     """
     state = request.app.state
     settings, cache = state.settings, state.cache
-    if limit is None:
-        limit = min(DEFAULT_LIMIT, settings.api.max_page_size)
-    elif limit > settings.api.max_page_size:
-        raise invalid("limit", f"must be at most {settings.api.max_page_size}")
-    start_ms, end_ms = parse_time("from", start), parse_time("to", end)
-    if start_ms is not None and end_ms is not None and start_ms > end_ms:
-        raise invalid("from", "must not be after `to`")
+    limit = page_limit(limit, settings.api.max_page_size)
+    start_ms, end_ms = time_range(start, end)
     try:
         before_ms = decode_cursor(cursor) if cursor else None
     except BarCursorError as exc:
