@@ -17,7 +17,7 @@ from tickwatch.schemas import MINUTE_MS, FeatureVector
 LABEL_TAIL_MINUTES = 20
 CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm", "log_return", "session_open")
 # what a frame holds beside its context: the models' features and the detector's inputs
-COLUMNS = tuple(dict.fromkeys((*MODEL_FEATURES, *INPUTS)))
+COLUMNS = tuple(dict.fromkeys((*MODEL_FEATURES, *INPUTS, "log_return")))
 
 
 def frame_from_bars(
@@ -33,11 +33,10 @@ def frame_from_bars(
                 float(bar.close),
                 float(bar.volume),
                 warm,
-                feats["log_return"],
                 *(feats[k] for k in COLUMNS),
             )
         )
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *COLUMNS]
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", *COLUMNS]
     df = pd.DataFrame(rows, columns=cols)
     return add_session_open(df.sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True))
 

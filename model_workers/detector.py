@@ -6,18 +6,23 @@ low on it:
   For a stock linked to the market proxy it is the smaller of the raw move and the move left after
   beta times the market's: a market-wide move (stock follows its beta) and a move of the proxy
   alone (stock stays put) are both normal for the stock.
-- `burst`: the root-mean-square return of the last 5 bars (same market logic) against the
-  geometric mean range ratio of those bars: both must be high.
+- `burst`: the median size of the last 5 moves, in units of a robust scale of the window's
+  earlier moves (same market logic), against how much their ranges widened: both must be high,
+  and a single fat-tailed bar among the five moves neither.
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
+  The volume a market-wide move brings (the market's return z over the last bars) is normal.
 - `stale`: how many bars in a row closed exactly unchanged.
-- `decouple`: the cumulative market-residual move over 15 and 30 bars, capped at twice the
-  stock's own cumulative move (a stock moving against the market, not the proxy moving alone).
+- `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
+  robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
+  move (a stock moving against the market, not the proxy moving alone).
+- `against_market`: the stock's cumulative move against a strong market trend.
 
 Fitted on the user's history (`fit_detector`): each channel's intraday seasonality (per
 half-hour of the exchange day: the open and close are busier) and its normal tail, which turns a
-value into a surprise `-log10 P(normal >= value)`. The bar's score is the largest surprise over
-the channels and the models (Isolation Forest, LSTM autoencoder), each calibrated the same way.
+value into a surprise `-log10 P(normal >= value)`. The models (Isolation Forest, LSTM
+autoencoder) are calibrated the same way. The bar's score is the largest channel surprise, or
+the models' where both agree (`combine`).
 
 The alert budget (`model.alerts_per_day`, per symbol per trading day) sets the threshold: on the
 fit history the rate of alert events (after the cooldown) above a level T falls about tenfold per
@@ -50,6 +55,8 @@ INPUTS: tuple[str, ...] = (
     "market_known",
     "session_open",
     "market_return_z",
+    "log_return",
+    "relative_return",
 )
 CHANNELS: tuple[str, ...] = (
     "move_1",
@@ -61,8 +68,15 @@ CHANNELS: tuple[str, ...] = (
     "decouple",
     "against_market",
 )
-MARKET_VOLUME = 1.0  # volume z explained by each market-return z beyond 2
+MARKET_VOLUME = 2.0  # volume z explained by each market-return z beyond MARKET_VOLUME_FROM
+MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_BARS) it starts at
+MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
+RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
+MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
+HUBER = 2.5  # robust units one bar may add to a decoupling sum
+DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
+RETURN_SCALE_FLOOR = 1e-6  # robust scale floor (log-return units) for a window of frozen prices
 BUCKET_MINUTES = 30  # intraday seasonality resolution
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
@@ -70,6 +84,15 @@ TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): dis
 FIT_BAND = (2.0, 20.0)  # rates (budget multiples) where the log-rate line is fitted
 PRIOR_SESSIONS = 5.0  # weight of the fitted pooled rates in a symbol's online estimate
 _I = {name: i for i, name in enumerate(INPUTS)}
+
+
+def _robust_scale(x: np.ndarray) -> np.ndarray:
+    """Per row, a sigma-like scale of `x` that one fat-tailed value cannot inflate: the 75th
+    percentile of |x| (1.15 sigma for a normal), floored by a quarter of the mean |x| (a window
+    of mostly zero returns, as a thin market has) and by RETURN_SCALE_FLOOR."""
+    a = np.abs(x)
+    q = np.quantile(a, 0.75, axis=1) / 1.15
+    return np.maximum(np.maximum(q, a.mean(axis=1) / 4.0), RETURN_SCALE_FLOOR)
 
 
 def channel_values(windows: np.ndarray, proxy: np.ndarray, skip_open: bool) -> np.ndarray:
@@ -93,27 +116,43 @@ def channel_values(windows: np.ndarray, proxy: np.ndarray, skip_open: bool) -> n
         own = cum(rz, k)
         return np.where(linked, np.minimum(own, cum(rr, k)), own)
 
-    own_rms = np.sqrt((rz[:, -5:] ** 2).mean(axis=1))
-    res_rms = np.sqrt((rr[:, -5:] ** 2).mean(axis=1))
-    rms = np.where(linked, np.minimum(own_rms, res_rms), own_rms)
-    ranges = np.log(np.clip(w[:, -5:, _I["range_ratio"]], 1e-3, None)).mean(axis=1)
-    burst = np.minimum(rms, np.exp(ranges))
+    # returns in units of a robust scale of the bars before the last RECENT (one fat-tailed bar
+    # in the window does not shrink the others, as a standard deviation would)
+    ret = w[:, :, _I["log_return"]] / gap * keep
+    res = w[:, :, _I["relative_return"]] / gap * keep
+    ref = slice(0, WINDOW - RECENT)
+    r_units = ret / _robust_scale(ret[:, ref])[:, None]
+    e_units = res / _robust_scale(res[:, ref])[:, None]
+
+    # burst: the median size of the last RECENT moves (a single fat-tailed bar is not a burst)
+    # and their median range against the window's earlier ranges: both must be high
+    med_own = np.median(np.abs(r_units[:, -RECENT:]), axis=1) / MAD_NORMAL
+    med_res = np.median(np.abs(e_units[:, -RECENT:]), axis=1) / MAD_NORMAL
+    size = np.where(linked, np.minimum(med_own, med_res), med_own)
+    log_range = np.log(np.clip(w[:, :, _I["range_ratio"]], 1e-3, None))
+    widening = np.median(log_range[:, -RECENT:], axis=1) - np.median(log_range[:, ref], axis=1)
+    burst = np.minimum(size, np.exp(widening))
 
     vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
     vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)
     tz = w[:, -1, _I["transactions_z_20"]]
     volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
     # a market-wide move brings market-wide volume: what the market's move explains is normal
-    market_move = np.abs(w[:, -2:, _I["market_return_z"]]).max(axis=1)
-    volume = volume - MARKET_VOLUME * np.maximum(market_move - 2.0, 0.0)
+    market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
+    volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
-    res15 = np.abs(w[:, -1, _I["relative_cum_z_15"]])
-    decouple = np.maximum(
-        np.minimum(res15, 2.0 * cum(rz, 15)), np.minimum(cum(rr, 30), 2.0 * cum(rz, 30))
+    # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
+    # single fat-tailed bar cannot make a trend), capped at twice the stock's own cumulative move
+    # (a stock moving against the market, not the proxy moving alone)
+    e_clip = np.clip(e_units, -HUBER, HUBER)
+    r_clip = np.clip(r_units, -HUBER, HUBER)
+    decouple = np.maximum.reduce(
+        [np.minimum(cum(e_clip, k), 2.0 * cum(r_clip, k)) for k in DECOUPLE_BARS]
     )
     # moving against a market trend: the market's own cumulative move is large and the stock's
     # goes the other way (a move of the proxy alone leaves the stock where it was)
+    res15 = np.abs(w[:, -1, _I["relative_cum_z_15"]])
     mz = w[:, :, _I["market_return_z"]] * keep
     mkt15 = mz[:, -15:].sum(axis=1) / math.sqrt(15)
     against = -np.sign(mkt15) * rz[:, -15:].sum(axis=1) / math.sqrt(15)
@@ -395,6 +434,18 @@ def _members(channels: np.ndarray, model_scores: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, -1e300)
 
 
+def combine(surprise: np.ndarray) -> np.ndarray:
+    """The bar's score from its (n, MEMBERS) surprises: the strongest evidence channel, or the
+    two models where they agree (the smaller of their two surprises).
+
+    Each model reads the raw features without the market context the channels carry, so one
+    model alone fires on normal market behaviour (a market-wide move, one fat-tailed return);
+    the forest and the autoencoder agreeing is evidence of its own.
+    """
+    n_ch = len(CHANNELS)
+    return np.maximum(surprise[:, :n_ch].max(axis=1), surprise[:, n_ch:].min(axis=1))
+
+
 def many_bars_per_session(symbols: np.ndarray, days: np.ndarray) -> bool:
     """True for intraday bars (their session's first bar carries the overnight gap); False when
     a symbol has about one bar per trading day (daily bars)."""
@@ -447,7 +498,7 @@ def fit_detector(
     detector = Detector(
         season, tail, np.zeros(len(GRID)), budget, cooldown_ms, sessions, skip_open, market_symbol
     )
-    best = np.where(eligible, tail.surprise(_members(ch, scores)).max(axis=1), 0.0)
+    best = np.where(eligible, combine(tail.surprise(_members(ch, scores))), 0.0)
     total, n_sessions = np.zeros(len(GRID)), 0
     codes = _codes(symbols)
     for c in np.unique(codes):

@@ -19,6 +19,7 @@ from model_workers.detector import (
     WINDOW,
     Detector,
     OnlineThreshold,
+    combine,
     severity_index,
 )
 from model_workers.ensemble import SEVERITIES
@@ -198,8 +199,9 @@ class Scorer:
         """Score vectors in order; history comes from `buffer` (a fresh one if None).
 
         Vectors must be new for their symbol (see SequenceBuffer.is_new); the worker filters
-        duplicates first. Each bar's score is the largest surprise over the evidence channels
-        and both models; it is flagged above its symbol's online threshold.
+        duplicates first. Each bar's score is the largest surprise over the evidence channels,
+        or the models' where both agree (detector.combine); it is flagged above its symbol's
+        online threshold.
         """
         if not vectors:
             return []
@@ -230,7 +232,7 @@ class Scorer:
         )
         warm = np.array([v.warm for v in vectors])
         eligible = warm & ~opens if det.skip_open else warm
-        best = np.where(eligible, surprise.max(axis=1), 0.0)
+        best = np.where(eligible, combine(surprise), 0.0)
         thresholds = np.array(
             [
                 buffer.threshold(v.symbol, det).observe(
@@ -241,6 +243,9 @@ class Scorer:
         )
         flags = eligible & (best > thresholds)
         member_flags = eligible[:, None] & (surprise > thresholds[:, None])
+        # the models decide together (see detector.combine): each is flagged when both are
+        consensus = member_flags[:, len(CHANNELS) :].all(axis=1)
+        member_flags[:, len(CHANNELS) :] = consensus[:, None]
         severity = severity_index(best - thresholds)
         flagged = np.flatnonzero(flags)
         shap_rows = dict(
