@@ -306,6 +306,10 @@ class OnlineThreshold:
     `prior` is the fitted pooled rate per session at each GRID level, weighted as
     PRIOR_SESSIONS sessions, so a new symbol starts at the fitted threshold and moves to its own
     as sessions accumulate. The threshold is re-solved when a session ends, never mid-session.
+
+    A bar not newer than the last one observed is not counted again, so replaying bars the state
+    already holds (a restarted worker rebuilding from before its commit point) changes nothing.
+    `rolled` is set when a bar starts a new session: the score worker then persists the state.
     """
 
     prior: np.ndarray
@@ -317,6 +321,8 @@ class OnlineThreshold:
     current: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
     last: np.ndarray = field(default_factory=lambda: np.full(len(GRID), -(2**62), dtype=np.int64))
     history: deque = field(default_factory=deque)
+    last_ms: int = -1  # the newest bar observed
+    rolled: bool = False
 
     def __post_init__(self) -> None:
         if not self.threshold:
@@ -324,6 +330,9 @@ class OnlineThreshold:
 
     def observe(self, score: float, bar_start_ms: int, day: int) -> float:
         """Count this bar at every level; return the threshold that applies to it."""
+        if bar_start_ms <= self.last_ms:
+            return self.threshold
+        self.last_ms = bar_start_ms
         if day != self.day:
             if self.day != -1:
                 self.history.append(self.current)
@@ -331,6 +340,7 @@ class OnlineThreshold:
                     self.history.popleft()
                 self.current = np.zeros(len(GRID), dtype=np.int64)
                 self.threshold = self._solve()
+                self.rolled = True
             self.day = day
         flagged = score > GRID
         if flagged.any():
@@ -348,6 +358,7 @@ class OnlineThreshold:
         return {
             "threshold": self.threshold,
             "day": self.day,
+            "last_ms": self.last_ms,
             "current": self.current.tolist(),
             "last": self.last.tolist(),
             "history": [h.tolist() for h in self.history],
@@ -355,6 +366,7 @@ class OnlineThreshold:
 
     def load(self, d: dict[str, Any]) -> None:
         self.threshold, self.day = float(d["threshold"]), int(d["day"])
+        self.last_ms = int(d.get("last_ms", -1))
         self.current = np.asarray(d["current"], dtype=np.int64)
         self.last = np.asarray(d["last"], dtype=np.int64)
         self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])

@@ -1,13 +1,17 @@
 """`tickwatch score`: consume feature vectors in batches, emit explained anomaly events.
 
 Exactly-once per batch: the events, any dead letters and the consumer offsets go into one Kafka
-transaction, so a restarted worker neither loses an event nor writes one twice. Per-symbol state
-(LSTM sequences, cooldown) is rebuilt on partition assignment by re-scoring the messages just
-before the committed offset, so a restarted worker scores exactly as an uninterrupted one.
+transaction, so a restarted worker neither loses an event nor writes one twice. Each symbol's
+online threshold (weeks of sessions) is written to a compacted changelog in the same transaction
+when a session ends and at least hourly in event time; on partition assignment the worker loads
+it, then rebuilds the short-lived state (LSTM sequences, cooldowns, today's threshold counts) by
+re-scoring the messages before the committed offset, from the oldest snapshot at the latest, so a
+restarted worker scores exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
@@ -22,10 +26,12 @@ from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (
     INGEST_HEADER,
     consume_batch,
+    ensure_topics,
     hang_watchdog,
     make_consumer,
     make_producer,
     produce,
+    read_latest,
 )
 from tickwatch.metrics import (
     ANOMALIES,
@@ -42,12 +48,12 @@ from tickwatch.metrics import (
 from tickwatch.schemas import FeatureVector, SchemaError, decode, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import ANOMALIES as ANOMALIES_TOPIC
-from tickwatch.topics import FEATURES, topic_name
+from tickwatch.topics import FEATURES, TopicSpec, partitions_for, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "score"
-REPLAY_MESSAGES = 50_000  # per partition; must cover (sequence + cooldown) bars of its symbols
 LAG_EVERY_S = 5.0
+SNAPSHOT_EVERY_MS = 3_600_000  # event time between two snapshots of a symbol's threshold
 TXN_WATCHDOG_S = 100.0  # > the 30 s + 60 s the commit calls may legitimately take
 
 
@@ -59,9 +65,8 @@ class ScoreWorker:
         settings: Settings,
         instance: str | None = None,
         reload_interval_s: float = 10.0,
-        replay_messages: int = REPLAY_MESSAGES,
     ) -> None:
-        self.settings, self.replay_messages = settings, replay_messages
+        self.settings, self.replay_messages = settings, settings.model.replay_messages
         self.scorer = Scorer.from_registry(settings)
         self.buffer = SequenceBuffer(self.scorer.length)
         self.cooldown = Cooldown(settings.model.cooldown_minutes)
@@ -69,6 +74,9 @@ class ScoreWorker:
         self.topic = topic_name(FEATURES, settings)
         self.out_topic = topic_name(ANOMALIES_TOPIC, settings)
         self.group = f"{settings.topic_prefix}tickwatch-score"
+        self.threshold_topic = ensure_threshold_topic(self.group, settings)
+        self.snapshot_ms: dict[str, int] = {}  # symbol -> bar time of its last snapshot
+        self.thresholds_loaded = 0
         self.instance = instance or socket.gethostname()
         tid = f"{self.group}-{self.instance}"
         self.producer = make_producer(
@@ -140,6 +148,7 @@ class ScoreWorker:
             offsets = {}
             for m in msgs:
                 offsets[m.partition()] = max(offsets.get(m.partition(), -1), m.offset() + 1)
+            self._snapshot_thresholds(vectors, offsets)
             with hang_watchdog(TXN_WATCHDOG_S, "transaction commit"):
                 self.producer.send_offsets_to_transaction(
                     [TopicPartition(self.topic, p, o) for p, o in offsets.items()],
@@ -230,14 +239,68 @@ class ScoreWorker:
                 )
         return events
 
+    def _snapshot_thresholds(self, vectors: list[FeatureVector], offsets: dict[int, int]) -> None:
+        """Write the thresholds that rolled to a new session (or went an hour unsaved) to the
+        changelog, in the batch's transaction, with the offset their replay starts after."""
+        version = self.scorer.version
+        for symbol in {v.symbol for v in vectors}:
+            t = self.buffer.thresholds.get(symbol)
+            if t is None:
+                continue
+            saved = self.snapshot_ms.get(symbol)
+            if not t.rolled and saved is not None and t.last_ms - saved < SNAPSHOT_EVERY_MS:
+                continue
+            t.rolled = False
+            self.snapshot_ms[symbol] = t.last_ms
+            partition = self.partition_of[symbol]
+            record = {
+                "version": version,
+                "partition": partition,
+                "offset": offsets[partition],
+                "state": t.to_dict(),
+            }
+            produce(
+                self.producer,
+                self.threshold_topic,
+                json.dumps(record).encode(),
+                key=symbol,
+                partition=partition,
+            )
+
+    def _load_thresholds(self, partitions: list[int]) -> dict[int, int]:
+        """Adopt the changelog's thresholds of these partitions (this model pair's only);
+        returns per partition the earliest offset a snapshot's replay must start from."""
+        detector = self.scorer.detector
+        self.buffer.threshold("", detector)  # binds the buffer to this detector
+        self.buffer.thresholds.pop("", None)
+        starts: dict[int, int] = {}
+        for key, value in read_latest(self.settings, self.threshold_topic, partitions).items():
+            if value is None:
+                continue
+            record = json.loads(value)
+            if record["version"] != self.scorer.version:
+                continue
+            symbol = key.decode()
+            t = detector.new_threshold()
+            t.load(record["state"])
+            self.buffer.thresholds[symbol] = t
+            self.snapshot_ms[symbol] = t.last_ms
+            p, offset = int(record["partition"]), int(record["offset"])
+            starts[p] = min(starts.get(p, offset), offset)
+        self.thresholds_loaded = len(self.buffer.thresholds)
+        return starts
+
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
-        """Rebuild the assigned partitions' sequences and cooldowns from before the commit."""
+        """Load the assigned partitions' thresholds, then rebuild their sequences, cooldowns
+        and today's counts from before the commit."""
         self._forget({p.partition for p in partitions})
         committed = consumer.committed(partitions, timeout=60)
-        replayed = self._replay([tp for tp in committed if tp.offset >= 0])
+        snapshots = self._load_thresholds([p.partition for p in partitions])
+        replayed = self._replay([tp for tp in committed if tp.offset >= 0], snapshots)
         log.info(
-            "assigned %s; rebuilt state from %d earlier vectors",
+            "assigned %s; loaded %d thresholds; rebuilt state from %d earlier vectors",
             sorted(p.partition for p in partitions),
+            self.thresholds_loaded,
             replayed,
         )
 
@@ -248,17 +311,21 @@ class ScoreWorker:
         for sym in [s for s, p in self.partition_of.items() if p in partitions]:
             del self.partition_of[sym]
             self.buffer.forget(sym)
+            self.snapshot_ms.pop(sym, None)
             self.cooldown.last_flag.pop(sym, None)
 
-    def _replay(self, committed: list[TopicPartition]) -> int:
-        """Re-score up to `replay_messages` per partition before the committed offsets, silently."""
+    def _replay(self, committed: list[TopicPartition], snapshots: dict[int, int]) -> int:
+        """Re-score, silently, `replay_messages` per partition before the committed offsets, or
+        from the partition's oldest threshold snapshot if that is earlier (a replayed bar the
+        snapshot already counted is not counted again)."""
         reader = make_consumer(
             self.settings, f"{self.group}-rebuild", **{"isolation.level": "read_committed"}
         )
         ends, starts = {}, []
         for tp in committed:
             low, _high = reader.get_watermark_offsets(tp, timeout=30)
-            start = max(low, tp.offset - self.replay_messages)
+            since = min(tp.offset - self.replay_messages, snapshots.get(tp.partition, tp.offset))
+            start = max(low, since)
             if start < tp.offset:
                 ends[tp.partition] = tp.offset
                 starts.append(TopicPartition(self.topic, tp.partition, start))
@@ -286,6 +353,25 @@ class ScoreWorker:
                 CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(lag, 0))
         except Exception:  # lag is informational; never stop scoring for it
             log.debug("consumer lag unavailable", exc_info=True)
+
+
+def threshold_topic_spec(group: str, settings: Settings) -> TopicSpec:
+    """The thresholds' changelog: compacted, keyed by symbol, co-partitioned with the features
+    topic (the name is the consumer group, so it carries the deployment's prefix)."""
+    return TopicSpec(
+        f"{group}-thresholds",
+        "symbol",
+        "JSON: model version, replay offset, OnlineThreshold state",
+        partitions=partitions_for(FEATURES, settings),
+        cleanup_policy="compact",
+        doc="score worker: each symbol's online alert threshold",
+    )
+
+
+def ensure_threshold_topic(group: str, settings: Settings) -> str:
+    spec = threshold_topic_spec(group, settings)
+    ensure_topics(settings.model_copy(update={"topic_prefix": ""}), [spec])
+    return spec.name
 
 
 def _ingest_ms(m: Message) -> int | None:

@@ -8,9 +8,6 @@ and consumer offsets; on assignment a worker reads its partitions back from the 
 from __future__ import annotations
 
 import logging
-import uuid
-
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from stream_processors.alignment import Slot
 from stream_processors.state_codec import (
@@ -21,7 +18,7 @@ from stream_processors.state_codec import (
     profile_key,
     slot_key,
 )
-from tickwatch.kafka import consume_batch, ensure_topics, make_consumer
+from tickwatch.kafka import ensure_topics, read_latest
 from tickwatch.settings import Settings
 from tickwatch.topics import BARS, TopicSpec, partitions_for
 
@@ -62,40 +59,7 @@ def dirty_records(slots: dict[str, Slot], dirty: set[str]) -> list[tuple[int, by
 
 def read_slots(settings: Settings, topic: str, partitions: list[int]) -> dict[str, Slot]:
     """Every symbol's last committed slot and profiles on these partitions of the state topic."""
-    if not partitions:
-        return {}
-    consumer = make_consumer(
-        settings, f"state-reader-{uuid.uuid4().hex[:8]}", **{"isolation.level": "read_committed"}
-    )
-    try:
-        ends: dict[int, int] = {}
-        tps = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-                tps.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        latest: dict[bytes, bytes | None] = {}
-        if tps:
-            consumer.assign(tps)
-            while ends:
-                for msg in consume_batch(consumer, 5000, 1.0):
-                    latest[msg.key()] = msg.value()
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                        ends.pop(msg.partition(), None)
-                _drop_reached(consumer, topic, ends)
-    finally:
-        consumer.close()
-    return _slots_from(latest)
-
-
-def _drop_reached(consumer, topic: str, ends: dict[int, int]) -> None:  # type: ignore[no-untyped-def]
-    """Partitions whose position reached the end (transaction markers are not messages)."""
-    if not ends:
-        return
-    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-        if tp.offset >= ends[tp.partition]:
-            ends.pop(tp.partition, None)
+    return _slots_from(read_latest(settings, topic, partitions))
 
 
 def _slots_from(latest: dict[bytes, bytes | None]) -> dict[str, Slot]:

@@ -115,6 +115,45 @@ def consume_batch(consumer: _Consumer, max_messages: int, timeout_s: float) -> l
     return out
 
 
+def read_latest(settings: Settings, topic: str, partitions: list[int]) -> dict[bytes, bytes | None]:
+    """The last committed value of every key on these partitions of a compacted topic (None for
+    a tombstone), read from the beginning to the end the broker reports now."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    latest: dict[bytes, bytes | None] = {}
+    if not partitions:
+        return latest
+    consumer = make_consumer(
+        settings, f"state-reader-{uuid.uuid4().hex[:8]}", **{"isolation.level": "read_committed"}
+    )
+    try:
+        ends: dict[int, int] = {}
+        tps = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+                tps.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        if tps:
+            consumer.assign(tps)
+            while ends:
+                for msg in consume_batch(consumer, 5000, 1.0):
+                    latest[msg.key()] = msg.value()
+                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                        ends.pop(msg.partition(), None)
+                # partitions whose position reached the end (transaction markers are not
+                # messages, so the last record may sit below the high watermark)
+                if ends:
+                    for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                        if tp.offset >= ends[tp.partition]:
+                            ends.pop(tp.partition, None)
+    finally:
+        consumer.close()
+    return latest
+
+
 def admin(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
 

@@ -114,6 +114,9 @@ class ModelSettings(BaseModel):
     cooldown_minutes: int = 5
     top_features: int = 3
     epochs: int = 8
+    # feature vectors per partition a restarted score worker re-scores before its commit point
+    # (the LSTM sequences and cooldowns); the thresholds come from their own changelog
+    replay_messages: int = Field(default=50_000, ge=1)
 
 
 class ApiSettings(BaseModel):

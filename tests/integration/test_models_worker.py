@@ -42,19 +42,33 @@ def _days(n: int):
     return vectors, [v for v in vectors if v.bar_start_ms // 86_400_000 < days[n]]
 
 
-def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, tmp_path):
-    base = with_models(settings, tmp_path).model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"consume_batch": 150})}
+def _content(events) -> list[dict]:
+    """Events as comparable records: everything but the wall-clock detection time."""
+    return sorted(
+        (e.model_dump(exclude={"detected_at_ms"}) for e in events), key=lambda e: e["event_id"]
     )
-    _, vectors = _days(2)
-    expected = {
-        e.event_id
+
+
+def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, tmp_path):
+    # three sessions; the kill lands in the second, after its threshold re-solve, and the
+    # restart re-scores only 40 vectors per partition: each symbol's online threshold (sessions
+    # of counts) must come back from its changelog, the rest from the replay since the snapshot
+    base = with_models(settings, tmp_path)
+    base = base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"consume_batch": 150}),
+            "model": base.model.model_copy(update={"replay_messages": 40}),
+        }
+    )
+    _, vectors = _days(3)
+    expected = [
+        e
         for e in score_bars(
             Scorer.from_registry(base),
             [b for b in held_out().bars if b.start_ms <= vectors[-1].bar_start_ms],
         )
         if e is not None
-    }
+    ]
     runs = {}
     for name in ("uninterrupted", "killed"):
         s = base.model_copy(update={"topic_prefix": f"{settings.topic_prefix}{name[0]}-"})
@@ -62,31 +76,36 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
         log = tmp_path / f"{name}.log"
         proc = None
         try:
-            # the killed run gets its last third only after the kill, so the kill always lands
+            # the killed run gets its last part only after the kill, so the kill always lands
             # before the end however fast the worker scores
-            cut = len(vectors) if name == "uninterrupted" else 2 * len(vectors) // 3
+            cut = len(vectors) if name == "uninterrupted" else 3 * len(vectors) // 4
             send_vectors(s, vectors[:cut])
             proc = start_worker(s, log)
             if name == "killed":
-                wait_committed(s, len(vectors) // 3, proc, log)
+                wait_committed(s, len(vectors) // 2, proc, log)
                 stop(proc, kill=True)
                 assert committed_total(s) < len(vectors)
                 send_vectors(s, vectors[cut:])
                 proc = start_worker(s, log)
             wait_committed(s, len(vectors), proc, log)
-            if name == "killed":  # the restart re-scored the vectors before its commit point
-                rebuilt = re.findall(r"rebuilt state from (\d+) earlier", log.read_text())
+            if name == "killed":  # the restart loaded thresholds and re-scored since them
+                text = log.read_text()
+                loaded = re.findall(r"loaded (\d+) thresholds", text)
+                rebuilt = re.findall(r"rebuilt state from (\d+) earlier", text)
+                assert int(loaded[-1]) == len({v.symbol for v in vectors}), loaded
                 assert int(rebuilt[-1]) > 0, rebuilt
             stop(proc)
-            runs[name] = [e.event_id for e in read_events(s)]
+            runs[name] = read_events(s)
         finally:
             if proc is not None and proc.poll() is None:
                 stop(proc, kill=True)
             delete_prefixed_topics(s)
-    assert runs["uninterrupted"] and set(runs["killed"]) == set(runs["uninterrupted"])
-    assert max(Counter(runs["killed"]).values()) == 1
-    assert max(Counter(runs["uninterrupted"]).values()) == 1
-    assert set(runs["uninterrupted"]) == expected
+    ids = {n: [e.event_id for e in events] for n, events in runs.items()}
+    assert ids["uninterrupted"] and set(ids["killed"]) == set(ids["uninterrupted"])
+    assert max(Counter(ids["killed"]).values()) == 1
+    assert max(Counter(ids["uninterrupted"]).values()) == 1
+    # the same events down to each model's score and the threshold each bar was held to
+    assert _content(runs["killed"]) == _content(runs["uninterrupted"]) == _content(expected)
 
 
 def _run_until(worker: ScoreWorker, settings, target: int, timeout_s: float = 60) -> None:
