@@ -94,7 +94,8 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "malformed burst",
-        "hostile frames become dead letters by reason; nothing else changes",
+        "hostile frames (multi-MB, too deep, binary, unknown) become dead letters by reason; "
+        "nothing else changes",
         lambda d: d.admin(f"/admin/garbage?n={GARBAGE_ROUNDS}"),
     ),
     Fault(

@@ -23,10 +23,47 @@ log = logging.getLogger(__name__)
 INGEST_HEADER = "tw-ingest-ms"
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+# librdkafka retries a failed send (broker down, leader moving, topic missing) for this long
+# before it reports the message as failed: then the service stops rather than lose it
+DELIVERY_TIMEOUT_MS = 120_000
+# room kept under kafka.max_message_bytes for a record's key, headers and framing
+RECORD_OVERHEAD_BYTES = 4096
+
+
+# a report the application asked for (purge() before closing), not a failed delivery
+PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+class DeliveryFailed(SystemExit):
+    """A message still undelivered after librdkafka's retries: the service exits 1 with why.
+
+    A SystemExit, so no `except Exception` on the way up turns the loss into a log line."""
+
+    def __init__(self, err: KafkaError, topic: str | None) -> None:
+        super().__init__(
+            f"error: delivery to topic {topic} failed: {err.str()} (retriable errors are "
+            f"retried for {DELIVERY_TIMEOUT_MS // 1000} s); stopping so nothing is lost "
+            "silently. Is the topic there (`tickwatch stack topics` creates it) and the broker "
+            "reachable?"
+        )
+
+
+def stop_on_delivery_error(err: KafkaError | None, msg: Message) -> None:
+    """The default delivery callback of non-transactional producers: raise on a failure.
+
+    librdkafka raises it again from the poll or flush that served the report."""
+    if err is not None and err.code() not in PURGED:
+        failed = DeliveryFailed(err, msg.topic())
+        log.critical("%s", failed.code)
+        raise failed
 
 
 def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
-    """Idempotent, acks=all, compressed, batched producer settings."""
+    """Idempotent, acks=all, compressed, batched producer settings.
+
+    Without a transactional id or an `on_delivery` of its own, a failed delivery stops the
+    service (`stop_on_delivery_error`); a transactional producer's failures abort its
+    transaction instead, which the stage retries."""
     cfg: dict[str, object] = {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "enable.idempotence": True,
@@ -35,8 +72,12 @@ def producer_config(settings: Settings, **overrides: object) -> dict[str, object
         "linger.ms": settings.kafka.linger_ms,
         "batch.size": settings.kafka.batch_size,
         "queue.buffering.max.messages": 1_000_000,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+        "message.max.bytes": settings.kafka.max_message_bytes,
     }
+    if "transactional.id" not in overrides and "on_delivery" not in overrides:
+        cfg["on_delivery"] = stop_on_delivery_error
+        cfg["delivery.report.only.error"] = True  # no Python call per acknowledged message
     cfg.update(overrides)
     return cfg
 

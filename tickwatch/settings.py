@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYMBOLS = ["AAPL", "GOOGL", "MSFT", "TSLA", "VOO"]
@@ -25,6 +25,20 @@ class KafkaSettings(BaseModel):
     compression: str = "lz4"
     consume_batch: int = 1000
     default_partitions: int = 6
+    # the largest record a producer sends (librdkafka message.max.bytes): at most the broker's
+    # message.max.bytes (1 MiB by default); a bigger event is dead-lettered instead
+    max_message_bytes: int = Field(1_000_000, ge=65_536)
+    # how much of a refused record its dead letter keeps (the head; its length and sha256 too)
+    dead_letter_raw_bytes: int = Field(65_536, ge=1024)
+
+    @model_validator(mode="after")
+    def _dead_letter_fits(self) -> KafkaSettings:
+        if self.dead_letter_raw_bytes > self.max_message_bytes // 2:
+            raise ValueError(
+                f"dead_letter_raw_bytes ({self.dead_letter_raw_bytes}) must be at most half of "
+                f"max_message_bytes ({self.max_message_bytes}) so a dead letter always fits"
+            )
+        return self
 
 
 class RedisSettings(BaseModel):
@@ -74,6 +88,9 @@ class PolygonSettings(BaseModel):
     ws_url: str = "wss://delayed.polygon.io/stocks"
     rest_url: str = "https://api.polygon.io"
     channels: list[str] = Field(default_factory=lambda: ["AM", "T"])
+    # the largest WebSocket frame read; a bigger one closes the connection (1009), which is
+    # then reopened and backfilled like any drop
+    max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
 
 
 class ReplaySettings(BaseModel):
