@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tickwatch.drill import Drills, run_drills
+from producers.hostile_frames import hostile_frames
+from tickwatch.drill import GARBAGE_ROUNDS, Drills, run_drills
 from tickwatch.drill_compare import dead_letter_kinds, diff
 from tickwatch.drill_report import rows
 from tickwatch.settings import Settings
@@ -60,7 +61,8 @@ def test_no_anomaly_lost_or_duplicated_in_topic_or_store(drills: Drills) -> None
 def test_dead_letters_are_exactly_the_malformed_burst(drills: Drills) -> None:
     got = dead_letter_kinds(drills.faulted.snap.dead_letters)
     assert got == drills.expected_burst
-    assert sum(got.values()) == 100
+    # every frame of every round of the burst, the multi-MB, too-deep and binary ones included
+    assert sum(got.values()) == len(hostile_frames()) * GARBAGE_ROUNDS
 
 
 def test_the_report_says_every_window_held(drills: Drills) -> None:
