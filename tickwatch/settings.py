@@ -133,12 +133,22 @@ class ModelSettings(BaseModel):
     epochs: int = 8
 
 
+PLACEHOLDER_API_KEY = "dev-key-change-me"  # accepted in development only
+
+
 class ApiSettings(BaseModel):
     """The query API."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: SecretStr = SecretStr("dev-key-change-me")
+    # the key named "default"; empty: only the named keys of api_keys
+    api_key: SecretStr = SecretStr(PLACEHOLDER_API_KEY)
+    # more keys by name (JSON object), all valid at once: rotate by adding the new key, moving
+    # clients to it, then removing the old one, without a restart of the clients in between
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # requests per second each key may make (token bucket per key and API process); 429 past it
+    rate_limit_per_s: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(200, ge=1)  # requests a key may make at once before the limit
     cache_ttl_s: float = 2.0
     anomaly_retention_days: int = 30
     max_page_size: int = 500
@@ -197,6 +207,13 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
                 out[env] = value.get_secret_value()
             elif isinstance(value, list):
                 out[env] = json.dumps(value)
+            elif isinstance(value, dict):
+                out[env] = json.dumps(
+                    {
+                        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                        for k, v in value.items()
+                    }
+                )
             elif value is not None:
                 out[env] = str(value)
 
