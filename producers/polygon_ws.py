@@ -26,6 +26,8 @@ from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
 from tickwatch.metrics import RECONNECTS, serve_metrics
 from tickwatch.schemas import MINUTE_MS, MinuteBar
 from tickwatch.settings import Settings
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import BARS, DEAD_LETTER, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 FATAL_STATUSES = {"auth_failed", "max_connections", "auth_timeout"}
@@ -242,6 +244,7 @@ class Producer:
 def run(settings: Settings, exit_at_end: bool = False) -> None:
     """`tickwatch produce`: stream into Kafka until SIGINT/SIGTERM; flush before exiting."""
     upstream = upstream_for(settings)
+    require_topics(settings, (TRADES, QUOTES, BARS, DEAD_LETTER), "produce")
     log.info("streaming from %s (%s)", upstream.ws_url, upstream.source)
     serve_metrics(settings.prometheus.producer_metrics_port, "producer")
     publisher = Publisher(settings)

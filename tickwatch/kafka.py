@@ -163,7 +163,12 @@ def admin(settings: Settings) -> AdminClient:
 def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create missing topics with their configured layout; existing ones are left alone."""
+    """Create missing topics with their configured layout and set drifted topic settings of
+    existing ones (e.g. a retention or timestamp type changed since they were created); a
+    partition count unlike the spec is logged, never changed. Returns the topics created."""
+    from tickwatch.topic_check import align_configs, inspect_topics
+
+    specs = list(specs)
     client = admin(settings)
     existing = set(client.list_topics(timeout=timeout_s).topics)
     new = [
@@ -186,6 +191,16 @@ def ensure_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         _wait_for_metadata(client, [t.topic for t in new], timeout_s)
+    report = inspect_topics(client, settings, specs, timeout_s)
+    align_configs(client, report, timeout_s)
+    for line in report.partitions:
+        log.warning("%s", line)
+    deadline = time.monotonic() + timeout_s
+    while report.configs:  # the broker shows new settings a moment after accepting them
+        if time.monotonic() > deadline:
+            raise KafkaException(f"topic settings not visible after {timeout_s}s: {report.lines()}")
+        time.sleep(0.2)
+        report = inspect_topics(client, settings, specs, timeout_s)
     return created
 
 

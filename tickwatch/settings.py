@@ -30,6 +30,9 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = Field(1_000_000, ge=65_536)
     # how much of a refused record its dead letter keeps (the head; its length and sha256 too)
     dead_letter_raw_bytes: int = Field(65_536, ge=1024)
+    # services create missing topics and set drifted topic settings at start; off: they exit 1
+    # naming what is wrong (`tickwatch stack up|topics|init` create and set them)
+    create_topics: bool = False
 
     @model_validator(mode="after")
     def _dead_letter_fits(self) -> KafkaSettings:
