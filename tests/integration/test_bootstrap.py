@@ -17,10 +17,11 @@ def _register_champions(settings: Settings, tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     source = tmp_path / "model"
     source.mkdir()
-    # what `champion_exists` reads: an MLmodel whose metadata carries a fitted detector (a champion
-    # registered by older code, without one, is retrained)
+    # what `champion_exists` reads: an MLmodel of a skops-stored forest whose metadata carries a
+    # fitted detector (a champion registered by older code, pickled or without one, is retrained)
     (source / "MLmodel").write_text(
-        "artifact_path: model\nflavors: {}\nmetadata:\n  detector:\n    fitted: true\n"
+        "artifact_path: model\nflavors:\n  sklearn:\n    serialization_format: skops\n"
+        "metadata:\n  detector:\n    fitted: true\n"
     )
     for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
         client.create_registered_model(name)
