@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from api_support import claim_redis_db, release_redis_db
 
 from tickwatch import stack
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 
 
 @pytest.fixture(scope="session")
