@@ -266,7 +266,7 @@ def hang_watchdog(seconds: float, what: str) -> Iterator[None]:
     it. A restarted worker's init_transactions aborts the open transaction, and it resumes from
     what was committed.
     """
-    timer = threading.Timer(seconds, _exit_hung, (seconds, what))
+    timer = threading.Timer(seconds, _exit_hung, (seconds, what, int(time.time() * 1000)))
     timer.daemon = True
     timer.start()
     try:
@@ -275,12 +275,13 @@ def hang_watchdog(seconds: float, what: str) -> Iterator[None]:
         timer.cancel()
 
 
-def _exit_hung(seconds: float, what: str) -> None:
+def _exit_hung(seconds: float, what: str, since_ms: int) -> None:
     log.critical(
-        "WATCHDOG: %s hung for %.0fs (librdkafka#5456); exiting %d so the supervisor "
-        "restarts the worker",
+        "WATCHDOG: %s hung for %.0fs (since %d ms, librdkafka#5456); exiting %d so the "
+        "supervisor restarts the worker",
         what,
         seconds,
+        since_ms,
         EXIT_HUNG,
     )
     for handler in logging.getLogger().handlers:

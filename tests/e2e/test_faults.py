@@ -46,6 +46,14 @@ def test_no_service_crashed(drills: Drills) -> None:
     assert {k: v for k, v in crashed.items() if v} == {}
 
 
+def test_the_redis_outage_stops_no_service(drills: Drills) -> None:
+    """Not even by a watchdog exit: the score worker does not use Redis, the features stage and
+    the sink hold their batches until it is back (a watchdog exit is charged to the fault its
+    hang began in, so a broker restart's hang is not blamed on the outage after it)."""
+    (outage,) = [m for m in drills.faulted.marks if m.fault.name.startswith("Redis down")]
+    assert outage.crashed == []
+
+
 def test_no_bar_or_feature_vector_lost_or_duplicated(drills: Drills) -> None:
     base, run = drills.baseline.snap, drills.faulted.snap
     assert diff(base.bars, run.bars).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
