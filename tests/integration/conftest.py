@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from model_support import delete_registered_models, registry_settings
+from model_support import delete_registered_models, registry_settings, trained_registry
 
 from tickwatch import stack
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
@@ -21,6 +21,8 @@ def stack_settings() -> Iterator[Settings]:
     settings = Settings(_env_file=None)
     started = stack.up(settings)
     yield settings
+    if trained_registry.cache_info().currsize:  # the models the model tests trained, if any
+        delete_registered_models(trained_registry().settings)
     if started:
         stack.down(settings, only=started)
 
