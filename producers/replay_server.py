@@ -306,7 +306,10 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
-    require_topics(settings, (LABELS, BARS), "replay-server")  # bars: where a resume starts
+    # bars: where a resume starts. The replay server stands in for the market feed and starts
+    # before `tickwatch stack init` (compose and Kubernetes run init once it serves), so it
+    # creates the two topics it needs rather than wait for init
+    require_topics(settings, (LABELS, BARS), "replay-server", create=True)
     data = load_resumed(settings)
     publish_labels(settings, data)
     serve_metrics(settings.prometheus.replay_metrics_port, "replay")

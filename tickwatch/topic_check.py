@@ -111,9 +111,11 @@ def align_configs(client: AdminClient, report: TopicReport, timeout_s: float = 3
         log.warning("topic %s: set %s", res.name, report.configs[res.name])
 
 
-def require_topics(settings: Settings, specs: Iterable[TopicSpec], service: str) -> None:
-    """Return when `specs` exist as specified (creating them with `kafka.create_topics`); else
-    raise TopicsUnusable, which ends the service with exit 1 and what is wrong."""
+def require_topics(
+    settings: Settings, specs: Iterable[TopicSpec], service: str, create: bool | None = None
+) -> None:
+    """Return when `specs` exist as specified (creating them when `create`, by default the
+    setting `kafka.create_topics`); else raise TopicsUnusable: exit 1 with what is wrong."""
     from tickwatch.kafka import admin, ensure_topics, wait_for_broker
 
     specs = list(specs)
@@ -123,7 +125,7 @@ def require_topics(settings: Settings, specs: Iterable[TopicSpec], service: str)
             f"error: tickwatch {service} cannot start: no Kafka broker answered at {bootstrap} "
             f"within {BROKER_WAIT_S:.0f} s (TICKWATCH_KAFKA__BOOTSTRAP_SERVERS)"
         )
-    if settings.kafka.create_topics:
+    if settings.kafka.create_topics if create is None else create:
         ensure_topics(settings, specs)
     try:
         report = inspect_topics(admin(settings), settings, specs)
