@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import ApiKeyError, RateLimiter, usable_keys
 from api.cache import ResponseCache
 from api.errors import install_error_handlers
 from api.online_features import OnlineFeatures
@@ -24,10 +26,12 @@ from api.scoring import ChampionScorer
 from tickwatch.metrics import API_LATENCY, API_REQUESTS
 from tickwatch.settings import Settings
 
+log = logging.getLogger(__name__)
 STARTUP_WAIT_S = 30.0
 DESCRIPTION = """Anomalies found by tickwatch, the features and models behind them.
 
 Every `/v1` endpoint needs the `X-API-Key` header. Errors: 401 (key missing or wrong),
+429 (the key's rate limit; `Retry-After` says when to retry),
 422 (a parameter is invalid; `message` names it), 503 (a dependency is down; `dependency` names it).
 The live dashboard is at `/dashboard`.
 """
@@ -76,7 +80,11 @@ def make_redis(settings: Settings) -> Redis:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The API app for these settings (its Redis client connects lazily)."""
+    """The API app for these settings (its Redis client connects lazily).
+
+    Raises ApiKeyError when the configured keys may not serve (see api.auth.usable_keys)."""
+    api_keys = usable_keys(settings)
+    log.info("API keys: %s", ", ".join(sorted(api_keys)))  # names only, never a key
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.api_keys = api_keys
+    app.state.rate_limiter = RateLimiter(
+        settings.api.rate_limit_per_s, settings.api.rate_limit_burst
+    )
     app.state.redis = make_redis(settings)
     app.state.cache = ResponseCache(app.state.redis, settings.api.cache_ttl_s)
     app.state.online_features = OnlineFeatures(settings)
@@ -119,9 +131,14 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     # A down MLflow server must not hold requests for minutes of client retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        app = create_app(settings)
+    except ApiKeyError as exc:
+        raise SystemExit(f"error: tickwatch api refuses to start: {exc}") from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host or settings.api.host,
         port=port or settings.api.port,
-        log_level="info",
+        # the level TICKWATCH_LOG_LEVEL gave the root logger (access log included at INFO)
+        log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
     )

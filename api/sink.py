@@ -35,7 +35,8 @@ from tickwatch.metrics import (
 )
 from tickwatch.schemas import AnomalyEvent, SchemaError, decode
 from tickwatch.settings import Settings
-from tickwatch.topics import ANOMALIES, topic_name
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "sink"
@@ -188,6 +189,7 @@ class AnomalySink:
 
 def run(settings: Settings) -> None:
     """Serve sink metrics and run the anomaly and bar sinks until SIGINT/SIGTERM."""
+    require_topics(settings, (ANOMALIES, BARS, DEAD_LETTER), "sink")
     serve_metrics(settings.prometheus.sink_metrics_port, "sink")
     sink, bars = AnomalySink(settings), BarSink(settings)
 

@@ -182,6 +182,9 @@ def main() -> None:
         "TICKWATCH_REDIS__PORT": str(redis_port),
         "TICKWATCH_REDIS__DB": "0",
         "TICKWATCH_API__API_KEY": KEY,
+        # one key sends the whole load: its rate limit must not be what is measured
+        "TICKWATCH_API__RATE_LIMIT_PER_S": str(RATE * 2),
+        "TICKWATCH_API__RATE_LIMIT_BURST": str(RATE),
         "TICKWATCH_API__CACHE_TTL_S": "600",
         "TICKWATCH_API__MAX_PAGE_SIZE": "500",
         "TICKWATCH_RUN_DIR": workdir,

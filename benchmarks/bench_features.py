@@ -36,12 +36,12 @@ from tickwatch.kafka import (
 )
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings, settings_to_env
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.topics import BARS, FEATURES, topic_name
 
 SYMBOLS = int(os.environ.get("BENCH_FEATURES_SYMBOLS", 4000))
 MINUTES = int(os.environ.get("BENCH_FEATURES_MINUTES", 10))
 START_MS = (int(time.time() * 1000) // 60_000 - 24 * 60) * 60_000  # yesterday: inside retention
-REDIS_DB = 62
 
 
 def make_bars(symbols: int, minutes: int, start_ms: int) -> list[MinuteBar]:
@@ -260,14 +260,14 @@ def feast_only(settings: Settings, bars: list[MinuteBar], batch: int) -> float:
     return t.seconds / len(rows)
 
 
-def fresh_settings(tmp: Path, tag: str) -> Settings:
-    """Settings on their own topic prefix (all topics created) and the bench Redis db."""
+def fresh_settings(tmp: Path, tag: str, db: int) -> Settings:
+    """Settings on their own topic prefix (all topics created) and Redis db `db`."""
     base = Settings(_env_file=None)
     settings = base.model_copy(
         update={
             "topic_prefix": f"bench{tag}{uuid.uuid4().hex[:6]}-",
             "run_dir": tmp / f"run-{tag}",
-            "redis": base.redis.model_copy(update={"db": REDIS_DB}),
+            "redis": base.redis.model_copy(update={"db": db}),
         }
     )
     ensure_topics(settings)
@@ -281,9 +281,11 @@ def main() -> None:
         "faust": ("faust", 1),
         "batch2": ("batch", 2),
     }
-    prefixes = {name: fresh_settings(tmp, name) for name in runs}
+    base = Settings(_env_file=None)
+    db = claim_redis_db(base, "bench-features")  # no db a test run beside us could flush
+    prefixes = {name: fresh_settings(tmp, name, db) for name in runs}
     settings = prefixes["batch"]
-    r = redis.Redis(settings.redis.host, settings.redis.port, db=REDIS_DB)
+    r = redis.Redis(settings.redis.host, settings.redis.port, db=db)
     bars = make_bars(SYMBOLS, MINUTES, START_MS)
     per_bar = {}
     try:
@@ -298,6 +300,8 @@ def main() -> None:
     finally:
         for s in prefixes.values():
             delete_prefixed_topics(s)
+        r.flushdb()
+        release_redis_db(base, db)
         r.flushdb()
     batch, faust, batch2 = per_bar["batch"], per_bar["faust"], per_bar["batch2"]
     rows = [

@@ -21,7 +21,7 @@ import msgspec
 import redis
 from confluent_kafka import Producer
 
-from benchmarks.bench_features import REDIS_DB, START_MS, fresh_settings, make_bars, send
+from benchmarks.bench_features import START_MS, fresh_settings, make_bars, send
 from benchmarks.common import table, write_section
 from tickwatch.kafka import (
     INGEST_HEADER,
@@ -34,6 +34,7 @@ from tickwatch.kafka import (
 )
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings, settings_to_env
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.topics import BARS, FEATURES, topic_name
 
 SYMBOLS = int(os.environ.get("BENCH_MARKET_SYMBOLS", 10_000))
@@ -139,8 +140,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
     bars = make_bars(SYMBOLS, WARM_MINUTES + TIMED_MINUTES, START_MS)
     minutes = [bars[i : i + SYMBOLS] for i in range(0, len(bars), SYMBOLS)]
-    runs = {name: fresh_settings(tmp, name) for name in ("mbatch", "mfaust", "mbare")}
-    r = redis.Redis(port=runs["mbatch"].redis.port, db=REDIS_DB)
+    base = Settings(_env_file=None)
+    db = claim_redis_db(base, "bench-market-minute")  # no db a test run beside us could flush
+    runs = {name: fresh_settings(tmp, name, db) for name in ("mbatch", "mfaust", "mbare")}
+    r = redis.Redis(port=runs["mbatch"].redis.port, db=db)
     try:
         r.flushdb()
         batch = minutes_through_worker(runs["mbatch"], minutes, "batch")
@@ -151,6 +154,7 @@ def main() -> None:
         for s in runs.values():
             delete_prefixed_topics(s)
         r.flushdb()
+        release_redis_db(base, db)
     base = statistics.median(bare)
     rows = [
         (

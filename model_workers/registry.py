@@ -1,10 +1,17 @@
-"""MLflow: log and register both models, move the champion alias, load the current champions."""
+"""MLflow: log and register both models, move the champion alias, load the current champions.
+
+No model is stored or loaded with pickle, so whoever can write a model version cannot run code in
+the score worker or the API: the forest is stored with skops and loaded with this module's own
+trusted-type list (never the list an artifact declares), the autoencoder in Keras' native format
+loaded in safe mode. An artifact stored any other way is refused (UntrustedModel).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +21,14 @@ from tickwatch.features import MODEL_FEATURES
 from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
+# the types a stored forest may hold beyond those skops trusts by itself (sklearn estimators and
+# numpy/scipy containers): the trees' compiled arrays
+TRUSTED_SKOPS_TYPES = ("sklearn.tree._tree.Tree",)
+KERAS_MODEL_FILE = "model.keras"  # what mlflow.tensorflow writes under the flavor's data folder
+
+
+class UntrustedModel(ValueError):
+    """A registry artifact not stored as skops (forest) or native Keras (autoencoder)."""
 
 
 def use_tracking(settings: Settings):
@@ -65,6 +80,7 @@ def log_iforest(
     version."""
     import mlflow.sklearn
     import sklearn
+    import skops
     from mlflow.models import infer_signature
 
     from model_workers.models.iforest import iforest_scores
@@ -72,11 +88,12 @@ def log_iforest(
     info = mlflow.sklearn.log_model(
         pipe,
         name="iforest",
-        serialization_format="cloudpickle",
+        serialization_format="skops",
+        skops_trusted_types=list(TRUSTED_SKOPS_TYPES),
         signature=infer_signature(example, iforest_scores(pipe, example)),
         registered_model_name=settings.mlflow.iforest_model_name,
         metadata=model_metadata(cal, kind="iforest", detector=detector or {}),
-        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
     )
     return str(info.registered_model_version)
 
@@ -137,23 +154,15 @@ def set_champion(settings: Settings, iforest_version: str, lstm_version: str) ->
 
 
 def load_version(settings: Settings, name: str, version: str, kind: str) -> LoadedModel:
-    """Load one registered model version with its calibration metadata."""
+    """Load one registered model version with its calibration metadata, without pickle;
+    UntrustedModel if it is stored any other way than skops (forest) or native Keras."""
     import mlflow
 
     use_tracking(settings)
     uri = f"models:/{name}/{version}"
     meta = mlflow.models.get_model_info(uri).metadata or {}
-    if kind == "iforest":
-        import mlflow.sklearn
-
-        model = mlflow.sklearn.load_model(uri)
-    else:
-        import mlflow.tensorflow
-
-        from model_workers.models.lstm_ae import configure_tensorflow
-
-        configure_tensorflow()
-        model = mlflow.tensorflow.load_model(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    model = load_forest(local, uri) if kind == "iforest" else load_autoencoder(local, uri)
     if list(meta.get("features", [])) != list(MODEL_FEATURES):
         raise ValueError(
             f"{uri} was trained on features {meta.get('features')}, "
@@ -161,6 +170,54 @@ def load_version(settings: Settings, name: str, version: str, kind: str) -> Load
         )
     cal = Calibration(float(meta["threshold"]), float(meta["median"]))
     return LoadedModel(name, str(version), model, cal, dict(meta))
+
+
+def _flavor(local: Path, flavor: str, uri: str) -> dict[str, Any]:
+    from mlflow.models import Model
+
+    flavors = Model.load(local).flavors
+    if flavor not in flavors:
+        raise UntrustedModel(f"{uri} has no {flavor} flavor (it has {sorted(flavors)})")
+    return flavors[flavor]
+
+
+def load_forest(local: Path, uri: str = "") -> Any:
+    """The sklearn pipeline of a downloaded model folder, from skops with TRUSTED_SKOPS_TYPES."""
+    import skops.io
+
+    conf = _flavor(local, "sklearn", uri)
+    fmt = conf.get("serialization_format")
+    path = local / str(conf.get("pickled_model", ""))
+    if fmt != "skops" or path.suffix != ".skops" or not path.is_file():
+        raise UntrustedModel(
+            f"{uri} is stored as {fmt!r}, not skops: refused (pickle can run code on load); "
+            "register it again with `tickwatch train`"
+        )
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_SKOPS_TYPES))
+    if untrusted:
+        raise UntrustedModel(f"{uri} holds types tickwatch does not trust: {untrusted}")
+    return skops.io.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
+
+
+def load_autoencoder(local: Path, uri: str = "") -> Any:
+    """The Keras scorer of a downloaded model folder, from the native format in safe mode."""
+    import keras
+
+    from model_workers.models.lstm_ae import configure_tensorflow
+
+    conf = _flavor(local, "tensorflow", uri)
+    data = local / str(conf.get("data", "data"))
+    path = data / KERAS_MODEL_FILE
+    pickled = sorted(p.name for p in data.glob("*pickle*"))
+    if conf.get("model_type") != "keras" or not path.is_file() or pickled:
+        found = "found" if path.is_file() else "missing"
+        raise UntrustedModel(
+            f"{uri} is not a native Keras model without pickled parts (model_type "
+            f"{conf.get('model_type')!r}, {KERAS_MODEL_FILE} {found}, pickled files {pickled}): "
+            "refused"
+        )
+    configure_tensorflow()
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def load_pair(settings: Settings, versions: tuple[str, str]) -> tuple[LoadedModel, LoadedModel]:

@@ -47,8 +47,9 @@ from tickwatch.metrics import (
 )
 from tickwatch.schemas import FeatureVector, SchemaError, decode, encode
 from tickwatch.settings import Settings
+from tickwatch.topic_check import require_topics
 from tickwatch.topics import ANOMALIES as ANOMALIES_TOPIC
-from tickwatch.topics import FEATURES, TopicSpec, partitions_for, topic_name
+from tickwatch.topics import DEAD_LETTER, FEATURES, TopicSpec, partitions_for, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "score"
@@ -391,6 +392,7 @@ def run(
     max_idle_s: float | None = None,
 ) -> None:
     """Serve metrics and score until SIGTERM/SIGINT (or `max_idle_s` without input)."""
+    require_topics(settings, (FEATURES, ANOMALIES_TOPIC, DEAD_LETTER), "score")
     serve_metrics(settings.prometheus.score_metrics_port, "score")
     worker = ScoreWorker(settings, instance, reload_interval_s)
 

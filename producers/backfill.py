@@ -20,6 +20,8 @@ from producers.upstream import upstream_for
 from tickwatch import bar_store
 from tickwatch.schemas import MinuteBar
 from tickwatch.settings import Settings
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import BARS, DEAD_LETTER
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def run(
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
     upstream = upstream_for(settings)
+    require_topics(settings, (BARS, DEAD_LETTER), "backfill")
     publisher = Publisher(settings, stage="backfill")
     root = bar_store.bars_root(settings)
     report = BackfillReport()

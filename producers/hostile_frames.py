@@ -1,7 +1,8 @@
 """Malformed and hostile Polygon frames for fault drills, each with the dead-letter kind it earns.
 
 The replay server broadcasts them on `/admin/garbage?n=N` (only with `replay.fault_hooks`); the
-producer must refuse every one with a dead letter of the given kind and publish nothing.
+producer must refuse every one with a (bounded) dead letter of the given kind, publish nothing
+and keep running: a multi-MB frame, one nested past any decoder's depth, binary frames.
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ def _bar(symbol: str, open_: float, start_ms: int) -> dict:
     }
 
 
-def hostile_frames(now_ms: int | None = None) -> list[tuple[str, str]]:
-    """One round of (expected dead-letter kind, frame text)."""
+BIG_FRAME_BYTES = 3_000_000  # far above the broker's record limit, below the frame limit
+DEEP = 100_000  # nesting levels: deeper than any JSON decoder's recursion limit
+
+
+def hostile_frames(now_ms: int | None = None) -> list[tuple[str, str | bytes]]:
+    """One round of (expected dead-letter kind, frame): text frames, and bytes sent as binary."""
     t = (now_ms or int(time.time() * 1000)) // 60_000 * 60_000
     nan_trade = {"ev": "T", "sym": "AAPL", "p": float("nan"), "s": 10, "t": t}
+    deep = "[" * DEEP + "]" * DEEP
     return [
         ("bad_frame", '[{"ev": "T", "sym": "AAPL", "p": 1'),  # truncated JSON
         ("invalid", json.dumps([nan_trade])),  # NaN price
         ("invalid", json.dumps([_bar("AAPL", -1.0, t)])),  # negative price
         ("unknown_event", json.dumps([{"ev": "XX", "sym": "AAPL", "t": t}])),
         ("unknown_symbol", json.dumps([_bar("ZZZZ", 10.0, t)])),
+        ("unknown_event", json.dumps([{"ev": "XL", "pad": "z" * BIG_FRAME_BYTES}])),  # multi-MB
+        ("too_deep", f'[{{"ev": "T", "sym": "AAPL", "x": {deep}}}]'),
+        ("bad_frame", b"\xff\xfe\x00 binary, not UTF-8"),
+        ("unknown_event", json.dumps([{"ev": "XB", "t": t}]).encode()),  # binary JSON
     ]
 
 

@@ -3,7 +3,8 @@
 Every element ends up in exactly one place: an `Event` (T -> Trade, Q -> Quote, AM -> MinuteBar,
 as encoded wire JSON), a status, a `Refused` with the precise reason, or `skipped` (per-second `A`
 aggregates: valid data, but not minute bars, so they are counted and dropped on purpose).
-Only a frame that is not a JSON array at all raises, and then always `FrameError`.
+Only a frame that is not a JSON array at all raises, and then always `FrameError`; one bad
+element (too deeply nested, invalid, unknown) costs that element alone, never its neighbours.
 
 Trades are the volume, so a frame is first decoded in one go by msgspec into typed structs that
 carry exactly the `Trade` schema's constraints, and trades are re-encoded in C. A frame msgspec
@@ -85,6 +86,11 @@ class _TradeOut(Struct, gc=False):
 
 _new_event = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 _FRAME = msgspec.json.Decoder(list[_WireT | _WireQ | _WireAM | _WireA | _WireStatus])
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])  # the array split, elements left as JSON
+# a JSON string, or one structural character: enough to find the top-level commas of an array
+# without recursing into its elements (for elements nested deeper than any decoder allows)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.S)
+_CLOSER = {"[": "]", "{": "}"}
 _ENCODE = msgspec.json.Encoder().encode
 
 
@@ -147,12 +153,15 @@ def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
             )
         else:  # status, A, Q, AM, odd symbols: few per frame, validated by pydantic
             if elements is None:
-                try:
-                    elements = json.loads(frame)
-                except (ValueError, RecursionError):  # cannot happen after msgspec accepted it
-                    return _parse_elements(frame, source)
-            el_raw = elements[idx]
-            _parse_slow(el_raw, el_raw.get("ev") if type(el_raw) is dict else None, source, out)
+                elements = _ELEMENTS.decode(frame)  # cannot fail: msgspec has just parsed it
+            raw = bytes(elements[idx]).decode("utf-8", "replace")
+            try:
+                el_raw = json.loads(raw)
+            except (ValueError, RecursionError):  # cannot happen after msgspec accepted it
+                return _parse_elements(frame, source)
+            _parse_slow(
+                el_raw, el_raw.get("ev") if type(el_raw) is dict else None, source, out, raw
+            )
     return out
 
 
@@ -165,24 +174,80 @@ def _new_valid_symbol(symbol: str) -> bool:
 
 
 def _parse_elements(frame: bytes | str, source: str) -> ParsedFrame:
-    """The careful path: stdlib JSON, then pydantic for each element."""
+    """The careful path: split the array, then stdlib JSON and pydantic for each element."""
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        elements = json.loads(text)
     except UnicodeDecodeError as exc:
         raise FrameError(f"frame is not UTF-8: {exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise FrameError(f"frame is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(elements, list):
-        raise FrameError(f"frame is a JSON {type(elements).__name__}, not an array of events")
     out = ParsedFrame()
-    for el in elements:
-        _parse_slow(el, el.get("ev") if type(el) is dict else None, source, out)
+    for raw in _split_elements(text):
+        try:
+            el = json.loads(raw)
+        except RecursionError:
+            out.refused.append(
+                Refused(raw, "too_deep", "element nested deeper than the JSON parser allows")
+            )
+            continue
+        except ValueError as exc:
+            out.refused.append(Refused(raw, "invalid", f"element is not valid JSON: {exc}"))
+            continue
+        _parse_slow(el, el.get("ev") if type(el) is dict else None, source, out, raw)
     return out
 
 
-def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame) -> None:
-    """Validate one element with pydantic and file it under events, statuses, skipped or refused."""
+def _split_elements(text: str) -> list[str]:
+    """The JSON text of each top-level element of the array `text`; FrameError if not one."""
+    try:
+        decoded = _ELEMENTS.decode(text)
+    except RecursionError:
+        return _split_deep(text)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        try:  # stdlib JSON also takes NaN and Infinity (refused later, by the schemas)
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise FrameError(f"frame is not valid JSON: {str(exc)[:200]}") from None
+        if isinstance(value, list):
+            return [_encoded(el) for el in value]
+        kind = type(value).__name__
+        raise FrameError(f"frame is a JSON {kind}, not an array of events") from None
+    return [bytes(r).decode("utf-8", "replace") for r in decoded]
+
+
+def _split_deep(text: str) -> list[str]:
+    """Split an array with a tokenizer, so a too-deep element is one refusal, not the frame's."""
+    closers: list[str] = []
+    parts: list[str] = []
+    begin = 0
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok in _CLOSER:
+            if not closers:
+                if tok != "[" or text[: m.start()].strip():
+                    raise FrameError("frame is not valid JSON: not an array of events")
+                begin = m.end()
+            closers.append(_CLOSER[tok])
+        elif tok in ("]", "}"):
+            if not closers or closers.pop() != tok:
+                raise FrameError("frame is not valid JSON: mismatched brackets")
+            if not closers:
+                if text[m.end() :].strip():
+                    raise FrameError("frame is not valid JSON: data after the array")
+                parts.append(text[begin : m.start()].strip())
+                return [] if parts == [""] else parts
+        elif tok == "," and len(closers) == 1:
+            parts.append(text[begin : m.start()].strip())
+            begin = m.end()
+    raise FrameError("frame is not valid JSON: unterminated array")
+
+
+def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame, raw: str | None = None) -> None:
+    """Validate one element with pydantic and file it under events, statuses, skipped or refused.
+
+    `raw` is the element's JSON text as received, kept in its refusal (else it is re-encoded)."""
+
+    def _raw(el: Any) -> str:
+        return _encoded(el) if raw is None else raw
+
     if type(el) is not dict:
         out.refused.append(
             Refused(
@@ -219,7 +284,7 @@ def _parse_slow(el: Any, ev: Any, source: str, out: ParsedFrame) -> None:
     out.events.append(Event(ev, record.symbol, ts, encode(record)))
 
 
-def _raw(el: Any) -> str:
+def _encoded(el: Any) -> str:
     try:
         return json.dumps(el)
     except (ValueError, TypeError, RecursionError):

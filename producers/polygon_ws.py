@@ -26,6 +26,8 @@ from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
 from tickwatch.metrics import RECONNECTS, serve_metrics
 from tickwatch.schemas import MINUTE_MS, MinuteBar
 from tickwatch.settings import Settings
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import BARS, DEAD_LETTER, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 FATAL_STATUSES = {"auth_failed", "max_connections", "auth_timeout"}
@@ -61,7 +63,12 @@ async def handshake(ws: ClientConnection, api_key: str, channels: str) -> None:
 
 async def _expect(ws: ClientConnection, wanted: set[str]) -> None:
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        text = await asyncio.wait_for(ws.recv(), timeout=30)
+        try:
+            frame = json.loads(text)
+        except (ValueError, RecursionError):
+            log.warning("unreadable frame before %s ignored: %r", "/".join(wanted), text[:200])
+            continue
         for el in frame if isinstance(frame, list) else [frame]:
             status = el.get("status") if isinstance(el, dict) else None
             if status in wanted:
@@ -77,7 +84,7 @@ def _first_bar_start(frame: str | bytes) -> int | None:
         return None
     try:
         events = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     starts = (
         [
@@ -128,7 +135,7 @@ class Producer:
             try:
                 async with connect(
                     self.upstream.ws_url,
-                    max_size=None,
+                    max_size=self.settings.polygon.max_frame_bytes,
                     open_timeout=15,
                     ping_interval=20,
                     ping_timeout=20,
@@ -147,6 +154,11 @@ class Producer:
                     if (self.upstream.source == "replay" and isinstance(exc, OSError))
                     else ""
                 )
+                if isinstance(exc, ConnectionClosed) and exc.sent and exc.sent.code == 1009:
+                    hint = (
+                        " (a frame was larger than polygon.max_frame_bytes = "
+                        f"{self.settings.polygon.max_frame_bytes})"
+                    )
                 log.warning(
                     "connection to %s lost (%s)%s; reconnecting in %.1fs",
                     self.upstream.ws_url,
@@ -232,6 +244,7 @@ class Producer:
 def run(settings: Settings, exit_at_end: bool = False) -> None:
     """`tickwatch produce`: stream into Kafka until SIGINT/SIGTERM; flush before exiting."""
     upstream = upstream_for(settings)
+    require_topics(settings, (TRADES, QUOTES, BARS, DEAD_LETTER), "produce")
     log.info("streaming from %s (%s)", upstream.ws_url, upstream.source)
     serve_metrics(settings.prometheus.producer_metrics_port, "producer")
     publisher = Publisher(settings)

@@ -11,11 +11,19 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from producers.parsing import Event, FrameError, ParsedFrame, parse_frame
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
+from tickwatch.kafka import (
+    INGEST_HEADER,
+    PURGED,
+    RECORD_OVERHEAD_BYTES,
+    DeliveryFailed,
+    flush_or_raise,
+    make_producer,
+    produce,
+)
 from tickwatch.metrics import BYTES_IN, DELIVERY_LATENCY, ERRORS, EVENTS_IN, EVENTS_OUT
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings
@@ -31,7 +39,9 @@ class Publisher:
     Trades, the bulk, go through their own producer that reports failed deliveries only (a
     Python callback per acknowledged trade costs as much as the produce call): acknowledged
     trades are those queued minus failed minus still in flight. Bars, quotes and dead letters
-    report every delivery, which also feeds the delivery-latency histogram.
+    report every delivery, which also feeds the delivery-latency histogram. The first failed
+    delivery (after librdkafka's retries) raises DeliveryFailed from the poll or flush that
+    reports it: the service stops rather than lose events with a log line.
     """
 
     def __init__(self, settings: Settings, stage: str = "producer") -> None:
@@ -57,6 +67,9 @@ class Publisher:
         self._trades_queued = 0
         self._trades_failed = 0
         self.delivery_errors = 0
+        self.failure: DeliveryFailed | None = None
+        # a bigger event could never be sent: it is dead-lettered (its head) instead
+        self.max_event_bytes = settings.kafka.max_message_bytes - RECORD_OVERHEAD_BYTES
 
     @property
     def acked(self) -> Counter[str]:
@@ -68,10 +81,16 @@ class Publisher:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
+            if err.code() in PURGED:  # purged on purpose (closing): neither acked nor failed
+                self._trades_failed += msg.topic() == self.topics["T"]
+                return
             self.delivery_errors += 1
             self._trades_failed += msg.topic() == self.topics["T"]
             ERRORS.labels(self.stage, "delivery").inc()
             log.error("delivery to %s failed (key %s): %s", msg.topic(), msg.key(), err)
+            if self.failure is None:
+                self.failure = DeliveryFailed(err, msg.topic())
+                raise self.failure
             return
         self._acked_by_topic[msg.topic() or ""] += 1
         self._deliveries += 1
@@ -115,8 +134,28 @@ class Publisher:
             self.dead_letters.send(refused.raw, refused.reason, kind=refused.kind)
         for kind, count in parsed.skipped.items():
             EVENTS_IN.labels(self.stage, kind).inc(count)
-        self.publish_events(self._configured(parsed.events), received_ms)
+        events = parsed.events
+        if 2 * len(frame) > self.max_event_bytes:  # an event can outgrow its frame element a bit
+            events = self._sendable(events)
+        self.publish_events(self._configured(events), received_ms)
         return parsed
+
+    def _sendable(self, events: list[Event]) -> list[Event]:
+        """Events small enough for the broker; the others are dead-lettered as too_large."""
+        kept = []
+        for e in events:
+            if len(e.payload) <= self.max_event_bytes:
+                kept.append(e)
+                continue
+            EVENTS_IN.labels(self.stage, "refused").inc()
+            self.dead_letters.send(
+                e.payload,
+                f"{e.kind} event of {len(e.payload)} bytes: the largest record sent is "
+                f"{self.max_event_bytes} (kafka.max_message_bytes)",
+                kind="too_large",
+                key=e.symbol,
+            )
+        return kept
 
     def _configured(self, events: list[Event]) -> list[Event]:
         """Events of configured symbols; any other symbol is dead-lettered as unknown_symbol."""
@@ -188,7 +227,11 @@ class Publisher:
         try:
             flush_or_raise(self.trade_producer, timeout_s)
             flush_or_raise(self.producer, timeout_s)
+        except KafkaException:
+            if self.failure is None:
+                raise
         finally:
             self._report_acked()
-        if self.delivery_errors:
+        if self.failure is not None:
             log.error("%d messages failed delivery (see errors above)", self.delivery_errors)
+            raise self.failure

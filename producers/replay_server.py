@@ -36,7 +36,8 @@ from tickwatch.kafka import flush_or_raise, make_producer, produce
 from tickwatch.metrics import EVENTS_OUT, serve_metrics
 from tickwatch.schemas import encode
 from tickwatch.settings import Settings
-from tickwatch.topics import LABELS, topic_name
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import BARS, LABELS, topic_name
 
 log = logging.getLogger(__name__)
 MAX_EVENTS_PER_FRAME = 1000
@@ -305,6 +306,10 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
+    # bars: where a resume starts. The replay server stands in for the market feed and starts
+    # before `tickwatch stack init` (compose and Kubernetes run init once it serves), so it
+    # creates the two topics it needs rather than wait for init
+    require_topics(settings, (LABELS, BARS), "replay-server", create=True)
     data = load_resumed(settings)
     publish_labels(settings, data)
     serve_metrics(settings.prometheus.replay_metrics_port, "replay")

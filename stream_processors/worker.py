@@ -12,10 +12,10 @@ from stream_processors.agents import STAGE, register
 from stream_processors.app import create_app
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.liveness import register_stall_guard
-from tickwatch.kafka import ensure_topics
 from tickwatch.metrics import serve_metrics
 from tickwatch.settings import Settings
-from tickwatch.topics import BARS, topic_name
+from tickwatch.topic_check import require_topics
+from tickwatch.topics import BARS, DEAD_LETTER, FEATURES, MARKET_RETURNS, TRADES, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def run(
     instance: str | None = None,
 ) -> None:
     """Serve metrics and run one worker of the configured engine until SIGINT/SIGTERM."""
-    ensure_topics(settings)
+    require_topics(settings, (TRADES, BARS, FEATURES, DEAD_LETTER, MARKET_RETURNS), "features")
     serve_metrics(settings.prometheus.features_metrics_port, "features")
     if settings.features.engine == "batch":
         if bars_from_trades:

@@ -87,7 +87,7 @@ def _print_status(settings: Settings) -> bool:
 
 @stack_app.command("topics")
 def stack_topics() -> None:
-    """Create every missing Kafka topic (waits for the broker; existing topics are left alone)."""
+    """Create missing Kafka topics and set drifted topic settings (waits for the broker)."""
     from tickwatch.kafka import ensure_topics, wait_for_broker
 
     settings = _setup()

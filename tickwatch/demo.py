@@ -85,7 +85,8 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def champion_exists(settings: Settings) -> bool:
     """True if both models have a version under the champion alias and the forest carries a
-    fitted detector (a champion trained by older code is retrained, not loaded and refused)."""
+    fitted detector and is stored with skops (a champion trained by older code, without a
+    detector or pickled, is retrained, not loaded and refused)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -99,7 +100,8 @@ def champion_exists(settings: Settings) -> bool:
         info = mlflow.models.get_model_info(f"models:/{settings.mlflow.iforest_model_name}@{alias}")
     except MlflowException:
         return False
-    return bool((info.metadata or {}).get("detector"))
+    skops = (info.flavors.get("sklearn") or {}).get("serialization_format") == "skops"
+    return skops and bool((info.metadata or {}).get("detector"))
 
 
 def _run_step(settings: Settings, title: str, *args: str) -> None:

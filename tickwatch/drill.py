@@ -94,12 +94,13 @@ FAULTS: tuple[Fault, ...] = (
     ),
     Fault(
         "malformed burst",
-        "hostile frames become dead letters by reason; nothing else changes",
+        "hostile frames (multi-MB, too deep, binary, unknown) become dead letters by reason; "
+        "nothing else changes",
         lambda d: d.admin(f"/admin/garbage?n={GARBAGE_ROUNDS}"),
     ),
     Fault(
         f"Redis down {REDIS_DOWN_S:.0f} s",
-        "Feast pushes and the sink retry until Redis is back",
+        "Feast pushes and the sink retry until Redis is back; no service exits",
         _redis_outage,
     ),
 )
@@ -169,6 +170,16 @@ def settle(
     raise TimeoutError(f"{settings.topic_prefix}: still moving after {timeout_s:.0f}s: {last}")
 
 
+def _charge(marks: list[Mark], deaths: list[tuple[str, int | None]]) -> None:
+    """Charge each death to the fault whose window its trouble began in: a watchdog exit to the
+    fault during which its call started to hang (100 s before the exit, often a window or two
+    back: a broker restart's hang used to be blamed on the Redis outage after it), any other
+    death to the newest fault."""
+    for note, since_ms in deaths:
+        began = [m for m in marks if since_ms is None or m.wall_ms <= since_ms]
+        (began[-1] if began else marks[0]).crashed.append(note)
+
+
 def _start_run(run: Settings) -> Services:
     import redis
 
@@ -209,12 +220,13 @@ def run_once(
             mark.took_s = time.monotonic() - started
             time.sleep(gap_s)
             marks.append(mark)
-            mark.crashed += services.restart_dead()
+            _charge(marks, services.restart_dead_since())
 
-        def supervise() -> None:  # a service dying late is charged to the last fault
-            notes = services.restart_dead()
-            if notes:
-                (marks[-1].crashed if marks else early).extend(notes)
+        def supervise() -> None:  # a service dying late is charged to the fault it began in
+            deaths = services.restart_dead_since()
+            if deaths and not marks:
+                early.extend(note for note, _ in deaths)
+            _charge(marks, deaths)
 
         early: list[str] = []
         settle(run, settle_s, timeout_s - (time.monotonic() - t0), supervise)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
 from tickwatch.stack.services import Kafka, Redis
 
 log = logging.getLogger(__name__)
+WATCHDOG_SINCE = re.compile(r"WATCHDOG: .* hung for \d+s \(since (\d+) ms")
 PORT_BASE = 19_090  # broker +2, controller +3, redis +4, replay +5, metrics +11..+15
 SERVICES = ("produce", "features", "score", "sink")
 CHAMPION_DAYS, CHAMPION_EPOCHS, CHAMPION_SEED = 8, 3, 7
@@ -204,13 +206,19 @@ class Services:
 
     def restart_dead(self) -> list[str]:
         """Restart every service that died, as a supervisor would; says who and why."""
+        return [note for note, _ in self.restart_dead_since()]
+
+    def restart_dead_since(self) -> list[tuple[str, int | None]]:
+        """`restart_dead`, each note with when its trouble began: a watchdog exit's hang start
+        (its log says), else None (the death was seen just now)."""
         notes = []
         for name in self.dead():
             tail = self.procs[name].log_file.read_text(errors="replace")[-4000:]
+            hung = WATCHDOG_SINCE.findall(tail)
             why = "watchdog exit" if "WATCHDOG" in tail else "crashed"
             log.error("%s: %s; restarting it", name, why)
             self.start(name)
-            notes.append(f"{name}: {why}")
+            notes.append((f"{name}: {why}", int(hung[-1]) if hung else None))
         return notes
 
     def stop(self) -> None:

@@ -23,10 +23,47 @@ log = logging.getLogger(__name__)
 INGEST_HEADER = "tw-ingest-ms"
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+# librdkafka retries a failed send (broker down, leader moving, topic missing) for this long
+# before it reports the message as failed: then the service stops rather than lose it
+DELIVERY_TIMEOUT_MS = 120_000
+# room kept under kafka.max_message_bytes for a record's key, headers and framing
+RECORD_OVERHEAD_BYTES = 4096
+
+
+# a report the application asked for (purge() before closing), not a failed delivery
+PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+class DeliveryFailed(SystemExit):
+    """A message still undelivered after librdkafka's retries: the service exits 1 with why.
+
+    A SystemExit, so no `except Exception` on the way up turns the loss into a log line."""
+
+    def __init__(self, err: KafkaError, topic: str | None) -> None:
+        super().__init__(
+            f"error: delivery to topic {topic} failed: {err.str()} (retriable errors are "
+            f"retried for {DELIVERY_TIMEOUT_MS // 1000} s); stopping so nothing is lost "
+            "silently. Is the topic there (`tickwatch stack topics` creates it) and the broker "
+            "reachable?"
+        )
+
+
+def stop_on_delivery_error(err: KafkaError | None, msg: Message) -> None:
+    """The default delivery callback of non-transactional producers: raise on a failure.
+
+    librdkafka raises it again from the poll or flush that served the report."""
+    if err is not None and err.code() not in PURGED:
+        failed = DeliveryFailed(err, msg.topic())
+        log.critical("%s", failed.code)
+        raise failed
 
 
 def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
-    """Idempotent, acks=all, compressed, batched producer settings."""
+    """Idempotent, acks=all, compressed, batched producer settings.
+
+    Without a transactional id or an `on_delivery` of its own, a failed delivery stops the
+    service (`stop_on_delivery_error`); a transactional producer's failures abort its
+    transaction instead, which the stage retries."""
     cfg: dict[str, object] = {
         "bootstrap.servers": settings.kafka.bootstrap_servers,
         "enable.idempotence": True,
@@ -35,8 +72,12 @@ def producer_config(settings: Settings, **overrides: object) -> dict[str, object
         "linger.ms": settings.kafka.linger_ms,
         "batch.size": settings.kafka.batch_size,
         "queue.buffering.max.messages": 1_000_000,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+        "message.max.bytes": settings.kafka.max_message_bytes,
     }
+    if "transactional.id" not in overrides and "on_delivery" not in overrides:
+        cfg["on_delivery"] = stop_on_delivery_error
+        cfg["delivery.report.only.error"] = True  # no Python call per acknowledged message
     cfg.update(overrides)
     return cfg
 
@@ -161,7 +202,12 @@ def admin(settings: Settings) -> AdminClient:
 def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create missing topics with their configured layout; existing ones are left alone."""
+    """Create missing topics with their configured layout and set drifted topic settings of
+    existing ones (e.g. a retention or timestamp type changed since they were created); a
+    partition count unlike the spec is logged, never changed. Returns the topics created."""
+    from tickwatch.topic_check import align_configs, inspect_topics
+
+    specs = list(specs)
     client = admin(settings)
     existing = set(client.list_topics(timeout=timeout_s).topics)
     new = [
@@ -184,6 +230,16 @@ def ensure_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         _wait_for_metadata(client, [t.topic for t in new], timeout_s)
+    report = inspect_topics(client, settings, specs, timeout_s)
+    align_configs(client, report, timeout_s)
+    for line in report.partitions:
+        log.warning("%s", line)
+    deadline = time.monotonic() + timeout_s
+    while report.configs:  # the broker shows new settings a moment after accepting them
+        if time.monotonic() > deadline:
+            raise KafkaException(f"topic settings not visible after {timeout_s}s: {report.lines()}")
+        time.sleep(0.2)
+        report = inspect_topics(client, settings, specs, timeout_s)
     return created
 
 
@@ -249,7 +305,7 @@ def hang_watchdog(seconds: float, what: str) -> Iterator[None]:
     it. A restarted worker's init_transactions aborts the open transaction, and it resumes from
     what was committed.
     """
-    timer = threading.Timer(seconds, _exit_hung, (seconds, what))
+    timer = threading.Timer(seconds, _exit_hung, (seconds, what, int(time.time() * 1000)))
     timer.daemon = True
     timer.start()
     try:
@@ -258,12 +314,13 @@ def hang_watchdog(seconds: float, what: str) -> Iterator[None]:
         timer.cancel()
 
 
-def _exit_hung(seconds: float, what: str) -> None:
+def _exit_hung(seconds: float, what: str, since_ms: int) -> None:
     log.critical(
-        "WATCHDOG: %s hung for %.0fs (librdkafka#5456); exiting %d so the supervisor "
-        "restarts the worker",
+        "WATCHDOG: %s hung for %.0fs (since %d ms, librdkafka#5456); exiting %d so the "
+        "supervisor restarts the worker",
         what,
         seconds,
+        since_ms,
         EXIT_HUNG,
     )
     for handler in logging.getLogger().handlers:

@@ -22,6 +22,8 @@ def _default(value: Any) -> str:
         return "unset"
     if isinstance(value, list):
         return ",".join(map(str, value))
+    if isinstance(value, dict):  # named keys: never shown
+        return "(secret)" if value else "none"
     return str(value)
 
 

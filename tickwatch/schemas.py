@@ -159,12 +159,19 @@ class AnomalyLabel(WireModel):
 
 
 class DeadLetter(WireModel):
-    """A refused record, kept whole with the stage that refused it and why."""
+    """A refused record with the stage that refused it and why.
+
+    `raw` is the record's head (all of it when `raw_truncated` is false); `raw_bytes` and
+    `raw_sha256` are the whole record's length and digest, so a dead letter is bounded in size
+    whatever it refuses. Records written before these fields existed lack them."""
 
     v: Literal[1] = 1
     source: str
     reason: str
     raw: str
+    raw_bytes: int | None = Field(None, ge=0)
+    raw_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    raw_truncated: bool = False
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None

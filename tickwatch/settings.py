@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYMBOLS = ["AAPL", "GOOGL", "MSFT", "TSLA", "VOO"]
@@ -25,6 +25,23 @@ class KafkaSettings(BaseModel):
     compression: str = "lz4"
     consume_batch: int = 1000
     default_partitions: int = 6
+    # the largest record a producer sends (librdkafka message.max.bytes): at most the broker's
+    # message.max.bytes (1 MiB by default); a bigger event is dead-lettered instead
+    max_message_bytes: int = Field(1_000_000, ge=65_536)
+    # how much of a refused record its dead letter keeps (the head; its length and sha256 too)
+    dead_letter_raw_bytes: int = Field(65_536, ge=1024)
+    # services create missing topics and set drifted topic settings at start; off: they exit 1
+    # naming what is wrong (`tickwatch stack up|topics|init` create and set them)
+    create_topics: bool = False
+
+    @model_validator(mode="after")
+    def _dead_letter_fits(self) -> KafkaSettings:
+        if self.dead_letter_raw_bytes > self.max_message_bytes // 2:
+            raise ValueError(
+                f"dead_letter_raw_bytes ({self.dead_letter_raw_bytes}) must be at most half of "
+                f"max_message_bytes ({self.max_message_bytes}) so a dead letter always fits"
+            )
+        return self
 
 
 class RedisSettings(BaseModel):
@@ -74,6 +91,9 @@ class PolygonSettings(BaseModel):
     ws_url: str = "wss://delayed.polygon.io/stocks"
     rest_url: str = "https://api.polygon.io"
     channels: list[str] = Field(default_factory=lambda: ["AM", "T"])
+    # the largest WebSocket frame read; a bigger one closes the connection (1009), which is
+    # then reopened and backfilled like any drop
+    max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
 
 
 class ReplaySettings(BaseModel):
@@ -119,12 +139,22 @@ class ModelSettings(BaseModel):
     replay_messages: int = Field(default=50_000, ge=1)
 
 
+PLACEHOLDER_API_KEY = "dev-key-change-me"  # accepted in development only
+
+
 class ApiSettings(BaseModel):
     """The query API."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: SecretStr = SecretStr("dev-key-change-me")
+    # the key named "default"; empty: only the named keys of api_keys
+    api_key: SecretStr = SecretStr(PLACEHOLDER_API_KEY)
+    # more keys by name (JSON object), all valid at once: rotate by adding the new key, moving
+    # clients to it, then removing the old one, without a restart of the clients in between
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # requests per second each key may make (token bucket per key and API process); 429 past it
+    rate_limit_per_s: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(200, ge=1)  # requests a key may make at once before the limit
     cache_ttl_s: float = 2.0
     anomaly_retention_days: int = 30
     max_page_size: int = 500
@@ -183,6 +213,13 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
                 out[env] = value.get_secret_value()
             elif isinstance(value, list):
                 out[env] = json.dumps(value)
+            elif isinstance(value, dict):
+                out[env] = json.dumps(
+                    {
+                        k: v.get_secret_value() if isinstance(v, SecretStr) else v
+                        for k, v in value.items()
+                    }
+                )
             elif value is not None:
                 out[env] = str(value)
 

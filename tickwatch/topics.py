@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from tickwatch.settings import Settings
 
 DAY_MS = 86_400_000
+# Retention counts from arrival, not from event time: the broker stamps every record with the
+# time it appended it, so a backfill or replay of history older than a topic's retention is kept
+# for the whole retention (with the producers' event-time stamps the broker's next retention
+# check deleted it within a minute). Event time travels in every value (start_ms, timestamp_ms,
+# bar_start_ms), which is what every stage reads.
+TIMESTAMP_TYPE = "LogAppendTime"
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,8 @@ class TopicSpec:
     doc: str = ""
 
     def config(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": self.cleanup_policy}
+        """The topic-level settings a topic must have (created with, checked at every start)."""
+        cfg = {"cleanup.policy": self.cleanup_policy, "message.timestamp.type": TIMESTAMP_TYPE}
         if self.cleanup_policy == "delete":
             cfg["retention.ms"] = str(self.retention_ms)
         return cfg
@@ -31,8 +38,8 @@ class TopicSpec:
 TRADES = TopicSpec("trades", "symbol", "Trade", doc="Polygon T events")
 QUOTES = TopicSpec("quotes", "symbol", "Quote", retention_ms=1 * DAY_MS, doc="Polygon Q events")
 BARS = TopicSpec("bars", "symbol", "MinuteBar", retention_ms=30 * DAY_MS, doc="closed minute bars")
-# Retention applies to the record timestamp, which is event time: 30 days keeps a month of
-# backfilled or replayed history readable (a restarted score worker rebuilds from it).
+# 30 days from arrival (TIMESTAMP_TYPE) keeps what was backfilled or replayed, however old its
+# bars, readable for a month (a restarted score worker rebuilds from it).
 FEATURES = TopicSpec(
     "features", "symbol", "FeatureVector", retention_ms=30 * DAY_MS, doc="rolling features per bar"
 )

@@ -26,9 +26,10 @@ from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
 from tickwatch.stack.browser import LAUNCH_ARGS, ensure_chromium
 from tickwatch.stack.processes import port_open
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from api_support import claim_redis_db, free_port, release_redis_db  # noqa: E402
+from api_support import free_port  # noqa: E402
 
 HISTORY_DAYS, LIVE_DAYS = 6, 1
 LIVE_SPEED = 60.0  # simulated minutes per real minute: the live day lasts 6.5 minutes

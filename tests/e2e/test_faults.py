@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tickwatch.drill import Drills, run_drills
+from producers.hostile_frames import hostile_frames
+from tickwatch.drill import GARBAGE_ROUNDS, Drills, run_drills
 from tickwatch.drill_compare import dead_letter_kinds, diff
 from tickwatch.drill_report import rows
 from tickwatch.settings import Settings
@@ -45,6 +46,14 @@ def test_no_service_crashed(drills: Drills) -> None:
     assert {k: v for k, v in crashed.items() if v} == {}
 
 
+def test_the_redis_outage_stops_no_service(drills: Drills) -> None:
+    """Not even by a watchdog exit: the score worker does not use Redis, the features stage and
+    the sink hold their batches until it is back (a watchdog exit is charged to the fault its
+    hang began in, so a broker restart's hang is not blamed on the outage after it)."""
+    (outage,) = [m for m in drills.faulted.marks if m.fault.name.startswith("Redis down")]
+    assert outage.crashed == []
+
+
 def test_no_bar_or_feature_vector_lost_or_duplicated(drills: Drills) -> None:
     base, run = drills.baseline.snap, drills.faulted.snap
     assert diff(base.bars, run.bars).__dict__ == {"lost": 0, "dup": 0, "extra": 0}
@@ -60,7 +69,8 @@ def test_no_anomaly_lost_or_duplicated_in_topic_or_store(drills: Drills) -> None
 def test_dead_letters_are_exactly_the_malformed_burst(drills: Drills) -> None:
     got = dead_letter_kinds(drills.faulted.snap.dead_letters)
     assert got == drills.expected_burst
-    assert sum(got.values()) == 100
+    # every frame of every round of the burst, the multi-MB, too-deep and binary ones included
+    assert sum(got.values()) == len(hostile_frames()) * GARBAGE_ROUNDS
 
 
 def test_the_report_says_every_window_held(drills: Drills) -> None:

@@ -22,9 +22,11 @@ from confluent_kafka import TopicPartition
 
 from tickwatch import stack
 from tickwatch.demo import Pipeline, _run_step, champion_exists
-from tickwatch.kafka import consume_batch, delete_prefixed_topics, ensure_topics, make_consumer
+from tickwatch.drill_compare import read_values
+from tickwatch.kafka import delete_prefixed_topics, ensure_topics, make_consumer
 from tickwatch.schemas import AnomalyEvent, FeatureVector, MinuteBar, decode
 from tickwatch.settings import Settings
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.stack.services import REPO_ROOT
 from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, FEATURES, topic_name
 
@@ -52,16 +54,10 @@ def _count(settings: Settings, spec) -> int:
 
 
 def _read(settings: Settings, spec, model):
-    name = topic_name(spec, settings)
-    c = make_consumer(settings, f"read-{uuid.uuid4().hex[:6]}")
-    want = _count(settings, spec)
-    c.subscribe([name])
-    out = []
-    deadline = time.monotonic() + 60
-    while len(out) < want and time.monotonic() < deadline:
-        out += [decode(model, m.value()) for m in consume_batch(c, 5000, 1.0)]
-    c.close()
-    return out
+    """Every committed record, read to each partition's last stable offset (read_values raises
+    if a partition is not read to its end: the count includes transaction markers, so reading
+    until that many records arrived always ended on its timeout, and passed)."""
+    return [decode(model, raw) for raw in read_values(settings, spec)]
 
 
 def _wait_stable(check, settle_s: float, timeout_s: float) -> int:
@@ -83,11 +79,13 @@ def run(tmp_path_factory) -> Iterator[Run]:
     base = Settings(_env_file=None)
     started = stack.up(base)
     tmp = tmp_path_factory.mktemp("e2e")
+    prefix = f"e2e{uuid.uuid4().hex[:8]}-"
+    db = claim_redis_db(base, prefix)  # never a fixed db another suite or a benchmark flushes
     s = base.model_copy(
         update={
-            "topic_prefix": f"e2e{uuid.uuid4().hex[:8]}-",
+            "topic_prefix": prefix,
             "run_dir": tmp / "run",
-            "redis": base.redis.model_copy(update={"db": 62}),
+            "redis": base.redis.model_copy(update={"db": db}),
             "mlflow": base.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp}/mlflow.db"}),
             "replay": base.replay.model_copy(
                 update={
@@ -123,12 +121,13 @@ def run(tmp_path_factory) -> Iterator[Run]:
             _read(s, BARS, MinuteBar),
             _read(s, FEATURES, FeatureVector),
             _read(s, ANOMALIES, AnomalyEvent),
-            _count(s, DEAD_LETTER),
+            len(read_values(s, DEAD_LETTER)),
         )
     finally:
         pipeline.stop()
         delete_prefixed_topics(s)
         r.flushdb()
+        release_redis_db(base, db)
         if started:
             stack.down(base, only=started)
 

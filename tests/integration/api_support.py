@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import socket
 import subprocess
@@ -29,7 +28,6 @@ from tickwatch.schemas import AnomalyEvent, ModelScore, Reason, encode, make_eve
 from tickwatch.settings import Settings
 from tickwatch.topics import ANOMALIES, topic_name
 
-DB_CLAIM = "tickwatch:test-db:"  # in db 0: which test run holds which db
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000
 
@@ -92,20 +90,6 @@ def drain(
     finally:
         sink.consumer.close()
     return seen
-
-
-def claim_redis_db(settings: Settings, owner: str) -> int:
-    """A Redis db (1-63) no other test holds, even from a test run going on beside this one."""
-    r0 = redis.Redis(settings.redis.host, settings.redis.port, db=0)
-    for db in random.sample(range(1, 64), 63):
-        if r0.set(f"{DB_CLAIM}{db}", owner, nx=True, ex=3600):
-            return db
-    raise RuntimeError("every test Redis db is claimed")
-
-
-def release_redis_db(settings: Settings, db: int) -> None:
-    """Give back a db from `claim_redis_db`."""
-    redis.Redis(settings.redis.host, settings.redis.port, db=0).delete(f"{DB_CLAIM}{db}")
 
 
 def free_port() -> int:

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from api_support import claim_redis_db, release_redis_db
+from model_support import delete_registered_models, registry_settings, trained_registry
 
 from tickwatch import stack
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
+from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 
 
 @pytest.fixture(scope="session")
@@ -20,23 +21,23 @@ def stack_settings() -> Iterator[Settings]:
     settings = Settings(_env_file=None)
     started = stack.up(settings)
     yield settings
+    if trained_registry.cache_info().currsize:  # the models the model tests trained, if any
+        delete_registered_models(trained_registry().settings)
     if started:
         stack.down(settings, only=started)
 
 
 @pytest.fixture
 def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
-    """Settings for one test: its own topic prefix (topics created), Redis db, run folder."""
+    """Settings for one test: its own topic prefix (topics created), Redis db, run folder, and
+    its own experiment and model names on the stack's MLflow server."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
     db = claim_redis_db(stack_settings, prefix)
-    s = stack_settings.model_copy(
+    s = registry_settings(stack_settings, prefix).model_copy(
         update={
             "topic_prefix": prefix,
             "redis": stack_settings.redis.model_copy(update={"db": db}),
             "run_dir": tmp_path / "run",
-            "mlflow": stack_settings.mlflow.model_copy(
-                update={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-            ),
         }
     )
     ensure_topics(s)
@@ -46,3 +47,4 @@ def settings(stack_settings: Settings, tmp_path) -> Iterator[Settings]:
     r.flushdb()
     release_redis_db(s, db)
     delete_prefixed_topics(s)
+    delete_registered_models(s)

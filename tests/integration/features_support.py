@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
 from producers.market_sim import simulate
 from stream_processors.agents import STATE_TABLE
 from stream_processors.app import default_app_id
@@ -117,7 +119,7 @@ class FeatureReader:
             for msg in consume_batch(self.consumer, 2000, 0.5):
                 vec = decode(FeatureVector, msg.value())
                 assert msg.key().decode() == vec.symbol
-                assert msg.timestamp()[1] == vec.bar_start_ms
+                assert msg.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME  # retention by arrival
                 self.headers_ok &= INGEST_HEADER in dict(msg.headers() or [])
                 self.vectors[(vec.symbol, vec.bar_start_ms)] = vec
                 self.offsets.add((msg.partition(), msg.offset()))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,11 +36,37 @@ HELD_OUT_DAYS, HELD_OUT_SEED = 5, 1234
 
 @dataclass(frozen=True)
 class TrainedRegistry:
-    """A sqlite MLflow store with champion v1 of both models, and the run that made it."""
+    """Champion v1 of both models on the stack's MLflow server (under names of its own), and the
+    run that made them."""
 
-    db: Path
-    run_dir: Path
+    settings: Settings
     outcome: object
+
+
+def registry_settings(base: Settings, prefix: str) -> Settings:
+    """`base` on the stack's MLflow server over HTTP, as deployed (docker-compose, Kubernetes),
+    with an experiment and registered model names of its own (`prefix`), so tests beside each
+    other never move one another's champion alias."""
+    mlflow = base.mlflow.model_copy(
+        update={
+            "tracking_uri": f"http://127.0.0.1:{base.mlflow.port}",
+            "experiment": f"{prefix}{base.mlflow.experiment}",
+            "iforest_model_name": f"{prefix}{base.mlflow.iforest_model_name}",
+            "lstm_model_name": f"{prefix}{base.mlflow.lstm_model_name}",
+        }
+    )
+    return base.model_copy(update={"mlflow": mlflow})
+
+
+def delete_registered_models(settings: Settings) -> None:
+    """Remove the test's registered models from the shared MLflow server (if it made any)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(name)
 
 
 @lru_cache(maxsize=1)
@@ -49,31 +76,30 @@ def trained_registry() -> TrainedRegistry:
     from model_workers.train import train_and_register
 
     root = Path(tempfile.mkdtemp(prefix="tickwatch-models-"))
-    settings = Settings(_env_file=None, run_dir=root / "run")
-    settings = settings.model_copy(
-        update={
-            "mlflow": settings.mlflow.model_copy(
-                update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
-            )
-        }
-    )
+    base = Settings(_env_file=None, run_dir=root / "run")
+    settings = registry_settings(base, f"models{uuid.uuid4().hex[:8]}-")
     sim = simulate(SYMBOLS, TRAIN_DAYS, TRAIN_SEED)
     outcome = train_and_register(
         settings, frame_from_bars(sim.bars), labels_to_frame(sim.labels), "sim", epochs=EPOCHS
     )
-    return TrainedRegistry(root / "mlflow.db", settings.run_dir, outcome)
+    return TrainedRegistry(settings, outcome)
 
 
 def with_models(settings: Settings, tmp: Path) -> Settings:
-    """`settings` pointed at a private copy of the trained registry (artifacts are shared)."""
-    reg = trained_registry()
-    db = tmp / "models.db"
-    shutil.copy(reg.db, db)
+    """`settings` whose own registered models hold copies of the trained pair as champion v1
+    (copies on the server: moving this test's alias moves nobody else's)."""
+    from model_workers.registry import set_champion, use_tracking
+
+    reg = trained_registry().settings
+    client = use_tracking(settings)
+    for src, dst in (
+        (reg.mlflow.iforest_model_name, settings.mlflow.iforest_model_name),
+        (reg.mlflow.lstm_model_name, settings.mlflow.lstm_model_name),
+    ):
+        client.copy_model_version(f"models:/{src}/1", dst)
+    set_champion(settings, "1", "1")
     return settings.model_copy(
-        update={
-            "mlflow": settings.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{db}"}),
-            "prometheus": settings.prometheus.model_copy(update={"score_metrics_port": 0}),
-        }
+        update={"prometheus": settings.prometheus.model_copy(update={"score_metrics_port": 0})}
     )
 
 

@@ -25,10 +25,10 @@ KEY = "dev-key-change-me"
 def register_champion(settings: Settings, tmp_path) -> str:
     """A tiny sklearn model registered under the iforest name with the champion alias."""
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    exp = client.create_experiment("api-test", artifact_location=(tmp_path / "art").as_uri())
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
+        exp = mlflow.set_experiment(settings.mlflow.experiment).experiment_id  # the test's own
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_metrics({"val_precision": 0.75, "val_recall": 0.5})
             model = LinearRegression().fit(np.arange(8.0).reshape(4, 2), np.arange(4.0))

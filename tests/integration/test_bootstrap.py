@@ -12,19 +12,27 @@ from tickwatch.topics import ALL_TOPICS, topic_name
 
 
 def _register_champions(settings: Settings, tmp_path: Path) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     source = tmp_path / "model"
     source.mkdir()
-    # what `champion_exists` reads: an MLmodel whose metadata carries a fitted detector (a champion
-    # registered by older code, without one, is retrained)
+    # what `champion_exists` reads: an MLmodel of a skops-stored forest whose metadata carries a
+    # fitted detector (a champion registered by older code, pickled or without one, is retrained)
     (source / "MLmodel").write_text(
-        "artifact_path: model\nflavors: {}\nmetadata:\n  detector:\n    fitted: true\n"
+        "artifact_path: model\nflavors:\n  sklearn:\n    serialization_format: skops\n"
+        "metadata:\n  detector:\n    fitted: true\n"
     )
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with mlflow.start_run() as run:  # the server takes a version's files from a run only
+        mlflow.log_artifacts(str(source), "model")
     for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name):
         client.create_registered_model(name)
-        version = client.create_model_version(name, source=source.as_uri())
+        version = client.create_model_version(
+            name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
         client.set_registered_model_alias(name, settings.mlflow.champion_alias, version.version)
 
 

@@ -6,6 +6,7 @@ import re
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 from model_support import (
     committed_total,
@@ -20,7 +21,15 @@ from model_support import (
 )
 
 from model_workers import registry
-from model_workers.scorer import Scorer, score_bars, vectors_from_bars
+from model_workers.models.iforest import iforest_scores
+from model_workers.models.lstm_ae import autoencoder_errors
+from model_workers.scorer import (
+    Scorer,
+    SequenceBuffer,
+    feature_matrix,
+    score_bars,
+    vectors_from_bars,
+)
 from model_workers.worker import ScoreWorker
 from tickwatch.kafka import (
     delete_prefixed_topics,
@@ -115,21 +124,59 @@ def _run_until(worker: ScoreWorker, settings, target: int, timeout_s: float = 60
         worker.step()
 
 
-def test_moving_the_champion_alias_reloads_models_without_stopping(settings, tmp_path):
+def _register_other_weights(s, vectors) -> tuple[str, str]:
+    """A forest fitted on other rows with another seed and an autoencoder with perturbed
+    weights, registered as new versions with v1's calibration: (forest, autoencoder) version."""
+    import keras
+    import mlflow
+
+    from model_workers.models.iforest import train_iforest
+
+    forest, lstm = registry.load_pair(s, ("1", "1"))
+    x = feature_matrix(vectors)
+    rng = np.random.default_rng(5)
+    other = keras.models.clone_model(lstm.model)
+    other.set_weights([w + rng.normal(0, 0.2, w.shape) for w in lstm.model.get_weights()])
+    length = int(lstm.metadata["sequence_length"])
+    windows = np.stack([x[i : i + length] for i in range(3)])
+    registry.use_tracking(s)
+    with mlflow.start_run():
+        v_if = registry.log_iforest(
+            train_iforest(x, n_estimators=50, seed=99),
+            forest.calibration,
+            s,
+            x[:3],
+            forest.metadata["detector"],
+        )
+        v_ae = registry.log_lstm(
+            other,
+            lstm.calibration,
+            np.asarray(lstm.metadata["error_scale"], dtype=np.float32),
+            s,
+            windows,
+        )
+    return v_if, v_ae
+
+
+def _model_scores(scorer: Scorer, vectors) -> dict[tuple[str, int, str], float]:
+    rows = scorer.score(vectors, SequenceBuffer(scorer.length))
+    return {(r.symbol, r.bar_start_ms, m.model): m.score for r in rows for m in r.model_scores}
+
+
+def test_moving_the_champion_alias_to_other_weights_changes_the_scores(settings, tmp_path):
     s = with_models(settings, tmp_path)
     all_vectors, day1 = _days(1)
     _, day2_end = _days(2)
     day2 = day2_end[len(day1) :]
+    first = Scorer.from_registry(s)
     worker = ScoreWorker(s, "reload", reload_interval_s=0.3)
     worker.watcher.start()
     try:
         send_vectors(s, day1)
         _run_until(worker, s, len(day1))
-        client = registry.use_tracking(s)
-        for name in (s.mlflow.iforest_model_name, s.mlflow.lstm_model_name):
-            v1 = client.get_model_version(name, "1")
-            v2 = client.create_model_version(name, v1.source, run_id=v1.run_id)
-            client.set_registered_model_alias(name, s.mlflow.champion_alias, v2.version)
+        versions = _register_other_weights(s, day1)
+        assert versions == ("2", "2")
+        registry.set_champion(s, *versions)
         deadline = time.monotonic() + 60
         while worker.scorer.versions != ("2", "2"):
             assert time.monotonic() < deadline, "alias move not picked up"
@@ -141,12 +188,30 @@ def test_moving_the_champion_alias_reloads_models_without_stopping(settings, tmp
     samples = {
         (s_.labels["model"], s_.labels["version"]) for m in MODEL_INFO.collect() for s_ in m.samples
     }
-    assert ("tickwatch-lstm-ae", "2") in samples and ("tickwatch-lstm-ae", "1") not in samples
+    lstm_name = s.mlflow.lstm_model_name
+    assert (lstm_name, "2") in samples and (lstm_name, "1") not in samples
     events = read_events(s)
     first_day2 = day2[0].bar_start_ms
     assert {sc.version for e in events if e.bar_start_ms >= first_day2 for sc in e.scores} == {"2"}
     assert {sc.version for e in events if e.bar_start_ms < first_day2 for sc in e.scores} == {"1"}
     assert any(e.bar_start_ms >= first_day2 for e in events)
+    # the worker scores with the new weights, not the old artifact under a new version number:
+    # both models' raw outputs differ on (nearly) every row, and so do scores
+    x = feature_matrix(day2)
+    new_if, old_if = (
+        iforest_scores(worker.scorer.iforest.model, x),
+        iforest_scores(first.iforest.model, x),
+    )
+    assert np.mean(new_if != old_if) > 0.9
+    length = worker.scorer.length
+    windows = np.stack([x[i : i + length] for i in range(0, len(x) - length, length)])
+    new_ae = autoencoder_errors(worker.scorer.lstm.model, windows)
+    old_ae = autoencoder_errors(first.lstm.model, windows)
+    assert np.mean(np.any(new_ae != old_ae, axis=1)) > 0.9
+    before, after = _model_scores(first, day2), _model_scores(worker.scorer, day2)
+    assert before == _model_scores(first, day2)  # scoring is deterministic: no change by chance
+    for model in ("iforest", "lstm_ae"):
+        assert [k for k in before if k[2] == model and before[k] != after[k]], model
 
 
 def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings, tmp_path):

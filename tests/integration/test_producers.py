@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from producer_support import read_topic, replay_settings, running_replay
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
@@ -68,7 +70,7 @@ def test_stream_lands_in_kafka_exactly(settings) -> None:
     assert got == expected
     m = trade_msgs[0]
     trade = decode(Trade, m.value())
-    assert m.key() == trade.symbol.encode() and m.timestamp()[1] == trade.timestamp_ms
+    assert m.key() == trade.symbol.encode() and m.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME
     assert int(dict(m.headers())[INGEST_HEADER]) > trade.timestamp_ms
 
 
@@ -217,3 +219,97 @@ def test_malformed_frames_are_dead_lettered_with_reason(settings) -> None:
     assert counted("bad_frame") == before["bad_frame"] + 1
     assert counted("invalid") == before["invalid"] + 2
     assert len(read_topic(settings, TRADES)) == 1  # the one good trade still went through
+
+
+def _feed_frames(settings, frames: list[str | bytes]) -> Producer:
+    """Run the real producer against a WebSocket server that sends `frames`, then the end."""
+
+    async def feed(ws) -> None:
+        await ws.send(json.dumps([{"ev": "status", "status": "connected", "message": "hi"}]))
+        await ws.recv()
+        await ws.send(json.dumps([{"ev": "status", "status": "auth_success", "message": "ok"}]))
+        await ws.recv()
+        for f in frames:
+            await ws.send(f)
+        await ws.send(json.dumps([{"ev": "status", "status": REPLAY_COMPLETE, "message": "end"}]))
+        await ws.wait_closed()
+
+    async def main() -> Producer:
+        async with serve(feed, "127.0.0.1", 0, max_size=None) as server:
+            port = list(server.sockets)[0].getsockname()[1]
+            s = replay_settings(settings).model_copy(
+                update={"replay": settings.replay.model_copy(update={"port": port})}
+            )
+            return await asyncio.to_thread(_produce, s)
+
+    return asyncio.run(main())
+
+
+def test_hostile_frames_cost_one_bounded_dead_letter_each_and_no_valid_event(settings) -> None:
+    now = int(time.time() * 1000) - 60_000  # recent: older trades fall to the topic's retention
+    sent_ids: list[str] = []
+
+    def trade() -> dict:
+        """A valid trade with a trade id of its own, which must reach the trades topic."""
+        sent_ids.append(str(len(sent_ids)))
+        return {"ev": "T", "sym": "AAPL", "p": 190.5, "s": 10, "t": now, "i": sent_ids[-1]}
+
+    deep = "[" * 100_000 + "]" * 100_000
+    frames: list[str | bytes] = [
+        # a 5 MB frame: thousands of trades around one unknown event
+        json.dumps(
+            [*(trade() for _ in range(2000)), {"ev": "XX", "pad": "z" * 5_000_000}, trade()]
+        ),
+        # an element nested deeper than any JSON decoder allows, between two valid trades
+        f'[{json.dumps(trade())}, {{"ev": "T", "sym": "AAPL", "x": {deep}}}, '
+        f"{json.dumps(trade())}]",
+        json.dumps([trade(), trade()]).encode(),  # a binary frame holding valid JSON
+        b"\xff\xfe\x00\x01 binary garbage" * 1000,  # a binary frame that is not UTF-8
+        json.dumps([{"ev": "ZZ", "sym": "AAPL"}, trade(), {"ev": 5}]),  # unknown events
+    ]
+    too_big = {"ev": "T", "sym": "AAPL", "p": 190.5, "s": 10, "t": now, "c": [1] * 600_000}
+    frames.append(json.dumps([too_big, trade()]))  # a trade too big for a Kafka record
+    assert len(sent_ids) == 2001 + 2 + 2 + 1 + 1
+
+    producer = _feed_frames(settings, frames)
+
+    assert producer.reconnects == 0  # the producer neither crashed nor dropped the connection
+    trades = [decode(Trade, m.value()) for m in read_topic(settings, TRADES)]
+    assert sorted(t.trade_id for t in trades) == sorted(sent_ids)
+    letters = [decode(DeadLetter, m.value()) for m in read_topic(settings, DEAD_LETTER)]
+    kinds = sorted(d.reason.split(":")[0] for d in letters)
+    assert kinds == [
+        "bad_frame",
+        "too_deep",
+        "too_large",
+        "unknown_event",
+        "unknown_event",
+        "unknown_event",
+    ]
+    limit = settings.kafka.dead_letter_raw_bytes
+    for letter in letters:
+        assert len(json.dumps(letter.raw, ensure_ascii=False).encode()) <= limit
+        assert letter.raw_bytes is not None and len(letter.raw_sha256 or "") == 64
+    (huge,) = [d for d in letters if d.raw.startswith('{"ev": "XX"')]
+    assert huge.raw_truncated and huge.raw_bytes > 5_000_000
+    (big_trade,) = [d for d in letters if d.reason.startswith("too_large")]
+    assert big_trade.raw_truncated and big_trade.raw_bytes > settings.kafka.max_message_bytes
+
+
+def test_a_failed_delivery_stops_the_publisher_with_a_clear_error(
+    stack_settings, monkeypatch
+) -> None:
+    from tickwatch import kafka
+    from tickwatch.kafka import DeliveryFailed
+
+    # librdkafka's retries end sooner, so the missing topic is reported within the test
+    monkeypatch.setattr(kafka, "DELIVERY_TIMEOUT_MS", 3000)
+    fresh = stack_settings.model_copy(update={"topic_prefix": f"missing-{uuid.uuid4().hex[:8]}-"})
+    publisher = Publisher(fresh)
+    frame = json.dumps([{"ev": "T", "sym": "AAPL", "p": 1.5, "s": 1, "t": int(time.time() * 1000)}])
+    publisher.publish_frame(frame)
+    with pytest.raises(DeliveryFailed) as failed:
+        publisher.flush(timeout_s=30)
+    assert failed.value.code != 0
+    assert f"delivery to topic {fresh.topic_prefix}trades failed" in str(failed.value.code)
+    assert publisher.delivery_errors == 1

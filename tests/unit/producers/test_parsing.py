@@ -58,6 +58,7 @@ BAR = {
     "e": 1741012260000,
 }
 SECOND = dict(BAR, ev="A", s=1741012200000, e=1741012201000)
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than msgspec's and the stdlib's recursion limits
 
 
 def test_mixed_frame() -> None:
@@ -124,11 +125,39 @@ def test_refusals_say_why(element, kind, words) -> None:
 
 
 @pytest.mark.parametrize(
-    "frame", [b"\xff\xfe", "{not json", '{"ev": "T"}', "[" * 100_000, "", "null", "12"]
+    "frame",
+    [
+        b"\xff\xfe",
+        "{not json",
+        '{"ev": "T"}',
+        "[" * 100_000,
+        "{" * 100_000,
+        DEEP + "]",
+        "[" + DEEP + "}",
+        DEEP + " 1",
+        "",
+        "null",
+        "12",
+    ],
 )
 def test_unusable_frames_raise_frame_error(frame) -> None:
     with pytest.raises(FrameError):
         parse_frame(frame)
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        DEEP,
+        json.dumps({"ev": "T", "sym": "AAPL"})[:-1] + ', "x": ' + DEEP + "}",
+        json.dumps({"ev": "ZZ", "nested": "x"})[:-1] + ', "y": ' + DEEP + "}",
+    ],
+)
+def test_a_too_deep_element_costs_itself_only(element) -> None:
+    frame = f"[{json.dumps(TRADE)}, {element}, {json.dumps(BAR)}]"
+    out = parse_frame(frame)
+    assert [e.kind for e in out.events] == ["T", "AM"]
+    assert [(r.kind, r.raw) for r in out.refused] == [("too_deep", element)]
 
 
 json_values = st.recursive(

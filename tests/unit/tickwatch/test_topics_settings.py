@@ -42,7 +42,13 @@ def test_settings_to_env_round_trips(monkeypatch, tmp_path) -> None:
     from tickwatch.settings import settings_to_env
 
     s = Settings(_env_file=None, topic_prefix="p-", symbols=["AAPL", "TSLA"], run_dir=tmp_path)
-    s = s.model_copy(update={"api": s.api.model_copy(update={"api_key": SecretStr("k1")})})
+    api = s.api.model_copy(
+        update={
+            "api_key": SecretStr("k1"),
+            "api_keys": {"ci": SecretStr("k2"), "b": SecretStr("k3")},
+        }
+    )
+    s = s.model_copy(update={"api": api})
     for k, v in settings_to_env(s).items():
         monkeypatch.setenv(k, v)
     again = Settings(_env_file=None)
@@ -50,3 +56,7 @@ def test_settings_to_env_round_trips(monkeypatch, tmp_path) -> None:
         mode="json", exclude={"api", "polygon", "replay"}
     )
     assert again.api.api_key.get_secret_value() == "k1"
+    assert {n: k.get_secret_value() for n, k in again.api.api_keys.items()} == {
+        "ci": "k2",
+        "b": "k3",
+    }
