@@ -6,6 +6,7 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from model_workers import dataset
@@ -125,12 +126,19 @@ def detector_metrics(
 
 
 def split_fit_days(bars: list, days: int) -> tuple[list, list]:
-    """(bars of the first `days` trading days, the rest)."""
+    """(bars of the first `days` trading days, the rest). A partial session (fewer than half
+    the bars of a median one, as a file cut mid-session starts) is fitted on with the next
+    and does not count as one of the `days`."""
     day_of = {int(b.start_ms): session_slot(int(b.start_ms))[0] for b in bars}
-    unique = sorted(set(day_of.values()))
-    if len(unique) <= days:
-        raise ValueError(f"--fit-days {days}: the file has only {len(unique)} trading days")
-    cut = unique[days]
+    per_day: dict[int, int] = {}
+    for b in bars:
+        d = day_of[int(b.start_ms)]
+        per_day[d] = per_day.get(d, 0) + 1
+    unique = sorted(per_day)
+    full = [d for d in unique if per_day[d] >= 0.5 * float(np.median(list(per_day.values())))]
+    if len(full) <= days:
+        raise ValueError(f"--fit-days {days}: the file has only {len(full)} full trading days")
+    cut = full[days]
     return (
         [b for b in bars if day_of[int(b.start_ms)] < cut],
         [b for b in bars if day_of[int(b.start_ms)] >= cut],

@@ -105,14 +105,23 @@ def trading_day(ts_ms: np.ndarray | pd.Series) -> np.ndarray:
 
 
 def split_by_day(df: pd.DataFrame, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) row masks: the last trading days go to validation (no look-ahead)."""
+    """(train, validation) row masks: the last trading days go to validation (no look-ahead),
+    about `validation_fraction` of the rows; where whole days cannot split the rows near that
+    (one session, or a partial first one), the history is split in time instead."""
     days = trading_day(df["bar_start_ms"])
+    ts = df["bar_start_ms"].to_numpy()
     unique = np.unique(days)
-    n_val = max(1, round(len(unique) * validation_fraction))
-    if len(unique) < 2:
-        raise ValueError("need at least two trading days to split training from validation")
-    cut = unique[-n_val]
-    return days < cut, days >= cut
+    if len(unique) >= 2:
+        share = np.array([(days < d).mean() for d in unique[1:]])  # train share per day cut
+        ok = np.flatnonzero((share >= 0.5) & (share <= 0.9))
+        if len(ok):
+            best = ok[np.argmin(np.abs(share[ok] - (1 - validation_fraction)))]
+            cut = unique[1:][best]
+            return days < cut, days >= cut
+    if len(np.unique(ts)) < 2:
+        raise ValueError("need bars at two times at least to split training from validation")
+    cut_ts = np.quantile(ts, 1 - validation_fraction)
+    return ts < cut_ts, ts >= cut_ts
 
 
 def model_matrix(df: pd.DataFrame) -> np.ndarray:

@@ -75,6 +75,7 @@ WINDOW = 30  # bars of each symbol's history the channels read (this one include
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
 HUBER = 2.5  # robust units one bar may add to a decoupling sum
+RANGE_FLOOR = 0.1  # added to mean range ratios (about 1 normally): flat bars (high = low) count 0
 DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
 RETURN_SCALE_FLOOR = 1e-6  # robust scale floor (log-return units) for a window of frozen prices
 BUCKET_MINUTES = 30  # intraday seasonality resolution
@@ -82,28 +83,36 @@ TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
 FIT_BAND = (2.0, 20.0)  # rates (budget multiples) where the log-rate line is fitted
-PRIOR_SESSIONS = 5.0  # weight of the fitted pooled rates in a symbol's online estimate
+CAP_SPAN = 2.0  # levels above a threshold whose events the budget's cap leaves out
+PRIOR_SESSIONS = 5.0  # most weight (in sessions) of the fitted pooled rates in a symbol's estimate
 _I = {name: i for i, name in enumerate(INPUTS)}
 
 
 def _robust_scale(x: np.ndarray) -> np.ndarray:
     """Per row, a sigma-like scale of `x` that one fat-tailed value cannot inflate: the 75th
-    percentile of |x| (1.15 sigma for a normal), floored by a quarter of the mean |x| (a window
-    of mostly zero returns, as a thin market has) and by RETURN_SCALE_FLOOR."""
+    percentile of |x| (1.15 sigma for a normal), floored by a quarter of the mean |x| and by the
+    smallest non-zero |x| (one price tick: in a thin market most bars do not move, and a move
+    of one tick is the smallest there is, not a surprise)."""
     a = np.abs(x)
     q = np.quantile(a, 0.75, axis=1) / 1.15
-    return np.maximum(np.maximum(q, a.mean(axis=1) / 4.0), RETURN_SCALE_FLOOR)
+    tick = np.where(a > 0, a, np.inf).min(axis=1)
+    tick = np.where(np.isfinite(tick), tick, 0.0)
+    return np.maximum.reduce([q, a.mean(axis=1) / 4.0, tick, np.full(len(a), RETURN_SCALE_FLOOR)])
 
 
-def channel_values(windows: np.ndarray, proxy: np.ndarray, skip_open: bool) -> np.ndarray:
+def channel_values(
+    windows: np.ndarray, proxy: np.ndarray, skip_open: bool, interval_minutes: float = 1.0
+) -> np.ndarray:
     """(n, CHANNELS) evidence from (n, WINDOW, INPUTS) windows, newest bar last.
 
     `proxy` marks rows of the market proxy itself (its relative features are empty);
     `skip_open` drops each session's first bar from the windows (its return spans the overnight
-    gap) where sessions have many bars; daily bars keep it.
+    gap) where sessions have many bars; daily bars keep it. A move across missing bars (a gap
+    of several `interval_minutes`) is scaled down by the square root of the bars it spans.
     """
     w = np.asarray(windows, dtype=np.float64)
-    gap = np.sqrt(np.maximum(w[:, :, _I["minutes_since_last_bar"]], 1.0))
+    bars = w[:, :, _I["minutes_since_last_bar"]] / interval_minutes
+    gap = np.sqrt(np.maximum(bars, 1.0))
     keep = 1.0 - w[:, :, _I["session_open"]] if skip_open else np.ones(w.shape[:2])
     rz = w[:, :, _I["return_z"]] / gap * keep
     rr = w[:, :, _I["relative_return_z"]] / gap * keep
@@ -125,13 +134,15 @@ def channel_values(windows: np.ndarray, proxy: np.ndarray, skip_open: bool) -> n
     e_units = res / _robust_scale(res[:, ref])[:, None]
 
     # burst: the median size of the last RECENT moves (a single fat-tailed bar is not a burst)
-    # and their median range against the window's earlier ranges: both must be high
+    # and their mean range against the window's earlier ranges: both must be high
     med_own = np.median(np.abs(r_units[:, -RECENT:]), axis=1) / MAD_NORMAL
     med_res = np.median(np.abs(e_units[:, -RECENT:]), axis=1) / MAD_NORMAL
     size = np.where(linked, np.minimum(med_own, med_res), med_own)
-    log_range = np.log(np.clip(w[:, :, _I["range_ratio"]], 1e-3, None))
-    widening = np.median(log_range[:, -RECENT:], axis=1) - np.median(log_range[:, ref], axis=1)
-    burst = np.minimum(size, np.exp(widening))
+    ranges = w[:, :, _I["range_ratio"]]
+    widening = (ranges[:, -RECENT:].mean(axis=1) + RANGE_FLOOR) / (
+        ranges[:, ref].mean(axis=1) + RANGE_FLOOR
+    )
+    burst = np.minimum(size, widening)
 
     vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
     vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)
@@ -284,28 +295,35 @@ def event_counts(
 def solve_threshold(rates: np.ndarray, budget: float) -> float:
     """The level where the event rate per session meets `budget`, from GRID-level rates.
 
-    Fits log10(rate) linearly in the level where the rate is FIT_BAND times the budget (normal
-    behaviour dominates there) and extrapolates to the budget; without enough points, the first
-    level whose rate is within the budget.
+    Two readings, the higher wins. The normal rate: log10(rate) fitted linearly in the level
+    where the rate is FIT_BAND times the budget (normal behaviour dominates there) and
+    extrapolated to the budget, so the anomalies a history holds do not pull the threshold down.
+    The cap: the first level whose measured rate (every alert event) is within the budget, so a
+    market whose tail is heavier than the line says still gets no more alerts than it asked for.
     """
+    # events CAP_SPAN levels higher are mostly not normal behaviour (a calibrated level falls
+    # tenfold per unit): the history's anomalies, which the budget does not count
+    above = np.searchsorted(GRID, GRID + CAP_SPAN - 1e-9).clip(max=len(GRID) - 1)
+    within = np.flatnonzero(rates - rates[above] <= budget)
+    cap = float(GRID[within[0]]) if len(within) else float(GRID[-1])
     lo, hi = FIT_BAND[0] * budget, FIT_BAND[1] * budget
     band = (rates >= lo) & (rates <= hi)
     if band.sum() >= 3:
         slope, intercept = np.polyfit(GRID[band], np.log10(rates[band]), 1)
         if slope < -0.05:
             t = (math.log10(budget) - intercept) / slope
-            return float(np.clip(t, GRID[0], GRID[-1]))
-    within = np.flatnonzero(rates <= budget)
-    return float(GRID[within[0]]) if len(within) else float(GRID[-1])
+            return max(float(np.clip(t, GRID[0], GRID[-1])), cap)
+    return cap
 
 
 @dataclass
 class OnlineThreshold:
     """One symbol's alert threshold from the event rates of its trailing sessions.
 
-    `prior` is the fitted pooled rate per session at each GRID level, weighted as
-    PRIOR_SESSIONS sessions, so a new symbol starts at the fitted threshold and moves to its own
-    as sessions accumulate. The threshold is re-solved when a session ends, never mid-session.
+    `prior` is the fitted pooled rate per session at each GRID level, weighted as the
+    symbol-sessions it was fitted on, at most PRIOR_SESSIONS (`prior_weight`), so a new symbol
+    starts at the fitted threshold and moves to its own as sessions accumulate. The threshold
+    is re-solved when a session ends, never mid-session.
 
     A bar not newer than the last one observed is not counted again, so replaying bars the state
     already holds (a restarted worker rebuilding from before its commit point) changes nothing.
@@ -316,6 +334,7 @@ class OnlineThreshold:
     budget: float
     sessions: int
     cooldown_ms: int
+    prior_weight: float = PRIOR_SESSIONS
     threshold: float = 0.0
     day: int = -1
     current: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
@@ -351,7 +370,8 @@ class OnlineThreshold:
     def _solve(self) -> float:
         n = len(self.history)
         total = np.sum(self.history, axis=0) if n else np.zeros(len(GRID))
-        rates = (total + PRIOR_SESSIONS * self.prior) / (n + PRIOR_SESSIONS)
+        w = self.prior_weight
+        rates = (total + w * self.prior) / (n + w)
         return solve_threshold(rates, self.budget)
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,6 +393,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
+DETECTOR_VERSION = 2  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
@@ -388,6 +409,9 @@ class Detector:
     sessions: int  # trailing sessions a symbol's online threshold reads
     skip_open: bool  # sessions have many bars: their first bar carries the overnight gap
     market_symbol: str
+    calendar: str = "XNYS"  # the exchange calendar the history's sessions came from
+    interval_minutes: float = 1.0  # the bars' interval (1 min, 5 min, 1 h, 1 day, ...)
+    prior_weight: float = PRIOR_SESSIONS  # sessions the prior counts as (its symbol-sessions)
 
     @property
     def threshold(self) -> float:
@@ -395,7 +419,9 @@ class Detector:
         return solve_threshold(self.prior, self.budget)
 
     def new_threshold(self) -> OnlineThreshold:
-        return OnlineThreshold(self.prior, self.budget, self.sessions, self.cooldown_ms)
+        return OnlineThreshold(
+            self.prior, self.budget, self.sessions, self.cooldown_ms, self.prior_weight
+        )
 
     def surprises(
         self,
@@ -407,7 +433,8 @@ class Detector:
         """(n, MEMBERS) surprises: channels from input windows, then the two models' scores
         (NaN where a model has no score: read as ordinary)."""
         proxy = np.asarray(symbols) == self.market_symbol
-        ch = self.season.apply(channel_values(windows, proxy, self.skip_open), bucket_of(minutes))
+        raw = channel_values(windows, proxy, self.skip_open, self.interval_minutes)
+        ch = self.season.apply(raw, bucket_of(minutes))
         return self.tail.surprise(_members(ch, model_scores))
 
     def to_dict(self) -> dict[str, Any]:
@@ -420,14 +447,21 @@ class Detector:
             "sessions": self.sessions,
             "skip_open": self.skip_open,
             "market_symbol": self.market_symbol,
+            "calendar": self.calendar,
+            "interval_minutes": self.interval_minutes,
+            "prior_weight": self.prior_weight,
             "members": list(MEMBERS),
             "grid": GRID.tolist(),
+            "version": DETECTOR_VERSION,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Detector:
-        if list(d.get("members", [])) != list(MEMBERS) or list(d.get("grid", [])) != GRID.tolist():
-            raise ValueError("the registered detector was fitted on other channels or levels")
+        if not is_current(d):
+            raise ValueError(
+                "the registered detector was fitted by another version of the detector "
+                f"(v{d.get('version', 1)}, this is v{DETECTOR_VERSION}): retrain it"
+            )
         return cls(
             Season.from_dict(d["season"]),
             Tail.from_dict(d["tail"]),
@@ -437,7 +471,19 @@ class Detector:
             int(d["sessions"]),
             bool(d["skip_open"]),
             str(d["market_symbol"]),
+            str(d["calendar"]),
+            float(d["interval_minutes"]),
+            float(d["prior_weight"]),
         )
+
+
+def is_current(d: dict[str, Any]) -> bool:
+    """True if a stored detector was fitted by this version (channels, levels, inputs)."""
+    return (
+        d.get("version") == DETECTOR_VERSION
+        and list(d.get("members", [])) == list(MEMBERS)
+        and list(d.get("grid", [])) == GRID.tolist()
+    )
 
 
 def _members(channels: np.ndarray, model_scores: np.ndarray) -> np.ndarray:
@@ -484,6 +530,7 @@ def fit_detector(
     cooldown_ms: int,
     sessions: int,
     market_symbol: str,
+    calendar: str = "XNYS",
 ) -> Detector:
     """Fit seasonality and tails on `fit_rows` (normal history), then the pooled event rates.
 
@@ -491,8 +538,9 @@ def fit_detector(
     the rates count alert events per symbol-session over every eligible row of the history.
     """
     skip_open = many_bars_per_session(symbols, days)
+    interval = bar_interval_minutes(symbols, ts)
     proxy = np.asarray(symbols) == market_symbol
-    raw = channel_values(windows, proxy, skip_open)
+    raw = channel_values(windows, proxy, skip_open, interval)
     buckets = bucket_of(minutes)
     season = Season.fit(raw[fit_rows], buckets[fit_rows])
     ch = season.apply(raw, buckets)
@@ -508,7 +556,16 @@ def fit_detector(
         np.concatenate([ch_tail.slope, *(t.slope for t in model_tails)]),
     )
     detector = Detector(
-        season, tail, np.zeros(len(GRID)), budget, cooldown_ms, sessions, skip_open, market_symbol
+        season,
+        tail,
+        np.zeros(len(GRID)),
+        budget,
+        cooldown_ms,
+        sessions,
+        skip_open,
+        market_symbol,
+        calendar,
+        interval,
     )
     best = np.where(eligible, combine(tail.surprise(_members(ch, scores))), 0.0)
     total, n_sessions = np.zeros(len(GRID)), 0
@@ -519,7 +576,20 @@ def fit_detector(
         total += counts
         n_sessions += len(np.unique(np.asarray(days)[rows]))
     detector.prior = total / max(n_sessions, 1)
+    detector.prior_weight = float(min(PRIOR_SESSIONS, max(n_sessions, 1)))
     return detector
+
+
+def bar_interval_minutes(symbols: np.ndarray, ts: np.ndarray) -> float:
+    """The bars' interval: the commonest gap between a symbol's consecutive bars (1 for minute
+    bars, 5, 60, 1440 for daily bars without their weekends)."""
+    sym, t = np.asarray(symbols), np.asarray(ts, dtype=np.int64)
+    same = sym[1:] == sym[:-1]
+    gaps = (t[1:] - t[:-1])[same & (t[1:] > t[:-1])]
+    if not len(gaps):
+        return 1.0
+    values, counts = np.unique(gaps, return_counts=True)
+    return float(values[np.argmax(counts)]) / 60_000
 
 
 def _codes(symbols: np.ndarray) -> np.ndarray:

@@ -161,6 +161,7 @@ def fit_frame_detector(
 ) -> Detector:
     """The detector fitted on a (symbol, time)-sorted feature frame (`clean`: not labelled)."""
     from model_workers.detector import WINDOW, fit_detector, many_bars_per_session
+    from tickwatch.features import active_calendar
 
     wins = dataset.input_windows(frame, WINDOW)
     ts = frame["bar_start_ms"].to_numpy()
@@ -180,6 +181,7 @@ def fit_frame_detector(
         cooldown_ms=cooldown_minutes * 60_000,
         sessions=m.threshold_sessions,
         market_symbol=market_symbol,
+        calendar=active_calendar().name,
     )
 
 

@@ -30,7 +30,12 @@ from model_workers.models.lstm_ae import NAME as LSTM
 from model_workers.models.lstm_ae import autoencoder_errors, autoencoder_scores, tail_errors
 from model_workers.registry import LoadedModel, champion_versions, load_pair
 from model_workers.rules import fired_rules
-from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
+from tickwatch.features import (
+    MODEL_FEATURES,
+    active_calendar,
+    compute_features_batch,
+    session_slot,
+)
 from tickwatch.schemas import (
     AnomalyEvent,
     FeatureVector,
@@ -172,6 +177,12 @@ class Scorer:
                     f"{iforest.name} v{iforest.version} has no fitted detector: retrain it"
                 )
             detector = Detector.from_dict(iforest.metadata["detector"])
+        in_use = active_calendar().name
+        if detector.calendar != in_use:
+            raise ValueError(
+                f"{iforest.name} v{iforest.version} was fitted on the {detector.calendar} "
+                f"calendar, this process uses {in_use} (features.calendar): set it or retrain"
+            )
         self.detector = detector
         self.explainer = ForestExplainer(iforest.model)
         self.version = f"{IFOREST}-v{iforest.version}+{LSTM}-v{lstm.version}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from model_workers.dataset import COLUMNS, add_session_open, frame_from_bars
@@ -72,7 +71,6 @@ def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
     if missing.any():
         log.warning("%d bars have no offline features; left out of training", int(missing.sum()))
     df = hist[~missing].sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True)
-    df["log_return"] = np.log(df["close"] / df.groupby("symbol")["close"].shift()).fillna(0.0)
     df["warm"] = df.groupby("symbol").cumcount().to_numpy() >= WARM_BARS - 1
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", "log_return", *COLUMNS]
+    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", *COLUMNS]
     return add_session_open(df[cols].copy())

@@ -2,7 +2,8 @@
 
 Per-symbol annual volatility, a common market factor (VOO is the market proxy) with per-symbol
 beta, Student-t tails, a U-shaped intraday volume and volatility profile; 09:30-16:00 New York on
-weekdays, 390 bars a day. The same seed always gives the same bars, labels and trades.
+NYSE sessions (weekdays that are not exchange holidays), 390 bars a day. The same seed always
+gives the same bars, labels and trades.
 
 A `MarketFamily` sets how normal behaviour looks (tail heaviness, volume noise, intraday profile,
 block prints, market-wide moves, volatility regimes, how often anomalies happen).
@@ -145,26 +146,41 @@ class SimResult:
 
 
 def trading_days(start: dt.date, count: int) -> list[dt.date]:
-    """`count` weekdays from `start` (inclusive)."""
+    """`count` NYSE sessions from `start` (inclusive): weekdays that are not exchange holidays."""
+    sessions = _nyse_sessions()
     out: list[dt.date] = []
     day = start
     while len(out) < count:
-        if day.weekday() < 5:
+        if _is_session(day, sessions):
             out.append(day)
         day += dt.timedelta(days=1)
     return out
 
 
-def recent_start_day(days: int, today: dt.date | None = None) -> dt.date:
-    """The first of `days` trading days ending on the last weekday before `today`.
+def _nyse_sessions() -> set[int]:
+    from tickwatch.calendar import calendar
 
-    Replays stream recent dates: Kafka deletes records by their timestamp (the event time), so
-    bars dated at a fixed day long past would fall out of every topic's retention at once.
+    return set(calendar("XNYS").labels)
+
+
+def _is_session(day: dt.date, sessions: set[int]) -> bool:
+    """A NYSE session (a weekday outside the calendar's range counts as one)."""
+    if day.weekday() >= 5:
+        return False
+    label = day.year * 10_000 + day.month * 100 + day.day
+    return label in sessions or not (min(sessions) <= label <= max(sessions))
+
+
+def recent_start_day(days: int, today: dt.date | None = None) -> dt.date:
+    """The first of `days` NYSE sessions ending on the last one before `today`.
+
+    Replays stream recent dates, so a replay's history looks like the market's last weeks.
     """
+    sessions = _nyse_sessions()
     day = (today or dt.date.today()) - dt.timedelta(days=1)
     found = 0
     while True:
-        if day.weekday() < 5:
+        if _is_session(day, sessions):
             found += 1
             if found == days:
                 return day

@@ -39,7 +39,25 @@ def _setup(level: str = "INFO") -> Settings:
         Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    from tickwatch.features import use_calendar
+
+    use_calendar(settings.features.calendar)
     return settings
+
+
+def _with_calendar(settings: Settings, calendar: str | None) -> Settings:
+    """`settings` with another exchange calendar (a command's --calendar), made active."""
+    if not calendar:
+        return settings
+    from tickwatch.features import use_calendar
+
+    try:
+        use_calendar(calendar)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--calendar") from None
+    return settings.model_copy(
+        update={"features": settings.features.model_copy(update={"calendar": calendar})}
+    )
 
 
 @stack_app.command("up")
@@ -300,12 +318,16 @@ def train(
     seed: int = typer.Option(0, help="random seed"),
     bars: Path = typer.Option(None, help="fit on this file of bars (CSV or Parquet)"),
     labels: Path = typer.Option(None, help="CSV symbol,start,end,type of known anomalies"),
+    calendar: str = typer.Option(
+        None, help="exchange calendar of the bars: XNYS, CMES, 24/7, ... (features.calendar)"
+    ),
 ) -> None:
     """Train both models on the stored history (or `--bars`), register them, promote if no worse
     than the champion."""
     from model_workers.train import run
 
-    out = run(_setup(), epochs=epochs or None, seed=seed, bars=bars, labels=labels)
+    settings = _with_calendar(_setup(), calendar)
+    out = run(settings, epochs=epochs or None, seed=seed, bars=bars, labels=labels)
     verdict = "promoted to champion" if out.promoted else "champion kept"
     typer.echo(
         f"registered iforest v{out.iforest_version}, lstm_ae v{out.lstm_version} "
@@ -337,12 +359,15 @@ def backtest(
     train_labels: Path = typer.Option(None, help="labels of --train-bars (optional)"),
     fit_days: int = typer.Option(0, help="fit on the first N trading days of --bars instead"),
     epochs: int = typer.Option(0, help="LSTM epochs when fitting (0: settings.model.epochs)"),
+    calendar: str = typer.Option(
+        None, help="exchange calendar of the bars: XNYS, CMES, 24/7, ... (features.calendar)"
+    ),
 ) -> None:
     """Score a file of bars like the stream does; with labels, write the metrics report."""
     from model_workers.backtest import run
 
     report = run(
-        _setup(),
+        _with_calendar(_setup(), calendar),
         bars,
         labels,
         out,

@@ -85,11 +85,14 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 def champion_exists(settings: Settings) -> bool:
     """True if both models have a version under the champion alias and the forest carries a
-    fitted detector and is stored with skops (a champion trained by older code, without a
-    detector or pickled, is retrained, not loaded and refused)."""
+    detector fitted by this version on this deployment's calendar and is stored with skops (a
+    champion trained by older code, pickled or on another calendar, is retrained, not loaded
+    and refused)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from model_workers.detector import is_current
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     alias = settings.mlflow.champion_alias
@@ -101,7 +104,8 @@ def champion_exists(settings: Settings) -> bool:
     except MlflowException:
         return False
     skops = (info.flavors.get("sklearn") or {}).get("serialization_format") == "skops"
-    return skops and bool((info.metadata or {}).get("detector"))
+    detector = (info.metadata or {}).get("detector") or {}
+    return skops and is_current(detector) and detector.get("calendar") == settings.features.calendar
 
 
 def _run_step(settings: Settings, title: str, *args: str) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from functools import lru_cache
 from operator import mul
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
+
+from tickwatch.calendar import DEFAULT_CALENDAR, Calendar, calendar
 
 MINUTE_MS = 60_000
-MARKET_TZ = ZoneInfo("America/New_York")
 Z_CLIP = 50.0
 SIGMA_FLOOR = 1e-5  # 0.1 bp per minute: keeps z-scores finite on a frozen price
 VOLUME_WINDOW = 20
@@ -121,12 +120,30 @@ def _clip(x: float) -> float:
     return Z_CLIP if x > Z_CLIP else (-Z_CLIP if x < -Z_CLIP else x)
 
 
+_calendar: list[Calendar] = []  # the process's active calendar (see use_calendar)
+
+
+def use_calendar(name: str) -> Calendar:
+    """Make `name` (an exchange_calendars name: XNYS, CMES, 24/7, ...) this process's calendar:
+    every session and minute of day below comes from it. Entry points call it from
+    `features.calendar`."""
+    cal = calendar(name)
+    if not _calendar or _calendar[0] is not cal:
+        _calendar[:] = [cal]
+        session_slot.cache_clear()
+    return cal
+
+
+def active_calendar() -> Calendar:
+    """The calendar in use (the default, XNYS, until `use_calendar` names another)."""
+    return _calendar[0] if _calendar else use_calendar(DEFAULT_CALENDAR)
+
+
 @lru_cache(maxsize=8192)
 def session_slot(start_ms: int) -> tuple[int, int]:
-    """(trading date as yyyymmdd, minute of day) in New York time (cached: every symbol's bar of
-    a minute asks for the same one)."""
-    dt = datetime.fromtimestamp(start_ms / 1000, tz=UTC).astimezone(MARKET_TZ)
-    return dt.year * 10_000 + dt.month * 100 + dt.day, dt.hour * 60 + dt.minute
+    """(session date as yyyymmdd, minute of the exchange's day) in the active calendar (cached:
+    every symbol's bar of a minute asks for the same one)."""
+    return active_calendar().slot(start_ms)
 
 
 class SymbolState:

@@ -117,6 +117,8 @@ class FeatureSettings(BaseModel):
     """Streaming feature computation."""
 
     market_symbol: str = "VOO"
+    # exchange calendar of the bars' sessions (exchange_calendars: XNYS, CMES, 24/7, ...)
+    calendar: str = "XNYS"
     beta_window: int = 60
     allowed_lateness_s: int = 120
     push_batch: int = 500

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from model_workers.detector import DETECTOR_VERSION, GRID, MEMBERS
 from tickwatch.kafka import admin
 from tickwatch.settings import Settings
 from tickwatch.stack import bootstrap
@@ -19,11 +22,20 @@ def _register_champions(settings: Settings, tmp_path: Path) -> None:
     source = tmp_path / "model"
     source.mkdir()
     # what `champion_exists` reads: an MLmodel of a skops-stored forest whose metadata carries a
-    # fitted detector (a champion registered by older code, pickled or without one, is retrained)
-    (source / "MLmodel").write_text(
-        "artifact_path: model\nflavors:\n  sklearn:\n    serialization_format: skops\n"
-        "metadata:\n  detector:\n    fitted: true\n"
-    )
+    # detector of this version on this calendar (a champion registered by older code, pickled,
+    # without one or on another calendar, is retrained)
+    detector = {
+        "version": DETECTOR_VERSION,
+        "members": list(MEMBERS),
+        "grid": GRID.tolist(),
+        "calendar": settings.features.calendar,
+    }
+    mlmodel = {
+        "artifact_path": "model",
+        "flavors": {"sklearn": {"serialization_format": "skops"}},
+        "metadata": {"detector": detector},
+    }
+    (source / "MLmodel").write_text(yaml.safe_dump(mlmodel))
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.mlflow.experiment)
     with mlflow.start_run() as run:  # the server takes a version's files from a run only

@@ -87,3 +87,16 @@ def test_threshold_follows_a_wilder_regime_and_recovers_from_its_state() -> None
         for x, tt in zip(s, t, strict=True):
             fresh.observe(float(x), int(tt), d)
     assert fresh.to_dict() == copy.to_dict()
+
+
+def test_the_bar_interval_is_the_commonest_gap_of_a_symbols_bars() -> None:
+    from model_workers.detector import bar_interval_minutes
+
+    five = np.arange(0, 50) * 300_000
+    assert bar_interval_minutes(np.array(["A"] * 50), five) == 5.0
+    # daily bars: weekends and holidays do not move the interval off one day
+    days = np.array([0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 14, 15, 17, 18]) * 86_400_000
+    assert bar_interval_minutes(np.array(["A"] * len(days)), days) == 1440.0
+    # two symbols' bars: only gaps within a symbol count
+    both = np.r_[five, five]
+    assert bar_interval_minutes(np.array(["A"] * 50 + ["B"] * 50), both) == 5.0

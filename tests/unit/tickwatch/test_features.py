@@ -23,7 +23,7 @@ from tickwatch.features import (
 
 DAY_MS = 86_400_000
 SESSION_OPEN_UTC_MS = (14 * 60 + 30) * 60_000  # 09:30 New York in winter
-FIRST_DAY_MS = 1_736_121_600_000  # 2025-01-06 00:00 UTC, a Monday
+FIRST_DAY_MS = 1_738_540_800_000  # 2025-02-03 00:00 UTC, a Monday (two weeks of NYSE sessions)
 
 
 def make_bars(
