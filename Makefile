@@ -17,6 +17,8 @@ help: ## list the targets
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	@# real data for the tests (MIT: E-mini trades, daily ETF closes); its own pins clash with ours
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps mlfinpy==0.1.2
 	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e . >/dev/null 2>&1
 	@touch $(STAMP)
 
@@ -69,7 +71,7 @@ feast-apply: $(STAMP) ## register the Feast definitions (feature_repo/) in the r
 	@$(TW) features apply
 
 lock: ## re-freeze requirements.lock from the current venv
-	@(echo "# Full pinned set that resolves together (pip freeze of a working venv). Regenerate: make lock"; $(BIN)/pip freeze --exclude-editable | grep -v '^tickwatch') > requirements.lock
+	@(echo "# Full pinned set that resolves together (pip freeze of a working venv). Regenerate: make lock"; $(BIN)/pip freeze --exclude-editable | grep -v '^tickwatch' | grep -v '^mlfinpy') > requirements.lock
 
 clean: ## remove the run folder (data, logs) after `make down`
 	rm -rf .run

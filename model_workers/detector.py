@@ -84,7 +84,9 @@ GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event r
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
 FIT_BAND = (2.0, 20.0)  # rates (budget multiples) where the log-rate line is fitted
 CAP_SPAN = 2.0  # levels above a threshold whose events the budget's cap leaves out
-PRIOR_SESSIONS = 5.0  # most weight (in sessions) of the fitted pooled rates in a symbol's estimate
+MAX_BAR_SHARE = 0.005  # alerts never budgeted on more than this share of bars (daily bars: 0.5%)
+PRIOR_EVENTS = 5.0  # the fitted pooled rates weigh as the sessions that expect this many alerts
+WINDOW_EVENTS = 20.0  # a symbol's trailing window holds at least the sessions expecting these
 _I = {name: i for i, name in enumerate(INPUTS)}
 
 
@@ -321,7 +323,7 @@ class OnlineThreshold:
     """One symbol's alert threshold from the event rates of its trailing sessions.
 
     `prior` is the fitted pooled rate per session at each GRID level, weighted as the
-    symbol-sessions it was fitted on, at most PRIOR_SESSIONS (`prior_weight`), so a new symbol
+    symbol-sessions it was fitted on, at most PRIOR_EVENTS / budget (`prior_weight`), so a new symbol
     starts at the fitted threshold and moves to its own as sessions accumulate. The threshold
     is re-solved when a session ends, never mid-session.
 
@@ -334,7 +336,7 @@ class OnlineThreshold:
     budget: float
     sessions: int
     cooldown_ms: int
-    prior_weight: float = PRIOR_SESSIONS
+    prior_weight: float = PRIOR_EVENTS
     threshold: float = 0.0
     day: int = -1
     current: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
@@ -411,7 +413,7 @@ class Detector:
     market_symbol: str
     calendar: str = "XNYS"  # the exchange calendar the history's sessions came from
     interval_minutes: float = 1.0  # the bars' interval (1 min, 5 min, 1 h, 1 day, ...)
-    prior_weight: float = PRIOR_SESSIONS  # sessions the prior counts as (its symbol-sessions)
+    prior_weight: float = PRIOR_EVENTS  # sessions the prior counts as (see fit_detector)
 
     @property
     def threshold(self) -> float:
@@ -504,11 +506,16 @@ def combine(surprise: np.ndarray) -> np.ndarray:
     return np.maximum(surprise[:, :n_ch].max(axis=1), surprise[:, n_ch:].min(axis=1))
 
 
+def bars_per_session(symbols: np.ndarray, days: np.ndarray) -> float:
+    """The mean number of bars of a symbol-session."""
+    pairs = np.unique(np.column_stack([_codes(symbols), np.asarray(days)]), axis=0)
+    return len(symbols) / max(len(pairs), 1)
+
+
 def many_bars_per_session(symbols: np.ndarray, days: np.ndarray) -> bool:
     """True for intraday bars (their session's first bar carries the overnight gap); False when
     a symbol has about one bar per trading day (daily bars)."""
-    pairs = np.unique(np.column_stack([_codes(symbols), np.asarray(days)]), axis=0)
-    return len(symbols) / max(len(pairs), 1) > 1.5
+    return bars_per_session(symbols, days) > 1.5
 
 
 def severity_index(excess: np.ndarray) -> np.ndarray:
@@ -539,6 +546,12 @@ def fit_detector(
     """
     skip_open = many_bars_per_session(symbols, days)
     interval = bar_interval_minutes(symbols, ts)
+    # a budget per session is for sessions of many bars: with few (hourly, daily bars) it
+    # would allow an alert on most of them, so it is capped at MAX_BAR_SHARE of the bars
+    budget = min(budget, MAX_BAR_SHARE * bars_per_session(symbols, days))
+    # a rate is measured over the sessions that expect WINDOW_EVENTS alerts at least (20
+    # sessions at one alert a day, years of daily bars)
+    sessions = max(sessions, math.ceil(WINDOW_EVENTS / budget))
     proxy = np.asarray(symbols) == market_symbol
     raw = channel_values(windows, proxy, skip_open, interval)
     buckets = bucket_of(minutes)
@@ -576,7 +589,7 @@ def fit_detector(
         total += counts
         n_sessions += len(np.unique(np.asarray(days)[rows]))
     detector.prior = total / max(n_sessions, 1)
-    detector.prior_weight = float(min(PRIOR_SESSIONS, max(n_sessions, 1)))
+    detector.prior_weight = float(min(PRIOR_EVENTS / budget, max(n_sessions, 1)))
     return detector
 
 

@@ -88,6 +88,14 @@ def eligible(frame: pd.DataFrame, skip_open: bool = True) -> np.ndarray:
     return warm & ~frame["session_open"].to_numpy(bool) if skip_open else warm
 
 
+def intraday(frame: pd.DataFrame) -> bool:
+    """True for bars with many per session (their first bar carries the overnight gap)."""
+    from model_workers.detector import many_bars_per_session
+
+    ts = frame["bar_start_ms"].to_numpy()
+    return many_bars_per_session(frame["symbol"].to_numpy(), dataset.trading_day(ts))
+
+
 def fit_models(
     frame: pd.DataFrame,
     labels: pd.DataFrame,
@@ -102,7 +110,7 @@ def fit_models(
     last days as the stream would score them (the earlier days warm its state)."""
     train_rows, val_rows = dataset.split_by_day(frame, VALIDATION_FRACTION)
     disturbed = dataset.label_mask(frame, labels, dataset.LABEL_TAIL_MINUTES)
-    normal = eligible(frame) & ~disturbed
+    normal = eligible(frame, intraday(frame)) & ~disturbed
     x = dataset.model_matrix(frame)
     windows, valid = dataset.sequences(frame, length)
     # a window is normal if none of its bars is disturbed or warming up
@@ -160,14 +168,14 @@ def fit_frame_detector(
     market_symbol: str,
 ) -> Detector:
     """The detector fitted on a (symbol, time)-sorted feature frame (`clean`: not labelled)."""
-    from model_workers.detector import WINDOW, fit_detector, many_bars_per_session
+    from model_workers.detector import WINDOW, fit_detector
     from tickwatch.features import active_calendar
 
     wins = dataset.input_windows(frame, WINDOW)
     ts = frame["bar_start_ms"].to_numpy()
     days, minutes = dataset.trading_day(ts), dataset.minute_of_day(ts)
     symbols = frame["symbol"].to_numpy()
-    ok = eligible(frame, many_bars_per_session(symbols, days))
+    ok = eligible(frame, intraday(frame))
     return fit_detector(
         wins,
         symbols,
