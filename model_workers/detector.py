@@ -300,22 +300,27 @@ def solve_threshold(rates: np.ndarray, budget: float) -> float:
     Two readings, the higher wins. The normal rate: log10(rate) fitted linearly in the level
     where the rate is FIT_BAND times the budget (normal behaviour dominates there) and
     extrapolated to the budget, so the anomalies a history holds do not pull the threshold down.
-    The cap: the first level whose measured rate (every alert event) is within the budget, so a
-    market whose tail is heavier than the line says still gets no more alerts than it asked for.
+    The cap: the first level whose measured rate, less the events CAP_SPAN levels higher (the
+    history's anomalies), is within the budget, so a market whose tail is heavier than the line
+    says still gets no more alerts than it asked for. Without a line (too few levels in the
+    band), the first level whose measured rate is within the budget.
     """
-    # events CAP_SPAN levels higher are mostly not normal behaviour (a calibrated level falls
-    # tenfold per unit): the history's anomalies, which the budget does not count
-    above = np.searchsorted(GRID, GRID + CAP_SPAN - 1e-9).clip(max=len(GRID) - 1)
-    within = np.flatnonzero(rates - rates[above] <= budget)
-    cap = float(GRID[within[0]]) if len(within) else float(GRID[-1])
     lo, hi = FIT_BAND[0] * budget, FIT_BAND[1] * budget
     band = (rates >= lo) & (rates <= hi)
     if band.sum() >= 3:
         slope, intercept = np.polyfit(GRID[band], np.log10(rates[band]), 1)
         if slope < -0.05:
             t = (math.log10(budget) - intercept) / slope
-            return max(float(np.clip(t, GRID[0], GRID[-1])), cap)
-    return cap
+            above = np.searchsorted(GRID, GRID + CAP_SPAN - 1e-9).clip(max=len(GRID) - 1)
+            return max(
+                float(np.clip(t, GRID[0], GRID[-1])), _first_within(rates - rates[above], budget)
+            )
+    return _first_within(rates, budget)
+
+
+def _first_within(rates: np.ndarray, budget: float) -> float:
+    within = np.flatnonzero(rates <= budget)
+    return float(GRID[within[0]]) if len(within) else float(GRID[-1])
 
 
 @dataclass
@@ -323,9 +328,9 @@ class OnlineThreshold:
     """One symbol's alert threshold from the event rates of its trailing sessions.
 
     `prior` is the fitted pooled rate per session at each GRID level, weighted as the
-    symbol-sessions it was fitted on, at most PRIOR_EVENTS / budget (`prior_weight`), so a new symbol
-    starts at the fitted threshold and moves to its own as sessions accumulate. The threshold
-    is re-solved when a session ends, never mid-session.
+    symbol-sessions it was fitted on, at most PRIOR_EVENTS / budget (`prior_weight`), so a new
+    symbol starts at the fitted threshold and moves to its own as sessions accumulate. The
+    threshold is re-solved when a session ends, never mid-session.
 
     A bar not newer than the last one observed is not counted again, so replaying bars the state
     already holds (a restarted worker rebuilding from before its commit point) changes nothing.

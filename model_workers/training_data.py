@@ -23,26 +23,24 @@ def bars_from_frame(bars: pd.DataFrame) -> list[Bar]:
     ]
 
 
-def load_training_frame(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(feature frame, labels, source) for the stored bars; source is "feast" or "bars"."""
-    bars = read_bars(bars_root(settings))
-    if bars.empty:
+def load_training_frame(
+    settings: Settings,
+) -> tuple[pd.DataFrame, pd.DataFrame, str, list[Bar]]:
+    """(feature frame, labels, source, bars) for the stored bars; source is "feast" or "bars"."""
+    stored = read_bars(bars_root(settings))
+    if stored.empty:
         raise RuntimeError(f"no bars under {bars_root(settings)}: run `tickwatch backfill` first")
     labels = read_labels(labels_path(settings))
-    frame = feast_frame(settings, bars)
+    bars = bars_from_frame(stored)
+    frame = feast_frame(settings, stored)
     if frame is None:
         log.info("Feast offline store empty: computing features from %d stored bars", len(bars))
-        return (
-            frame_from_bars(
-                bars_from_frame(bars),
-                settings.features.market_symbol,
-                settings.features.beta_window,
-            ),
-            labels,
-            "bars",
+        frame = frame_from_bars(
+            bars, settings.features.market_symbol, settings.features.beta_window
         )
+        return frame, labels, "bars", bars
     log.info("training set: %d rows point-in-time from the Feast offline store", len(frame))
-    return frame, labels, "feast"
+    return frame, labels, "feast", bars
 
 
 def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:

@@ -1,4 +1,5 @@
-"""Inject labelled anomalies into one symbol-day of simulated minute returns and volumes."""
+"""Inject labelled anomalies into one symbol-day of simulated minute returns and volumes (the
+kinds and their lengths are tickwatch.anomalies', which injects the same into real bars)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = (
-    "volume_spike",
-    "price_jump",
-    "flash_crash",
-    "volatility_burst",
-    "stale_price",
-    "decoupling",
-)
+from tickwatch.anomalies import EDGE, GAP, KINDS
+from tickwatch.anomalies import LENGTH as _LENGTH
+
 BARS_PER_DAY = 390
-EDGE = 5  # no anomaly in the first/last bars of a day (the open and close are noisy anyway)
-_LENGTH = {
-    "volume_spike": (1, 3),
-    "price_jump": (1, 1),
-    "flash_crash": (4, 5),
-    "volatility_burst": (6, 10),
-    "stale_price": (10, 12),
-    "decoupling": (15, 15),
-}
+__all__ = ["EDGE", "KINDS", "DayPaths", "Injection", "apply", "market_drift", "plan_day"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +47,7 @@ def plan_day(
         for _attempt in range(20):
             start = int(rng.integers(EDGE, BARS_PER_DAY - EDGE - length))
             # keep a margin so two anomalies never touch
-            if not taken[max(0, start - 10) : start + length + 10].any():
+            if not taken[max(0, start - GAP) : start + length + GAP].any():
                 taken[start : start + length] = True
                 out.append(Injection(kind, start, start + length - 1))
                 break

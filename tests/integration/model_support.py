@@ -80,7 +80,12 @@ def trained_registry() -> TrainedRegistry:
     settings = registry_settings(base, f"models{uuid.uuid4().hex[:8]}-")
     sim = simulate(SYMBOLS, TRAIN_DAYS, TRAIN_SEED)
     outcome = train_and_register(
-        settings, frame_from_bars(sim.bars), labels_to_frame(sim.labels), "sim", epochs=EPOCHS
+        settings,
+        frame_from_bars(sim.bars),
+        labels_to_frame(sim.labels),
+        "sim",
+        epochs=EPOCHS,
+        bars=sim.bars,
     )
     return TrainedRegistry(settings, outcome)
 

@@ -24,7 +24,9 @@ from model_workers.detector import GRID, Detector
 from model_workers.fit import FitResult, validation_metrics
 from model_workers.scorer import Scorer
 from model_workers.train import promote_if_no_worse
+from model_workers.validation import injected_validation
 from producers.market_sim import labels_to_frame, simulate
+from tickwatch.anomalies import KINDS
 from tickwatch.features import MODEL_FEATURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -99,3 +101,51 @@ def test_champion_alias_moves_only_to_a_pair_at_least_as_good(settings, tmp_path
             outcome = promote_if_no_worse(s, result, frame, labels, run.info.run_id, v_if, v_ae)
         assert outcome.promoted is expect_promoted
         assert registry.champion_versions(s) == expect
+
+
+def test_without_labels_the_injected_validation_decides(settings, tmp_path):
+    # real history has no labels: the gate compares both pairs on anomalies injected into a
+    # copy of the validation days, never an F1 of 0 against 0
+    s = with_models(settings, tmp_path)
+    sim = simulate(SYMBOLS, TRAIN_DAYS, TRAIN_SEED, inject=False)
+    frame, no_labels = dataset.frame_from_bars(sim.bars), labels_to_frame([])
+    _, val_rows = dataset.split_by_day(frame, 0.3)
+    val = frame[val_rows].reset_index(drop=True)
+    cut = int(val["bar_start_ms"].min())
+    held_out = (
+        [b for b in sim.bars if b.start_ms < cut],
+        [b for b in sim.bars if b.start_ms >= cut],
+    )
+    forest, lstm = registry.load_pair(s, ("1", "1"))
+    scale = np.asarray(lstm.metadata["error_scale"], dtype=np.float32)
+    fitted = Detector.from_dict(forest.metadata["detector"])
+    blind = dataclasses.replace(fitted, prior=np.full(len(GRID), 1e3))
+    example = dataset.model_matrix(val)[:3]
+    windows, valid = dataset.sequences(val, s.model.sequence_length)
+    seen = []
+    for detector, expect_promoted, expect in (
+        (blind, False, ("1", "1")),
+        (fitted, True, ("3", "3")),
+    ):
+        result = FitResult(
+            forest.model, lstm.model, forest.calibration, lstm.calibration, scale, [], detector
+        )
+        injected = injected_validation(result.scorer(s.model.sequence_length), *held_out, s)
+        with mlflow.start_run() as run:
+            v_if = registry.log_iforest(
+                forest.model, forest.calibration, s, example, detector.to_dict()
+            )
+            v_ae = registry.log_lstm(lstm.model, lstm.calibration, scale, s, windows[valid][:3])
+            outcome = promote_if_no_worse(
+                s, result, frame, no_labels, run.info.run_id, v_if, v_ae, injected, held_out
+            )
+        assert outcome.gate == "injected F1" and outcome.champion_f1 is not None
+        assert outcome.promoted is expect_promoted
+        assert registry.champion_versions(s) == expect
+        seen.append((injected.injected.f1, injected.injected.events, injected.row()))
+    (blind_f1, events, _), (fitted_f1, _, row) = seen
+    assert events >= 20 and blind_f1 == 0.0 and fitted_f1 > 0.5
+    # every kind was injected and each is measured
+    assert {k for k in row if k.startswith("injected_recall_")} == {
+        f"injected_recall_{k}" for k in KINDS
+    }
