@@ -16,7 +16,9 @@ low on it:
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
   move (a stock moving against the market, not the proxy moving alone).
-- `against_market`: the stock's cumulative move against a strong market trend.
+- `against_market`: the stock's cumulative move against a strong market trend. Both decoupling
+  channels take the residual with the beta from before the last 15 bars: a decoupling stock
+  drags its rolling beta towards zero and would hide its own residual.
 
 Fitted on the user's history (`fit_detector`): each channel's intraday seasonality (per
 half-hour of the exchange day: the open and close are busier) and its normal tail, which turns a
@@ -57,6 +59,7 @@ INPUTS: tuple[str, ...] = (
     "market_return_z",
     "log_return",
     "relative_return",
+    "beta",
 )
 CHANNELS: tuple[str, ...] = (
     "move_1",
@@ -77,6 +80,8 @@ MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into
 HUBER = 2.5  # robust units one bar may add to a decoupling sum
 RANGE_FLOOR = 0.1  # added to mean range ratios (about 1 normally): flat bars (high = low) count 0
 DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
+TREND_BARS = 15  # bars of a decoupling the residual beta is taken before
+BETA_MIN = 0.05  # below it the market return cannot be read back from the residual
 RETURN_SCALE_FLOOR = 1e-6  # robust scale floor (log-return units) for a window of frozen prices
 BUCKET_MINUTES = 30  # intraday seasonality resolution
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
@@ -100,6 +105,19 @@ def _robust_scale(x: np.ndarray) -> np.ndarray:
     tick = np.where(a > 0, a, np.inf).min(axis=1)
     tick = np.where(np.isfinite(tick), tick, 0.0)
     return np.maximum.reduce([q, a.mean(axis=1) / 4.0, tick, np.full(len(a), RETURN_SCALE_FLOOR)])
+
+
+def _residuals(w: np.ndarray) -> np.ndarray:
+    """Each bar's market residual, `r - beta * m`, with the beta of the bar before the last
+    TREND_BARS: a stock decoupling from the market drags its rolling beta towards zero within
+    the event, which would hide the residual the event leaves (the feature `relative_return`
+    uses the rolling beta). Bars without a known market return have none (0)."""
+    r = w[:, :, _I["log_return"]]
+    beta = w[:, :, _I["beta"]]
+    known = (w[:, :, _I["market_known"]] > 0) & (np.abs(beta) > BETA_MIN)
+    m = np.where(known, (r - w[:, :, _I["relative_return"]]) / np.where(known, beta, 1.0), 0.0)
+    before = beta[:, -TREND_BARS - 1][:, None]
+    return np.where(known, r - before * m, 0.0)
 
 
 def channel_values(
@@ -130,7 +148,7 @@ def channel_values(
     # returns in units of a robust scale of the bars before the last RECENT (one fat-tailed bar
     # in the window does not shrink the others, as a standard deviation would)
     ret = w[:, :, _I["log_return"]] / gap * keep
-    res = w[:, :, _I["relative_return"]] / gap * keep
+    res = _residuals(w) / gap * keep
     ref = slice(0, WINDOW - RECENT)
     r_units = ret / _robust_scale(ret[:, ref])[:, None]
     e_units = res / _robust_scale(res[:, ref])[:, None]
@@ -165,10 +183,10 @@ def channel_values(
     )
     # moving against a market trend: the market's own cumulative move is large and the stock's
     # goes the other way (a move of the proxy alone leaves the stock where it was)
-    res15 = np.abs(w[:, -1, _I["relative_cum_z_15"]])
+    res15 = cum(e_clip, 15)
     mz = w[:, :, _I["market_return_z"]] * keep
     mkt15 = mz[:, -15:].sum(axis=1) / math.sqrt(15)
-    against = -np.sign(mkt15) * rz[:, -15:].sum(axis=1) / math.sqrt(15)
+    against = -np.sign(mkt15) * r_clip[:, -15:].sum(axis=1) / math.sqrt(15)
     trend = np.minimum(np.minimum(res15, np.abs(mkt15)), 3.0 * np.maximum(against, 0.0))
     decouple = np.where(linked, decouple, 0.0)
     trend = np.where(linked, trend, 0.0)
@@ -400,7 +418,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 2  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 3  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -19,6 +20,7 @@ from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
 log = logging.getLogger(__name__)
 REQUIRED = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 FLOAT_NOISE = 1e-9  # relative: a low above the open/close by less than this is clamped, not refused
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,37 @@ def read_bars(path: Path) -> tuple[list[MinuteBar], list[CsvRowError]]:
     _check_columns(path, fields)
     records = df.astype(str).replace({"nan": "", "None": ""}).to_dict("records")
     return _validate(((i + 2, row) for i, row in enumerate(records)), fields, path)
+
+
+def read_daily_closes(path: Path) -> list[MinuteBar]:
+    """Daily bars from a wide table of closes (a date column, then one column per symbol, as
+    price downloads often come): each bar runs from the previous close to its close, volume 1
+    (no volume in such a table); a symbol's rows before its first close are left out."""
+    wide = pd.read_csv(path)
+    dates = pd.to_datetime(wide.iloc[:, 0], utc=True)
+    out = []
+    for symbol in wide.columns[1:]:
+        close = wide[symbol].to_numpy(float)
+        known = np.flatnonzero(np.isfinite(close) & (close > 0))
+        for i, j in zip(known[:-1], known[1:], strict=True):
+            o, c = float(close[i]), float(close[j])
+            start = int(dates.iloc[j].value // 1_000_000)
+            out.append(
+                MinuteBar(
+                    symbol=str(symbol),
+                    start_ms=start,
+                    end_ms=start + DAY_MS,
+                    open=o,
+                    high=max(o, c),
+                    low=min(o, c),
+                    close=c,
+                    volume=1.0,
+                    vwap=c,
+                    transactions=1,
+                    source="csv",
+                )
+            )
+    return sorted(out, key=lambda b: (b.start_ms, b.symbol))
 
 
 def _check_columns(path: Path, fields: list[str]) -> None:

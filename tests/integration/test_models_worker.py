@@ -52,10 +52,19 @@ def _days(n: int):
     return vectors, [v for v in vectors if v.bar_start_ms // 86_400_000 < days[n]]
 
 
-def _content(events) -> list[dict]:
-    """Events as comparable records: everything but the wall-clock detection time."""
+def _content(events) -> list[tuple]:
+    """Events as comparable records: the bar, severity and each member's flag, score and the
+    threshold the bar was held to (scores rounded: TensorFlow's float32 kernels may differ in
+    the last digits between batch compositions)."""
     return sorted(
-        (e.model_dump(exclude={"detected_at_ms"}) for e in events), key=lambda e: e["event_id"]
+        (
+            e.event_id,
+            e.symbol,
+            e.bar_start_ms,
+            e.severity,
+            tuple((s.model, s.flagged, round(s.score, 3), round(s.threshold, 6)) for s in e.scores),
+        )
+        for e in events
     )
 
 

@@ -13,12 +13,12 @@ import pandas as pd
 
 from model_workers.backtest import fit_scorer, scored_frame, split_fit_days
 from model_workers.evaluation import alerts_from_flags
+from tickwatch.bar_files import read_daily_closes
 from tickwatch.features import active_calendar, session_slot, use_calendar
 from tickwatch.schemas import MinuteBar
 from tickwatch.settings import Settings
 
 EPOCHS = 2  # the autoencoder's share of the verdicts is small; the test stays quick
-DAY_MS = 86_400_000
 
 
 @contextmanager
@@ -91,38 +91,11 @@ def test_real_emini_minutes_fitted_on_their_first_session_do_not_flood(mlfinpy_d
     assert df["score"].max() > 0  # scored, not silenced
 
 
-def etf_daily_bars(data: Path) -> list[MinuteBar]:
-    """Daily closes of 23 ETFs, 2008-2016 (SPY among them) as daily bars from close to close."""
-    px = pd.read_csv(data / "stock_prices.csv", parse_dates=["Date"]).set_index("Date")
-    px = px.dropna(axis=1)
-    out = []
-    for sym in px.columns:
-        close = px[sym].to_numpy(float)
-        open_ = np.r_[close[0], close[:-1]]
-        for day, o, c in zip(px.index, open_, close, strict=True):
-            ms = int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
-            out.append(
-                MinuteBar(
-                    symbol=sym,
-                    start_ms=ms,
-                    end_ms=ms + DAY_MS,
-                    open=o,
-                    high=max(o, c),
-                    low=min(o, c),
-                    close=c,
-                    volume=1.0,
-                    vwap=c,
-                    transactions=1,
-                    source="csv",
-                )
-            )
-    return sorted(out, key=lambda b: (b.start_ms, b.symbol))
-
-
 def test_years_of_real_daily_bars_flag_the_largest_shocks_and_few_days(mlfinpy_data) -> None:
     settings = _settings("SPY")
     with calendar("XNYS"):
-        bars = etf_daily_bars(mlfinpy_data)
+        # daily closes of 23 ETFs, 2008-2016, SPY among them
+        bars = read_daily_closes(mlfinpy_data / "stock_prices.csv")
         cut = int(pd.Timestamp("2010-01-01", tz="UTC").value // 1_000_000)
         fit = [b for b in bars if b.start_ms < cut]
         rest = [b for b in bars if b.start_ms >= cut]
