@@ -11,7 +11,8 @@ low on it:
   and a single fat-tailed bar among the five moves neither.
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
-  The volume a market-wide move brings (the market's return z over the last bars) is normal.
+  The volume a market-wide move brings (the market's return z over the last bars) is normal, and
+  so is half of the market proxy's own volume surprise in the same minute.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
@@ -60,6 +61,7 @@ INPUTS: tuple[str, ...] = (
     "log_return",
     "relative_return",
     "beta",
+    "market_volume_z",
 )
 CHANNELS: tuple[str, ...] = (
     "move_1",
@@ -74,6 +76,7 @@ CHANNELS: tuple[str, ...] = (
 MARKET_VOLUME = 2.0  # volume z explained by each market-return z beyond MARKET_VOLUME_FROM
 MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_BARS) it starts at
 MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
+MARKET_VOLUME_SHARE = 0.5  # a stock's volume z explained per unit of the market's volume surprise
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
@@ -165,12 +168,15 @@ def channel_values(
     burst = np.minimum(size, widening)
 
     vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
-    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)
+    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)  # features.volume_surprise
     tz = w[:, -1, _I["transactions_z_20"]]
     volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
-    # a market-wide move brings market-wide volume: what the market's move explains is normal
+    # a market-wide move brings market-wide volume: what the market's move explains is normal,
+    # and so is what the market's own volume surge explains
     market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
     volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
+    market_volume = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
+    volume = volume - np.where(linked, MARKET_VOLUME_SHARE * market_volume, 0.0)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -418,7 +424,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 3  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 4  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_processors.alignment import MarketAligner, Released, Slot
+from stream_processors.alignment import MarketAligner, MarketMinute, Released, Slot
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
@@ -75,7 +75,7 @@ class FeaturesAgent:
             self._update_lag(events)
             await self._release(touched | set(self.aligner.waiting_symbols()))
 
-    async def on_market_returns(self, returns: list[tuple[int, float]]) -> None:
+    async def on_market_returns(self, returns: list[MarketMinute]) -> None:
         """Market returns from the market-returns topic: release the bars waiting for them."""
         async with self.lock:
             self.aligner.add_market_returns(returns)
@@ -222,7 +222,7 @@ async def _read_market_returns(stage: FeaturesAgent, settings: Settings) -> None
                         offset=record.offset,
                     )
                     continue
-                returns.append((m.start_ms, m.log_return))
+                returns.append((m.start_ms, m.log_return, m.volume_z))
             if returns:
                 await stage.on_market_returns(returns)
     finally:

@@ -26,6 +26,7 @@ RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them 
 MARKET_HISTORY_MS = 7 * 86_400_000
 
 ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_order", "replayed"
+MarketMinute = tuple[int, float, float]  # bar start, the proxy's log return, volume surprise
 
 
 def _pack(values: list[float]) -> str:
@@ -91,7 +92,7 @@ class Released:
     """What one step produced: feature rows, and market returns to publish."""
 
     rows: list[FeatureRow] = field(default_factory=list)
-    market: list[tuple[int, float]] = field(default_factory=list)
+    market: list[MarketMinute] = field(default_factory=list)
 
 
 class MarketAligner:
@@ -103,7 +104,7 @@ class MarketAligner:
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self.lateness_s = allowed_lateness_s
         self.slots: dict[str, Slot] = {}
-        self.market_returns: dict[int, float] = {}
+        self.market_returns: dict[int, tuple[float, float]] = {}  # return, volume surprise
         self.market_last = -1  # newest market minute known
         self.watermark = -1  # newest bar start seen (event time)
         self.dirty: set[str] = set()
@@ -147,10 +148,11 @@ class MarketAligner:
             self.watermark = start
         return ACCEPTED
 
-    def add_market_returns(self, returns: Iterable[tuple[int, float]]) -> None:
-        """Market returns computed by whichever worker owns the market proxy."""
-        for start, r in returns:
-            self.market_returns[start] = r
+    def add_market_returns(self, returns: Iterable[MarketMinute]) -> None:
+        """Market minutes (start, return, volume surprise) computed by whichever worker owns the
+        market proxy."""
+        for start, r, volume_z in returns:
+            self.market_returns[start] = (r, volume_z)
             self.market_last = max(self.market_last, start)
             self.watermark = max(self.watermark, start)
 
@@ -168,7 +170,9 @@ class MarketAligner:
                 m = self._market_return(symbol, slot, bar, now)
                 if m is _WAIT:
                     break
-                feats = slot.state.update(bar, m)
+                feats = (
+                    slot.state.update(bar, *m) if m is not None else slot.state.update(bar, None)
+                )
                 slot.pending.popleft()
                 slot.waiting_since = now
                 self.dirty.add(symbol)
@@ -176,8 +180,9 @@ class MarketAligner:
                     continue
                 slot.changed_minutes.add(session_slot(bar.start_ms)[1])
                 if m is not None and symbol == self.market_symbol:
-                    out.market.append((bar.start_ms, m))
-                    self.add_market_returns([(bar.start_ms, m)])
+                    minute = (bar.start_ms, m[0], feats["market_volume_z"])
+                    out.market.append(minute)
+                    self.add_market_returns([minute])
                 out.rows.append(
                     FeatureRow(symbol, bar.start_ms, bar.close, bar.volume, feats, slot.state.warm)
                 )
@@ -190,9 +195,9 @@ class MarketAligner:
 
     def _market_return(self, symbol: str, slot: Slot, bar: Bar, now: float) -> Any:
         start = bar.start_ms
-        if symbol == self.market_symbol:
+        if symbol == self.market_symbol:  # its own return; its own volume surprise (None)
             st = slot.state
-            return 0.0 if st.bars_seen == 0 else math.log(float(bar.close) / st.last_close)
+            return (0.0 if st.bars_seen == 0 else math.log(float(bar.close) / st.last_close), None)
         m = self.market_returns.get(start)
         if m is not None:
             return m

@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-from stream_processors.alignment import MarketAligner, Released
+from stream_processors.alignment import MarketAligner, MarketMinute, Released
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
@@ -177,7 +177,7 @@ class BatchFeaturesWorker:
         self.outputs.writer.forget()
         log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots), mine)
 
-    def _market_returns(self, msgs: list[Any]) -> list[tuple[int, float]]:
+    def _market_returns(self, msgs: list[Any]) -> list[MarketMinute]:
         returns = []
         for m in msgs:
             try:
@@ -192,7 +192,7 @@ class BatchFeaturesWorker:
                     offset=m.offset(),
                 )
                 continue
-            returns.append((r.start_ms, r.log_return))
+            returns.append((r.start_ms, r.log_return, r.volume_z))
         return returns
 
     def _transactional(self, call: Callable[[], None]) -> bool:

@@ -16,7 +16,7 @@ import msgspec
 import redis
 from confluent_kafka import Producer
 
-from stream_processors.alignment import Released
+from stream_processors.alignment import MarketMinute, Released
 from stream_processors.feast_push import FeatureRow, OnlineWriter, PendingWrite
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
@@ -85,13 +85,17 @@ class FeatureOutputs:
 
     def produce_rows(
         self,
-        market: list[tuple[int, float]],
+        market: list[MarketMinute],
         rows: list[FeatureRow],
         ingest_ms: dict[tuple[str, int], bytes],
     ) -> list[int]:
-        """Produce market returns and (finite) feature rows, not flushed; the rows' ingest ms."""
-        for start, r in market:
-            value = encode(MarketReturn(symbol=self.market_symbol, start_ms=start, log_return=r))
+        """Produce market minutes and (finite) feature rows, not flushed; the rows' ingest ms."""
+        for start, r, volume_z in market:
+            value = encode(
+                MarketReturn(
+                    symbol=self.market_symbol, start_ms=start, log_return=r, volume_z=volume_z
+                )
+            )
             produce(
                 self.producer, self.market_topic, value, key=self.market_symbol, timestamp_ms=start
             )

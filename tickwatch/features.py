@@ -49,6 +49,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "session_open",  # 1 on the symbol's first bar of a trading day (its return spans the gap)
     "market_known",  # 1 when the market proxy's return for this minute was known
     "market_return_z",  # the market return over the std of the previous `beta_window` ones
+    "market_volume_z",  # the market proxy's volume_surprise in the same minute (0 if unknown)
 )
 
 # What the models read: the scale-free subset (raw returns and vols differ 7x between symbols).
@@ -146,6 +147,12 @@ def session_slot(start_ms: int) -> tuple[int, int]:
     return active_calendar().slot(start_ms)
 
 
+def volume_surprise(volume_z_tod: float, volume_z_20: float) -> float:
+    """How unusual a bar's volume is: the mean of its z-scores against the same minute on
+    earlier days and against the last 20 bars (the latter alone before there is a profile)."""
+    return 0.5 * (volume_z_tod + volume_z_20) if volume_z_tod != 0.0 else volume_z_20
+
+
 class SymbolState:
     """Everything one symbol's features need from its past; JSON-serialisable for Faust tables.
 
@@ -227,11 +234,15 @@ class SymbolState:
             else RETURN_WINDOW
         )
 
-    def update(self, bar: Any, market_return: float | None) -> dict[str, float] | None:
+    def update(
+        self, bar: Any, market_return: float | None, market_volume_z: float | None = None
+    ) -> dict[str, float] | None:
         """Advance by one closed bar; None (state unchanged) if the bar is not newer than the last.
 
         `market_return` is the market proxy's log return for the same minute, or None when the
         market bar for that minute is unknown (the relative features then read 0).
+        `market_volume_z` is the proxy's `volume_surprise` of that minute; None with a market
+        return means this bar is the proxy's own (its volume surprise is the market's).
         """
         start = int(bar.start_ms)
         if start <= self.last_start_ms:
@@ -284,6 +295,20 @@ class SymbolState:
             market_z = _clip(market_return / (m_sigma if m_sigma > SIGMA_FLOOR else SIGMA_FLOOR))
         unchanged = 0 if first or close != self.last_close else self.unchanged_run + 1
 
+        volume_z_20 = _zscore(log_vol, sum(volumes), sum(self.log_volumes_sq), len(volumes))
+        volume_z_tod = (
+            _zscore(
+                log_vol, sum(profile), sum(map(mul, profile, profile)), len(profile), TOD_MIN_OBS
+            )
+            if profile
+            else 0.0
+        )
+        if market_return is None:
+            market_volume = 0.0
+        elif market_volume_z is None:
+            market_volume = volume_surprise(volume_z_tod, volume_z_20)
+        else:
+            market_volume = market_volume_z
         feats = {
             "log_return": r,
             "return_z": _clip(r / sigma) if has_base else 0.0,
@@ -292,18 +317,8 @@ class SymbolState:
             "volatility_60": vol60,
             "vol_ratio_5": _clip(vol5 / sigma) if has_base else 1.0,
             "vol_ratio_15": _clip(vol15 / sigma) if has_base else 1.0,
-            "volume_z_20": _zscore(log_vol, sum(volumes), sum(self.log_volumes_sq), len(volumes)),
-            "volume_z_tod": (
-                _zscore(
-                    log_vol,
-                    sum(profile),
-                    sum(map(mul, profile, profile)),
-                    len(profile),
-                    TOD_MIN_OBS,
-                )
-                if profile
-                else 0.0
-            ),
+            "volume_z_20": volume_z_20,
+            "volume_z_tod": volume_z_tod,
             "vwap_deviation_z": _clip(vwap_dev / sigma) if has_base else 0.0,
             "range_ratio": _clip(rng / rng_mean) if rng_mean > 0 else 1.0,
             "transactions_z_20": _zscore(log_tx, sum(txs), sum(self.log_transactions_sq), len(txs)),
@@ -320,6 +335,7 @@ class SymbolState:
             "session_open": 1.0 if opening else 0.0,
             "market_known": 0.0 if market_return is None else 1.0,
             "market_return_z": market_z,
+            "market_volume_z": market_volume,
         }
 
         # append to each window, dropping its oldest value once full (a window and its
@@ -437,16 +453,20 @@ def compute_features_batch(
     """
     ordered = sorted(bars, key=lambda b: (int(b.start_ms), b.symbol != market_symbol, b.symbol))
     market = MarketState()
-    market_returns: dict[int, float] = {}
+    minutes: dict[int, tuple[float, float]] = {}  # minute -> the market's return, volume surprise
     states: dict[str, SymbolState] = {}
     for bar in ordered:
-        if bar.symbol == market_symbol:
-            m = market.update(bar)
-            if m is not None:
-                market_returns[int(bar.start_ms)] = m
         state = states.get(bar.symbol)
         if state is None:
             state = states[bar.symbol] = SymbolState(beta_window)
-        feats = state.update(bar, market_returns.get(int(bar.start_ms)))
+        start = int(bar.start_ms)
+        if bar.symbol == market_symbol:
+            m = market.update(bar)
+            feats = state.update(bar, m) if m is not None else None
+            if feats is not None:
+                minutes[start] = (m, feats["market_volume_z"])
+        else:
+            known = minutes.get(start)
+            feats = state.update(bar, *known) if known else state.update(bar, None)
         if feats is not None:
             yield bar, feats, state.warm

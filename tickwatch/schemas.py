@@ -106,12 +106,14 @@ class FeatureVector(WireModel):
 
 
 class MarketReturn(WireModel):
-    """The market proxy's log return for one minute (features stage, internal)."""
+    """The market proxy's log return and volume surprise for one minute (features stage,
+    internal; a record written before `volume_z` existed reads 0)."""
 
     v: Literal[1] = 1
     symbol: Symbol
     start_ms: TimestampMs
     log_return: float
+    volume_z: float = 0.0
 
 
 class ModelScore(WireModel):

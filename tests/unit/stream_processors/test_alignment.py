@@ -75,7 +75,7 @@ def _restarted(old: MarketAligner) -> MarketAligner:
         profiles = {m: json.loads(json.dumps(slot.profile_values(m))) for m in slot.state.tod}
         slots[symbol] = Slot.from_dicts(core, profiles)
     new.load(slots)
-    new.add_market_returns(old.market_returns.items())  # what the market-returns topic holds
+    new.add_market_returns((t, *m) for t, m in old.market_returns.items())  # the topic holds these
     return new
 
 
@@ -98,7 +98,7 @@ def test_stream_equals_batch_whatever_the_interleaving(
     want = {(b.symbol, b.start_ms): (f, w) for b, f, w in compute_features_batch(bars)}
     assert by_key(out.rows) == want
     assert len(out.rows) == len(want)
-    assert [start for start, _ in out.market] == sorted(
+    assert [start for start, _, _ in out.market] == sorted(
         b.start_ms for b in bars if b.symbol == "VOO"
     )
 

@@ -25,7 +25,7 @@ def _changelog_restart(old: MarketAligner, log: dict[bytes, bytes]) -> MarketAli
     """A new aligner from the compacted changelog alone (plus the market-returns topic)."""
     new = MarketAligner("VOO", old.beta_window, allowed_lateness_s=120)
     new.load(_slots_from(log))
-    new.add_market_returns(old.market_returns.items())
+    new.add_market_returns((t, *m) for t, m in old.market_returns.items())
     return new
 
 

@@ -47,8 +47,11 @@ def _last_std(r: pd.Series, window: int) -> pd.Series:
     return _std(roll.mean(), roll.var(ddof=1).fillna(0.0))
 
 
-def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd.DataFrame:
-    """Features of one symbol's bars (sorted, unique starts); `market` maps start -> return."""
+def symbol_features(
+    df: pd.DataFrame, market: pd.Series, beta_window: int, market_volume: pd.Series | None = None
+) -> pd.DataFrame:
+    """Features of one symbol's bars (sorted, unique starts); `market` maps start -> return,
+    `market_volume` start -> the proxy's volume surprise (None: these are the proxy's bars)."""
     df = df.reset_index(drop=True)
     first = pd.Series(df.index == 0)
     r = np.log(df["close"] / df["close"].shift(1)).fillna(0.0)
@@ -119,6 +122,11 @@ def symbol_features(df: pd.DataFrame, market: pd.Series, beta_window: int) -> pd
         (m / m_sigma).clip(-CLIP, CLIP).where(paired & (m_n_prev.fillna(0) >= 2), 0.0)
     )
     out["market_known"] = m.notna().astype(float)
+    own = (0.5 * (out["volume_z_tod"] + out["volume_z_20"])).where(
+        out["volume_z_tod"] != 0.0, out["volume_z_20"]
+    )
+    mv = own if market_volume is None else df["start_ms"].map(market_volume)
+    out["market_volume_z"] = mv.where(m.notna(), 0.0).fillna(0.0)
 
     day = minute.dt.date
     gap = df["start_ms"].diff() / 60_000
@@ -150,8 +158,17 @@ def reference_features(
         np.log(mk["close"] / mk["close"].shift(1)).fillna(0.0).values, index=mk["start_ms"].values
     )
     out: dict[tuple[str, int], dict[str, float]] = {}
-    for _, part in df.groupby("symbol"):
-        feats = symbol_features(part, market, beta_window)
+    proxy = symbol_features(mk, market, beta_window) if len(mk) else None
+    volume = (
+        pd.Series(proxy["market_volume_z"].values, index=proxy["start_ms"].values)
+        if proxy is not None
+        else pd.Series(dtype=float)
+    )
+    for symbol, part in df.groupby("symbol"):
+        if symbol == market_symbol:
+            feats = proxy
+        else:
+            feats = symbol_features(part, market, beta_window, volume)
         for row in feats.to_dict("records"):
             key = (row.pop("symbol"), int(row.pop("start_ms")))
             out[key] = row
