@@ -62,6 +62,7 @@ INPUTS: tuple[str, ...] = (
     "relative_return",
     "beta",
     "market_volume_z",
+    "bar_range",
 )
 CHANNELS: tuple[str, ...] = (
     "move_1",
@@ -81,7 +82,6 @@ WINDOW = 30  # bars of each symbol's history the channels read (this one include
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
 HUBER = 2.5  # robust units one bar may add to a decoupling sum
-RANGE_FLOOR = 0.1  # added to mean range ratios (about 1 normally): flat bars (high = low) count 0
 DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
 TREND_BARS = 15  # bars of a decoupling the residual beta is taken before
 BETA_MIN = 0.05  # below it the market return cannot be read back from the residual
@@ -98,13 +98,13 @@ WINDOW_EVENTS = 20.0  # a symbol's trailing window holds at least the sessions e
 _I = {name: i for i, name in enumerate(INPUTS)}
 
 
-def _robust_scale(x: np.ndarray) -> np.ndarray:
-    """Per row, a sigma-like scale of `x` that one fat-tailed value cannot inflate: the 75th
+def _robust_scale(x: np.ndarray, quantile: float = 0.75) -> np.ndarray:
+    """Per row, a scale of `x` that one fat-tailed value cannot inflate: by default the 75th
     percentile of |x| (1.15 sigma for a normal), floored by a quarter of the mean |x| and by the
     smallest non-zero |x| (one price tick: in a thin market most bars do not move, and a move
     of one tick is the smallest there is, not a surprise)."""
     a = np.abs(x)
-    q = np.quantile(a, 0.75, axis=1) / 1.15
+    q = np.quantile(a, quantile, axis=1) / (1.15 if quantile == 0.75 else 1.0)
     tick = np.where(a > 0, a, np.inf).min(axis=1)
     tick = np.where(np.isfinite(tick), tick, 0.0)
     return np.maximum.reduce([q, a.mean(axis=1) / 4.0, tick, np.full(len(a), RETURN_SCALE_FLOOR)])
@@ -157,14 +157,13 @@ def channel_values(
     e_units = res / _robust_scale(res[:, ref])[:, None]
 
     # burst: the median size of the last RECENT moves (a single fat-tailed bar is not a burst)
-    # and their mean range against the window's earlier ranges: both must be high
+    # and their median range against the window's earlier ranges (their median, at least one
+    # tick): both must be high
     med_own = np.median(np.abs(r_units[:, -RECENT:]), axis=1) / MAD_NORMAL
     med_res = np.median(np.abs(e_units[:, -RECENT:]), axis=1) / MAD_NORMAL
     size = np.where(linked, np.minimum(med_own, med_res), med_own)
-    ranges = w[:, :, _I["range_ratio"]]
-    widening = (ranges[:, -RECENT:].mean(axis=1) + RANGE_FLOOR) / (
-        ranges[:, ref].mean(axis=1) + RANGE_FLOOR
-    )
+    ranges = w[:, :, _I["bar_range"]]
+    widening = np.median(ranges[:, -RECENT:], axis=1) / _robust_scale(ranges[:, ref], 0.5)
     burst = np.minimum(size, widening)
 
     vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
@@ -373,6 +372,7 @@ class OnlineThreshold:
     history: deque = field(default_factory=deque)
     last_ms: int = -1  # the newest bar observed
     rolled: bool = False
+    total: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
 
     def __post_init__(self) -> None:
         if not self.threshold:
@@ -386,8 +386,9 @@ class OnlineThreshold:
         if day != self.day:
             if self.day != -1:
                 self.history.append(self.current)
+                self.total = self.total + self.current
                 while len(self.history) > self.sessions:
-                    self.history.popleft()
+                    self.total = self.total - self.history.popleft()
                 self.current = np.zeros(len(GRID), dtype=np.int64)
                 self.threshold = self._solve()
                 self.rolled = True
@@ -399,10 +400,9 @@ class OnlineThreshold:
         return self.threshold
 
     def _solve(self) -> float:
-        n = len(self.history)
-        total = np.sum(self.history, axis=0) if n else np.zeros(len(GRID))
+        n = len(self.history)  # `total` is their sum, kept as sessions come and go
         w = self.prior_weight
-        rates = (total + w * self.prior) / (n + w)
+        rates = (self.total + w * self.prior) / (n + w)
         return solve_threshold(rates, self.budget)
 
     def to_dict(self) -> dict[str, Any]:
@@ -421,10 +421,13 @@ class OnlineThreshold:
         self.current = np.asarray(d["current"], dtype=np.int64)
         self.last = np.asarray(d["last"], dtype=np.int64)
         self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])
+        self.total = (
+            np.sum(self.history, axis=0) if self.history else np.zeros(len(GRID), dtype=np.int64)
+        )
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 4  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 5  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -39,6 +39,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "volume_z_tod",  # log1p(volume) z-score against the same minute of day on previous days
     "vwap_deviation_z",  # (close - vwap) / vwap over the previous-60 std
     "range_ratio",  # (high - low) / close over its mean on the previous 20 bars
+    "bar_range",  # (high - low) / close
     "transactions_z_20",  # log1p(transactions) z-score against the previous 20 bars
     "beta",  # rolling beta to the market proxy over the previous `beta_window` bars
     "relative_return",  # log_return - beta * market return
@@ -321,6 +322,7 @@ class SymbolState:
             "volume_z_tod": volume_z_tod,
             "vwap_deviation_z": _clip(vwap_dev / sigma) if has_base else 0.0,
             "range_ratio": _clip(rng / rng_mean) if rng_mean > 0 else 1.0,
+            "bar_range": rng,
             "transactions_z_20": _zscore(log_tx, sum(txs), sum(self.log_transactions_sq), len(txs)),
             "beta": beta,
             "relative_return": residual,

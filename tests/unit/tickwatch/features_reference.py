@@ -88,6 +88,7 @@ def symbol_features(
     out["range_ratio"] = (
         (rng / rng_mean.where(rng_mean > 0)).clip(-CLIP, CLIP).where(rng_mean > 0, 1.0)
     )
+    out["bar_range"] = rng
 
     m = df["start_ms"].map(market)
     paired = ~first & m.notna()
