@@ -350,9 +350,9 @@ def _first_within(rates: np.ndarray, budget: float) -> float:
 class OnlineThreshold:
     """One symbol's alert threshold from the event rates of its trailing sessions.
 
-    `prior` is the fitted pooled rate per session at each GRID level, weighted as the
-    symbol-sessions it was fitted on, at most PRIOR_EVENTS / budget (`prior_weight`), so a new
-    symbol starts at the fitted threshold and moves to its own as sessions accumulate. The
+    `prior` is the fitted pooled rate per session at each GRID level, weighted as the sessions
+    each symbol was fitted on, at most PRIOR_EVENTS / budget (`prior_weight`), so a new symbol
+    starts at the fitted threshold and moves to its own as sessions accumulate. The
     threshold is re-solved when a session ends, never mid-session.
 
     A bar not newer than the last one observed is not counted again, so replaying bars the state
@@ -621,7 +621,10 @@ def fit_detector(
         total += counts
         n_sessions += len(np.unique(np.asarray(days)[rows]))
     detector.prior = total / max(n_sessions, 1)
-    detector.prior_weight = float(min(PRIOR_EVENTS / budget, max(n_sessions, 1)))
+    # the pooled rates are as good as the sessions each symbol had: one day of history is one
+    # session's worth, whatever the number of symbols it was pooled over
+    per_symbol = n_sessions / max(len(np.unique(codes)), 1)
+    detector.prior_weight = float(min(PRIOR_EVENTS / budget, max(per_symbol, 1.0)))
     return detector
 
 
