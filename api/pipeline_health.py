@@ -29,6 +29,11 @@ BY_STAGE = {
         f"(rate(tickwatch_event_to_emit_seconds_bucket[{WINDOW}])))"
     ),
 }
+HOP_BUCKETS = f"sum by (hop, le) (rate(tickwatch_hop_latency_seconds_bucket[{WINDOW}]))"
+BY_HOP = {
+    "hop_latency_p50_s": f"histogram_quantile(0.5, {HOP_BUCKETS})",
+    "hop_latency_p99_s": f"histogram_quantile(0.99, {HOP_BUCKETS})",
+}
 SERVICES_UP = 'up{job=~"tickwatch-.*"}'
 QUERY_TIMEOUT_S = 3.0
 
@@ -50,7 +55,7 @@ def _value(sample: dict) -> float | None:
 async def read_health(settings: Settings) -> PipelineHealth:
     """Every health number from one round of instant queries; 503 if Prometheus cannot answer."""
     url = settings.prometheus.url
-    queries = {**TOTALS, **BY_STAGE, "services_up": SERVICES_UP}
+    queries = {**TOTALS, **BY_STAGE, **BY_HOP, "services_up": SERVICES_UP}
     try:
         async with httpx.AsyncClient(timeout=QUERY_TIMEOUT_S) as client:
             results = await asyncio.gather(*(_query(client, url, q) for q in queries.values()))
@@ -58,13 +63,20 @@ async def read_health(settings: Settings) -> PipelineHealth:
         raise DependencyUnavailable("prometheus", f"{type(exc).__name__}: {exc}"[:300]) from exc
     answers = dict(zip(queries, results, strict=True))
     totals = {name: _value(answers[name][0]) if answers[name] else None for name in TOTALS}
-    by_stage = {
-        name: {
-            s["metric"].get("stage", "?"): v for s in answers[name] if (v := _value(s)) is not None
-        }
-        for name in BY_STAGE
-    }
+    by_stage = {name: _by_label(answers[name], "stage") for name in BY_STAGE}
+    by_hop = {name: _by_label(answers[name], "hop") for name in BY_HOP}
     services = {s["metric"].get("job", "?"): _value(s) == 1.0 for s in answers["services_up"]}
     return PipelineHealth(
-        **totals, **by_stage, services_up=services, window=WINDOW, prometheus=url, queries=queries
+        **totals,
+        **by_stage,
+        **by_hop,
+        services_up=services,
+        window=WINDOW,
+        prometheus=url,
+        queries=queries,
     )
+
+
+def _by_label(samples: list[dict], label: str) -> dict[str, float]:
+    """Each sample's finite value by one of its labels (NaN: no record in the window)."""
+    return {s["metric"].get(label, "?"): v for s in samples if (v := _value(s)) is not None}

@@ -95,6 +95,12 @@ class PipelineHealth(BaseModel):
     latency_p95_s: dict[str, float] = Field(
         description="95th percentile of ingest to acknowledged output, by stage"
     )
+    hop_latency_p50_s: dict[str, float] = Field(
+        description="median of each hop (input in its topic to acknowledged output)"
+    )
+    hop_latency_p99_s: dict[str, float] = Field(
+        description="99th percentile of each hop (input in its topic to acknowledged output)"
+    )
     services_up: dict[str, bool] = Field(description="Prometheus scrape target up, by job")
     window: str = Field(description="the rate window of the per-second and per-minute numbers")
     prometheus: str = Field(description="the Prometheus server asked")

@@ -22,7 +22,13 @@ from api.bar_sink import BarSink
 from api.explanation_metrics import LatestExplanations
 from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.kafka import INGEST_HEADER, consume_batch, make_consumer, make_producer
+from tickwatch.kafka import (
+    INGEST_HEADER,
+    appended_ms,
+    consume_batch,
+    make_consumer,
+    make_producer,
+)
 from tickwatch.metrics import (
     CONSUMER_LAG,
     DUPLICATES,
@@ -30,7 +36,10 @@ from tickwatch.metrics import (
     EVENT_TO_EMIT,
     EVENTS_IN,
     EVENTS_OUT,
+    HOP_LATENCY,
     LAST_EVENT_TS,
+    Hop,
+    observe_since,
     serve_metrics,
 )
 from tickwatch.schemas import AnomalyEvent, SchemaError, decode
@@ -145,11 +154,12 @@ class AnomalySink:
         if result.trimmed:
             log.info("retention: trimmed %d events", result.trimmed)
         EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(result.added)
-        now_ms = time.time() * 1000
-        for _, msg in decoded:
-            start = ingest_ms(msg)
-            if start is not None:
-                EVENT_TO_EMIT.labels(STAGE).observe(max(0.0, (now_ms - start) / 1000))
+        now = time.time()
+        ingests = [ms for _, msg in decoded if (ms := ingest_ms(msg)) is not None]
+        observe_since(EVENT_TO_EMIT.labels(STAGE), ingests, now)
+        stored = [msg for e, msg in decoded if e.event_id not in result.expired]
+        appended = [ms for msg in stored if (ms := appended_ms(msg)) is not None]
+        observe_since(HOP_LATENCY.labels(Hop.ANOMALIES_TO_STORE), appended, now)
         if decoded:
             LAST_EVENT_TS.labels(STAGE).set(max(e.bar_start_ms for e, _ in decoded) / 1000)
         return result.added

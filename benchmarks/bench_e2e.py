@@ -27,8 +27,8 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks.common import percentile, write_section
-from benchmarks.e2e_report import Step, plot, section
+from benchmarks.common import tail, write_section
+from benchmarks.e2e_report import Step, plot, section, verdict
 from tickwatch.drill_compare import topic_size
 from tickwatch.drill_stack import PrivateStack, Services, ensure_champion, private_settings
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
@@ -214,9 +214,10 @@ def run_steps(base: Settings, work: Path) -> list[Step]:
             measure_pipeline(run, step)
             step.bare_ms = measure_bare(run, step.msgs_s)
             steps.append(step)
+            value, stat = tail(step.features_ms)
             print(
                 f"speed {speed:g}: {step.bars_s:.0f} bars/s, {step.trades_s:.0f} trades/s, "
-                f"features p99 {percentile(step.features_ms, 99):.0f} ms, "
+                f"features {stat} {value:.0f} ms, "
                 f"vectors/bars {step.kept_up:.2f}, scored {step.scored_share:.2f}",
                 flush=True,
             )
@@ -238,7 +239,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     plot(steps)
     text = section(steps, WINDOW_S, DRAIN_S, BARE_S, Settings().kafka.linger_ms)
-    write_section("e2e", "End to end: replay to anomaly event, rising load", text)
+    write_section("e2e", "End to end: replay to anomaly event, rising load", text, [verdict(steps)])
 
 
 if __name__ == "__main__":

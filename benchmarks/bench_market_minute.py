@@ -10,7 +10,6 @@ the same 10,000 messages (produce, then consume them back) on the same broker.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import redis
 from confluent_kafka import Producer
 
 from benchmarks.bench_features import START_MS, fresh_settings, make_bars, send
-from benchmarks.common import table, write_section
+from benchmarks.common import Verdict, met, table, write_section
 from tickwatch.kafka import (
     INGEST_HEADER,
     consume_batch,
@@ -39,6 +38,7 @@ from tickwatch.topics import BARS, FEATURES, topic_name
 
 SYMBOLS = int(os.environ.get("BENCH_MARKET_SYMBOLS", 10_000))
 WARM_MINUTES, TIMED_MINUTES = 2, 4
+GOAL_S = 1.0  # a whole-market minute through one worker
 
 
 class _Symbol(msgspec.Struct):
@@ -155,39 +155,47 @@ def main() -> None:
             delete_prefixed_topics(s)
         r.flushdb()
         release_redis_db(base, db)
-    base = statistics.median(bare)
+    base = max(bare)  # a few minutes each: the slowest, not a percentile of them
     rows = [
-        (
-            name,
-            statistics.median(t),
-            max(t),
-            SYMBOLS / statistics.median(t),
-            statistics.median(t) / base,
-        )
+        (name, max(t), SYMBOLS / max(t), max(t) / base)
         for name, t in (
             ("batch engine, one worker", batch),
             ("Faust engine, one worker", faust),
             ("bare produce + consume round trip, same bars", bare),
         )
     ]
-    verdict = "met" if max(batch) < 1.0 else "not met"
+    partitions = runs["mbatch"].kafka.default_partitions
     body = (
         f"{SYMBOLS:,} symbols; {WARM_MINUTES} warm-up minutes, then {TIMED_MINUTES} minutes each "
         "produced at once (encoded beforehand, so the clock sees the client's produce only) and "
-        "timed to the minute's last feature vector read back. One worker per engine, 6 "
-        "partitions; the broker, Redis and the bench share the two cores.\n\n"
+        f"timed to the minute's last feature vector read back. One worker per engine, "
+        f"{partitions} partitions; the broker, Redis and the bench share the {os.cpu_count()} "
+        "cores.\n\n"
         + table(
-            ["path", "median s", "max s", "bars/s (median)", "x bare"],
             [
-                (n, round(m, 3), round(x, 3), round(rate), round(ratio, 1))
-                for n, m, x, rate, ratio in rows
+                "path",
+                f"slowest of {TIMED_MINUTES} minutes, s",
+                "bars/s (slowest minute)",
+                "x bare (slowest)",
             ],
+            [(n, round(x, 3), round(rate), round(ratio, 1)) for n, x, rate, ratio in rows],
         )
-        + f"\n\nGoal (a whole-market minute through one worker in under a second) {verdict} by the "
-        f"batch engine: slowest minute {max(batch):.2f} s; the Faust engine needs "
-        f"{statistics.median(faust):.1f} s."
+        + f"\n\nGoal: a whole-market minute through one worker in under {GOAL_S:g} s, every timed "
+        f"minute. Batch engine: slowest of {len(batch)} minutes {max(batch):.2f} s "
+        f"({met(max(batch) < GOAL_S)}); Faust engine: slowest {max(faust):.2f} s "
+        f"({met(max(faust) < GOAL_S)})."
     )
-    write_section("market-minute", "Whole-market minute through the features stage", body)
+    verdicts = [
+        Verdict(
+            f"features: a whole-market minute ({SYMBOLS:,} symbols at once), one {engine} worker",
+            f"slowest of {len(times)} minutes {max(times):.2f} s",
+            f"{max(times) / base:.1f}x a bare produce + consume round trip (slowest {base:.3f} s)",
+            f"< {GOAL_S:g} s every minute",
+            met(max(times) < GOAL_S),
+        )
+        for engine, times in (("batch-engine", batch), ("Faust", faust))
+    ]
+    write_section("market-minute", "Whole-market minute through the features stage", body, verdicts)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 `python -m benchmarks.soak [seconds]` (default 3600) runs replay server, producer, features, score
 and sink on a private stack (ports 29092-29105), samples each process's resident memory every
-minute, and writes the "soak" section of RESULTS.md: memory after warm-up and at the end, and the
-slope of a least-squares line through the samples (MB per hour).
+minute, and writes the "soak" section of RESULTS.md: memory after warm-up and at the end, the
+slope of a least-squares line through the samples (MB per hour), the same over the last half of
+the run, and the verdict: no restart and no service growing over that last half.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import table, write_section
+from benchmarks.common import Verdict, met, table, write_section
 from tickwatch.drill_stack import PrivateStack, Services, ensure_champion, private_settings
 from tickwatch.kafka import ensure_topics
 from tickwatch.settings import Settings
@@ -21,6 +22,7 @@ from tickwatch.settings import Settings
 SERVICES = ("replay-server", "produce", "features", "score", "sink")
 WARMUP_S = 300
 SAMPLE_S = 60
+FLAT_MB_PER_HOUR = 5.0  # over the last half of the run: past caches filling up, nothing grows
 
 
 def rss_mb(pid: int | None) -> float:
@@ -79,26 +81,62 @@ def main(duration_s: float = 3600.0) -> None:
     finally:
         services.stop()
         stack.stop()
-    rows = []
+    rows, late_slopes = [], {}
     for name in SERVICES:
         steady = [p for p in samples[name] if p[0] >= WARMUP_S] or samples[name]
         if not steady:
             continue
+        late_slopes[name] = slope_per_hour(steady[len(steady) // 2 :])
         rows.append(
             (
                 name,
                 round(steady[0][1], 1),
                 round(steady[-1][1], 1),
                 round(slope_per_hour(steady), 1),
+                round(late_slopes[name], 1),
             )
         )
-    body = (
-        f"The pipeline at real-time replay speed for {duration_s / 60:.0f} minutes on a private "
-        f"stack; resident memory sampled every minute, the first {WARMUP_S // 60} minutes "
-        f"(warm-up) left out of the slope. Restarts: {', '.join(restarts) or 'none'}.\n\n"
-        + table(["service", "MB after warm-up", "MB at end", "slope MB/hour"], rows)
+    growing = [n for n, s in late_slopes.items() if s > FLAT_MB_PER_HOUR]
+    unsampled = [n for n in SERVICES if n not in late_slopes]
+    verdict = met(not growing and not unsampled and not restarts)
+    goal = (
+        f"no restart; every service's memory over the last half of the run grows at most "
+        f"{FLAT_MB_PER_HOUR:g} MB/hour"
     )
-    write_section("soak", "Soak: one hour at real-time speed", body)
+    minutes = f"{duration_s / 60:.0f} minutes"
+    body = (
+        f"The pipeline at real-time replay speed for {minutes} on a private "
+        f"stack; resident memory sampled every minute, the first {WARMUP_S // 60} minutes "
+        f"(warm-up) left out of the slopes. Restarts: {', '.join(restarts) or 'none'}.\n\n"
+        + table(
+            [
+                "service",
+                "MB after warm-up",
+                "MB at end",
+                "slope MB/hour",
+                "slope MB/hour, last half",
+            ],
+            rows,
+        )
+        + f"\n\nGoal: {goal}. Growing: {', '.join(growing) or 'none'}"
+        + (f"; not sampled: {', '.join(unsampled)}" if unsampled else "")
+        + f". Verdict: {verdict}."
+    )
+    summary = Verdict(
+        f"soak: the pipeline at real-time speed for {minutes}",
+        f"restarts: {len(restarts)}; largest slope over the last half "
+        + (f"{max(late_slopes.values()):.1f} MB/hour" if late_slopes else "-"),
+        "each service against itself after warm-up",
+        goal,
+        verdict,
+    )
+    write_section(
+        "soak",
+        f"Soak: {minutes} at real-time speed",
+        body,
+        [summary],
+        command="python -m benchmarks.soak",
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (
     INGEST_HEADER,
+    appended_ms,
     consume_batch,
     ensure_topics,
     hang_watchdog,
@@ -41,8 +42,11 @@ from tickwatch.metrics import (
     EVENT_TO_EMIT,
     EVENTS_IN,
     EVENTS_OUT,
+    HOP_LATENCY,
     LAST_EVENT_TS,
     SCORED_BARS,
+    Hop,
+    observe_since,
     serve_metrics,
 )
 from tickwatch.schemas import FeatureVector, SchemaError, decode, encode
@@ -162,9 +166,10 @@ class ScoreWorker:
             self.producer.abort_transaction(60)
             raise
         now = time.time()
-        for ingest_ms in events:
-            if ingest_ms is not None:
-                EVENT_TO_EMIT.labels(STAGE).observe(max(0.0, now - ingest_ms / 1000))
+        ingests = [ms for m in events if (ms := _ingest_ms(m)) is not None]
+        observe_since(EVENT_TO_EMIT.labels(STAGE), ingests, now)
+        appended = [ms for m in events if (ms := appended_ms(m)) is not None]
+        observe_since(HOP_LATENCY.labels(Hop.FEATURES_TO_ANOMALIES), appended, now)
         EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
         if vectors:
             LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)
@@ -209,10 +214,10 @@ class ScoreWorker:
 
     def _score(
         self, vectors: list[FeatureVector], sources: list[Message], emit: bool
-    ) -> list[int | None]:
+    ) -> list[Message]:
         """Score in one call per model; produce an event per new anomaly when `emit`.
 
-        Returns the ingest time (header) of each emitted event's source vector.
+        Returns each emitted event's source vector message (its latencies start there).
         """
         rows = self.scorer.score(vectors, self.buffer)
         events = []
@@ -229,7 +234,7 @@ class ScoreWorker:
             )
             flagged_by = "+".join(s.model for s in row.model_scores if s.flagged) or "rule"
             ANOMALIES.labels(row.symbol, flagged_by, event.severity).inc()
-            events.append(ingest)
+            events.append(m)
         if emit:
             for row in rows:
                 for s in row.model_scores:

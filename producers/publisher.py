@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
+from functools import partial
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
@@ -20,11 +21,20 @@ from tickwatch.kafka import (
     PURGED,
     RECORD_OVERHEAD_BYTES,
     DeliveryFailed,
+    appended_ms,
     flush_or_raise,
     make_producer,
     produce,
 )
-from tickwatch.metrics import BYTES_IN, DELIVERY_LATENCY, ERRORS, EVENTS_IN, EVENTS_OUT
+from tickwatch.metrics import (
+    BYTES_IN,
+    DELIVERY_LATENCY,
+    ERRORS,
+    EVENTS_IN,
+    EVENTS_OUT,
+    HOP_LATENCY,
+    Hop,
+)
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import BARS, QUOTES, TRADES, topic_name
@@ -63,6 +73,7 @@ class Publisher:
         self._acked_by_topic: Counter[str] = Counter()
         self._reported: Counter[str] = Counter()
         self._latency = DELIVERY_LATENCY.labels(stage)
+        self._feed_hop = HOP_LATENCY.labels(Hop.FEED_TO_BARS)
         self._deliveries = 0
         self._trades_queued = 0
         self._trades_failed = 0
@@ -96,6 +107,14 @@ class Publisher:
         self._deliveries += 1
         if not self._deliveries % LATENCY_SAMPLE:
             self._latency.observe(msg.latency() or 0.0)
+
+    def _on_bar_delivery(self, received_ms: int, err: KafkaError | None, msg: Message) -> None:
+        """A bar's report: counted as any, then its hop from the feed's receipt to its append
+        (the broker's LogAppendTime; the report's arrival on a topic without it)."""
+        self._on_delivery(err, msg)
+        if err is None:
+            done_ms = appended_ms(msg) or time.time() * 1000
+            self._feed_hop.observe(max(0.0, done_ms - received_ms) / 1000)
 
     def _count_acked_trades(self) -> None:
         in_flight = len(self.trade_producer)
@@ -191,9 +210,14 @@ class Publisher:
                 n_trades += 1
                 continue
             n_other[kind] += 1
-            if kind != "AM" or self._is_new_bar(symbol, ts, payload):
-                produce(self.producer, self.topics[kind], payload, symbol, ts, headers=headers)
-                n_other["queued"] += 1
+            reported = None
+            if kind == "AM":
+                if not self._is_new_bar(symbol, ts, payload):
+                    continue
+                reported = partial(self._on_bar_delivery, received_ms)
+            topic = self.topics[kind]
+            produce(self.producer, topic, payload, symbol, ts, reported, headers=headers)
+            n_other["queued"] += 1
         self._trades_queued += n_trades
         if n_trades:
             EVENTS_IN.labels(self.stage, "T").inc(n_trades)

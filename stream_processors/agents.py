@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.record.default_records import DefaultRecordBase
 
 from stream_processors.alignment import MarketAligner, MarketMinute, Released, Slot
 from stream_processors.feast_push import OnlineWriter
@@ -89,12 +90,16 @@ class FeaturesAgent:
                 await self._release(self.aligner.waiting_symbols())
 
     def _offer(self, msg: Any, touched: set[str]) -> None:
-        self.intake.offer(msg.value, msg.topic, msg.partition, msg.offset, msg.headers, touched)
+        stamped = msg.timestamp_type == DefaultRecordBase.LOG_APPEND_TIME  # broker's arrival time
+        appended = round(msg.timestamp * 1000) if stamped else None
+        self.intake.offer(
+            msg.value, msg.topic, msg.partition, msg.offset, msg.headers, appended, touched
+        )
 
     async def _release(self, symbols: Any) -> None:
         out = Released()
         self.aligner.release(symbols, out)
-        await self.outputs.emit(out, self.intake.ingest_ms)
+        await self.outputs.emit(out, self.intake.stamps)
         await self._persist()
 
     def _load(self) -> None:

@@ -32,6 +32,7 @@ from stream_processors.outputs import FeatureOutputs
 from stream_processors.state_log import dirty_records, ensure_state_topic, read_slots
 from tickwatch.kafka import (
     EXIT_HUNG,
+    appended_ms,
     consume_batch,
     hang_watchdog,
     make_consumer,
@@ -129,7 +130,15 @@ class BatchFeaturesWorker:
         touched: set[str] = set()
         symbols_before = len(self.aligner.slots)
         for m in msgs:
-            self.intake.offer(m.value(), m.topic(), m.partition(), m.offset(), m.headers(), touched)
+            self.intake.offer(
+                m.value(),
+                m.topic(),
+                m.partition(),
+                m.offset(),
+                m.headers(),
+                appended_ms(m),
+                touched,
+            )
         if len(self.aligner.slots) != symbols_before:
             gc.freeze()  # new symbols' state: long-lived, out of the collector's walks
         self.aligner.add_market_returns(self._market_returns(market))
@@ -137,9 +146,9 @@ class BatchFeaturesWorker:
             self._stall_at = time.monotonic()
         out = Released()
         self.aligner.release(touched | self.aligner.waiting, out)
-        rows = self.outputs.finite_rows(out.rows, self.intake.ingest_ms)
+        rows = self.outputs.finite_rows(out.rows, self.intake.stamps)
         pending = self.outputs.start_online(rows) if rows else None  # Redis works meanwhile
-        ingests = self.outputs.produce_rows(out.market, rows, self.intake.ingest_ms)
+        starts = self.outputs.produce_rows(out.market, rows, self.intake.stamps)
         for partition, key, value in dirty_records(self.aligner.slots, self.aligner.dirty):
             produce(self.producer, self.state_topic, value, key, partition=partition)
         last = _last_offsets(msgs)
@@ -154,7 +163,7 @@ class BatchFeaturesWorker:
             self.outputs.finish_online(pending, rows)
         if not self._transactional(lambda: self.producer.commit_transaction(TXN_CALL_S)):
             return 0
-        self.outputs.count(rows, ingests)
+        self.outputs.count(rows, starts)
         EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(msgs))
         self._update_lag(last)
         return len(msgs)
@@ -173,7 +182,7 @@ class BatchFeaturesWorker:
         gc.collect()  # then freeze the recovered state (see GC_THRESHOLDS)
         gc.freeze()
         self.aligner.dirty.clear()
-        self.intake.ingest_ms.clear()
+        self.intake.stamps.clear()
         self.outputs.writer.forget()
         log.info("features: %d symbols recovered on partitions %s", len(self.aligner.slots), mine)
 

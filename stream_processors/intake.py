@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_processors.alignment import ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED, MarketAligner
 from stream_processors.bar_decode import decode_bar
@@ -12,6 +12,14 @@ from tickwatch.metrics import DUPLICATES
 from tickwatch.schemas import SchemaError
 
 
+class BarStamps(NamedTuple):
+    """When an accepted bar entered the pipeline (its ingest header) and the bars topic (its
+    append time, Unix ms): the starts of the latencies the features stage records."""
+
+    ingest: bytes | None
+    appended_ms: int | None
+
+
 class BarIntake:
     """Offers each bar record to the aligner; refused records go to the dead-letter topic."""
 
@@ -19,7 +27,7 @@ class BarIntake:
         self.aligner = aligner
         self.dead = dead
         self.stage = stage
-        self.ingest_ms: dict[tuple[str, int], bytes] = {}  # ingest header of accepted bars
+        self.stamps: dict[tuple[str, int], BarStamps] = {}  # of accepted bars, until emitted
 
     def offer(
         self,
@@ -28,9 +36,13 @@ class BarIntake:
         partition: int,
         offset: int,
         headers: Any,
+        appended_ms: int | None,
         touched: set[str],
     ) -> None:
-        """Queue one record's bar; add its symbol to `touched` when it was accepted."""
+        """Queue one record's bar; add its symbol to `touched` when it was accepted.
+
+        `appended_ms` is the record's LogAppendTime (None if its topic does not stamp arrival).
+        """
         try:
             bar = decode_bar(value or b"")
         except SchemaError as exc:
@@ -48,8 +60,8 @@ class BarIntake:
         if verdict == ACCEPTED:
             touched.add(bar.symbol)
             ingest = header(headers, INGEST_HEADER)
-            if ingest is not None:
-                self.ingest_ms[(bar.symbol, bar.start_ms)] = ingest
+            if ingest is not None or appended_ms is not None:
+                self.stamps[(bar.symbol, bar.start_ms)] = BarStamps(ingest, appended_ms)
         elif verdict in (DUPLICATE, REPLAYED):
             DUPLICATES.labels(self.stage, verdict).inc()
         elif verdict == OUT_OF_ORDER:

@@ -18,9 +18,10 @@ from confluent_kafka import Producer
 
 from stream_processors.alignment import MarketMinute, Released
 from stream_processors.feast_push import FeatureRow, OnlineWriter, PendingWrite
+from stream_processors.intake import BarStamps
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
-from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT, observe_many
+from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT, HOP_LATENCY, Hop, observe_since
 from tickwatch.schemas import MarketReturn, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
@@ -28,6 +29,9 @@ from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY_S = 2.0
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # retried: the write is held, not lost
+Stamps = dict[tuple[str, int], BarStamps]  # (symbol, bar start) -> the bar's stamps
+Starts = tuple[list[int], list[int]]  # emitted rows' ingest ms and bar append ms
+NO_STAMPS = BarStamps(None, None)
 
 
 class FeatureOutputs:
@@ -52,25 +56,21 @@ class FeatureOutputs:
         self.features_topic = topic_name(FEATURES, settings)
         self.market_topic = topic_name(MARKET_RETURNS, settings)
 
-    async def emit(self, out: Released, ingest_ms: dict[tuple[str, int], bytes]) -> None:
+    async def emit(self, out: Released, stamps: Stamps) -> None:
         """Publish a step's rows and market returns, write Feast, wait for acknowledgements."""
-        rows, ingests = self.produce(out, ingest_ms)
+        rows, starts = self.produce(out, stamps)
         if rows:
             await self._write_online(rows)
         if rows or out.market:
             await asyncio.get_running_loop().run_in_executor(None, flush_or_raise, self.producer)
-        self.count(rows, ingests)
+        self.count(rows, starts)
 
-    def produce(
-        self, out: Released, ingest_ms: dict[tuple[str, int], bytes]
-    ) -> tuple[list[FeatureRow], list[int]]:
-        """Produce a step's market returns and finite rows (not flushed): (rows, ingest ms)."""
-        rows = self.finite_rows(out.rows, ingest_ms)
-        return rows, self.produce_rows(out.market, rows, ingest_ms)
+    def produce(self, out: Released, stamps: Stamps) -> tuple[list[FeatureRow], Starts]:
+        """Produce a step's market returns and finite rows (not flushed): (rows, their starts)."""
+        rows = self.finite_rows(out.rows, stamps)
+        return rows, self.produce_rows(out.market, rows, stamps)
 
-    def finite_rows(
-        self, rows: list[FeatureRow], ingest_ms: dict[tuple[str, int], bytes]
-    ) -> list[FeatureRow]:
+    def finite_rows(self, rows: list[FeatureRow], stamps: Stamps) -> list[FeatureRow]:
         """The rows whose features are all finite; the others go to the dead-letter topic."""
         if all_finite(v for row in rows for v in row.features.values()):
             return rows
@@ -79,7 +79,7 @@ class FeatureOutputs:
             if all_finite(row.features.values()):
                 good.append(row)
                 continue
-            ingest_ms.pop((row.symbol, row.bar_start_ms), None)
+            stamps.pop((row.symbol, row.bar_start_ms), None)
             self.dead.send(repr(row), "non-finite feature value", kind="non_finite", key=row.symbol)
         return good
 
@@ -87,9 +87,9 @@ class FeatureOutputs:
         self,
         market: list[MarketMinute],
         rows: list[FeatureRow],
-        ingest_ms: dict[tuple[str, int], bytes],
-    ) -> list[int]:
-        """Produce market minutes and (finite) feature rows, not flushed; the rows' ingest ms."""
+        stamps: Stamps,
+    ) -> Starts:
+        """Produce market minutes and (finite) feature rows, not flushed; the rows' starts."""
         for start, r, volume_z in market:
             value = encode(
                 MarketReturn(
@@ -99,10 +99,10 @@ class FeatureOutputs:
             produce(
                 self.producer, self.market_topic, value, key=self.market_symbol, timestamp_ms=start
             )
-        ingests = []
+        ingests, appended = [], []
         now_ms = int(time.time() * 1000)
         for row in rows:
-            ingest = ingest_ms.pop((row.symbol, row.bar_start_ms), None)
+            ingest, appended_ms = stamps.pop((row.symbol, row.bar_start_ms), NO_STAMPS)
             produce(
                 self.producer,
                 self.features_topic,
@@ -113,15 +113,18 @@ class FeatureOutputs:
             )
             if ingest is not None:
                 ingests.append(int(ingest))
-        return ingests
+            if appended_ms is not None:
+                appended.append(appended_ms)
+        return ingests, appended
 
-    def count(self, rows: list[FeatureRow], ingests: list[int]) -> None:
-        """Output counter and ingest-to-emit latency, once the rows are acknowledged."""
+    def count(self, rows: list[FeatureRow], starts: Starts) -> None:
+        """Output counter, ingest-to-emit and bars-to-features latencies, once the rows are
+        acknowledged."""
         EVENTS_OUT.labels(self.stage, "FeatureVector").inc(len(rows))
         done_s = time.time()
-        observe_many(
-            EVENT_TO_EMIT.labels(self.stage), [max(0.0, done_s - ms / 1000) for ms in ingests]
-        )
+        ingests, appended = starts
+        observe_since(EVENT_TO_EMIT.labels(self.stage), ingests, done_s)
+        observe_since(HOP_LATENCY.labels(Hop.BARS_TO_FEATURES), appended, done_s)
 
     def start_online(self, rows: list[FeatureRow]) -> PendingWrite | None:
         """Begin the Feast write of these rows (see OnlineWriter.start); None if Redis failed

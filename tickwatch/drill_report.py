@@ -170,8 +170,8 @@ def record_results(d: Drills, table: list[Row], speed: float) -> None:
 
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.common import Verdict, met, write_section
     from benchmarks.common import table as md_table
-    from benchmarks.common import write_section
 
     body = "\n\n".join(
         [
@@ -183,4 +183,19 @@ def record_results(d: Drills, table: list[Row], speed: float) -> None:
             summary(d),
         ]
     )
-    write_section("drills", "Fault drills", body)
+    overall = table[-1]
+    b, f = d.baseline.snap, d.faulted.snap
+    restarted = ", ".join(overall.crashed) or "none"
+    verdict = Verdict(
+        f"fault drills: {len(table) - 2} faults one after another, speed {speed:g}",
+        f"lost/dup: bars {overall.bars}, features {overall.features}, anomaly ids "
+        f"{overall.anomalies}, stored {overall.store}; dead letters {overall.dead_letters} "
+        f"({sum(map(abs, overall.dead_unexplained.values()))} unexplained); restarted: {restarted}",
+        f"an undisturbed run: {len(b.bars)} bars, {len(b.features)} vectors, "
+        f"{len(b.anomalies)} anomalies (faulted: {len(f.bars)}, {len(f.features)}, "
+        f"{len(f.anomalies)})",
+        "0 lost, 0 duplicated, 0 extra everywhere; every dead letter accounted for; no crash "
+        "(a watchdog exit is restarted, not a crash)",
+        met(all(r.ok for r in table)),
+    )
+    write_section("drills", "Fault drills", body, [verdict], command="make drill")

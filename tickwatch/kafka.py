@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import Consumer as _Consumer
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tickwatch.settings import Settings
@@ -132,6 +132,13 @@ def produce(
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def appended_ms(msg: Message) -> int | None:
+    """When the broker appended a consumed (or delivered) record, in Unix ms; None unless its
+    topic stamps arrival (LogAppendTime: a producer-set timestamp is event time, not latency)."""
+    kind, ms = msg.timestamp()
+    return ms if kind == TIMESTAMP_LOG_APPEND_TIME else None
 
 
 def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:

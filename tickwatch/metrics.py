@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from enum import StrEnum
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# finer under 100 ms, where a single hop should be
+HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 5, 30, 120)
+
+
+class Hop(StrEnum):
+    """The pipeline's hops in order, each recorded by the stage that completes it."""
+
+    FEED_TO_BARS = "feed_to_bars"  # producer: feed frame received -> bar appended to `bars`
+    BARS_TO_FEATURES = "bars_to_features"  # features (both engines): -> vector acknowledged
+    FEATURES_TO_ANOMALIES = "features_to_anomalies"  # score worker: -> event committed
+    ANOMALIES_TO_STORE = "anomalies_to_store"  # sink: -> event in the Redis store
+
 
 EVENTS_IN = Counter("tickwatch_events_in_total", "Records read by a stage", ["stage", "type"])
 EVENTS_OUT = Counter(
@@ -34,6 +47,14 @@ EVENT_TO_EMIT = Histogram(
     "Ingest (header tw-ingest-ms) to the stage's acknowledged output",
     ["stage"],
     buckets=LATENCY_BUCKETS,
+)
+HOP_LATENCY = Histogram(
+    "tickwatch_hop_latency_seconds",
+    "One hop of a record (hop: " + ", ".join(Hop) + "): its input's append to the input "
+    "topic (Kafka LogAppendTime; the feed's receipt for the first hop) to the hop's "
+    "acknowledged output",
+    ["hop"],
+    buckets=HOP_BUCKETS,
 )
 DELIVERY_LATENCY = Histogram(
     "tickwatch_delivery_seconds",
@@ -112,3 +133,10 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
         if n:
             value.inc(n)
     histogram._sum.inc(sum(amounts))
+
+
+def observe_since(histogram: Histogram, starts_ms: Sequence[int], now_s: float) -> None:
+    """Observe `now - start` for each start (Unix ms), clamped at 0 (two hosts' clocks)."""
+    if starts_ms:
+        now_ms = now_s * 1000
+        observe_many(histogram, [max(0.0, now_ms - ms) / 1000 for ms in starts_ms])

@@ -1,8 +1,12 @@
-"""The README's configuration, topic, schema and metric tables, generated from the code."""
+"""The README's configuration, topic, schema, metric and measured tables, generated from the code
+(and, for the measured one, from the summaries the benchmarks write beside RESULTS.md)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,21 @@ from tickwatch.settings import Settings
 from tickwatch.topics import ALL_TOPICS, DAY_MS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+# what each benchmark run computed: {section: {title, date, command, rows: [VERDICT_FIELDS]}}
+RESULTS_JSON = README.parent / "benchmarks" / "results.json"
+VERDICT_FIELDS = ("stage", "figure", "baseline", "goal", "verdict")
+# the RESULTS.md sections README quotes, in its order, with the row shown until one is written
+MEASURED = {
+    "ingest": "ingest: Polygon frames to acknowledged Kafka messages",
+    "features": "features: bars to Feast + features topic, one worker",
+    "market-minute": "features: a whole-market minute through one worker",
+    "scoring": "scoring with explanations",
+    "api": "API, cached `GET /v1/anomalies`",
+    "e2e": "end to end: replay to feature vector / anomaly event",
+    "soak": "soak: the pipeline at real-time speed",
+    "drills": "fault drills",
+}
+NOT_RERUN = "not re-run"
 
 
 def _default(value: Any) -> str:
@@ -102,6 +121,36 @@ def metrics_table() -> str:
     return "\n".join(lines)
 
 
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+
+
+def verdict_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """A section's verdict rows as Markdown (RESULTS.md shows them under the section)."""
+    lines = [_row(VERDICT_FIELDS), "|" + "---|" * len(VERDICT_FIELDS)]
+    return "\n".join(lines + [_row([row[k] for k in VERDICT_FIELDS]) for row in rows])
+
+
+def read_results(path: Path = RESULTS_JSON) -> dict[str, Any]:
+    """The benchmark summaries (none before a benchmark wrote one)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def measured_table(summaries: Path = RESULTS_JSON) -> str:
+    """README's measured table: each quoted section's verdict rows as its own run wrote them,
+    with that run's date and command; a section no run has summarised says so."""
+    results = read_results(summaries)
+    headers = [*VERDICT_FIELDS, "run"]
+    lines = [_row(headers), "|" + "---|" * len(headers)]
+    for name, label in MEASURED.items():
+        found = results.get(name) or {"rows": []}
+        run = f"{found.get('date')}, `{found.get('command')}`"
+        lines += [_row([*(row[k] for k in VERDICT_FIELDS), run]) for row in found["rows"]]
+        if not found["rows"]:
+            lines.append(_row([label, NOT_RERUN, "", "", "", ""]))
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "config": config_table,
     "topics": topics_table,
@@ -110,18 +159,19 @@ SECTIONS = {
 }
 
 
-def render(text: str) -> str:
+def render(text: str, summaries: Path = RESULTS_JSON) -> str:
     """Replace each `<!-- gen:NAME -->...<!-- /gen:NAME -->` block with fresh output."""
-    for name, fn in SECTIONS.items():
+    sections = {**SECTIONS, "measured": partial(measured_table, summaries)}
+    for name, fn in sections.items():
         pattern = re.compile(rf"(<!-- gen:{name} -->\n).*?(<!-- /gen:{name} -->)", re.S)
         text = pattern.sub(lambda m, f=fn: m.group(1) + f() + "\n" + m.group(2), text)
     return text
 
 
-def update_readme(path: Path = README) -> bool:
+def update_readme(path: Path = README, summaries: Path = RESULTS_JSON) -> bool:
     """Rewrite the generated blocks; True if anything changed."""
     old = path.read_text()
-    new = render(old)
+    new = render(old, summaries)
     if new != old:
         path.write_text(new)
     return new != old

@@ -8,6 +8,7 @@ service runs as its own process until the day has gone through.
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -24,6 +25,7 @@ from tickwatch import stack
 from tickwatch.demo import Pipeline, _run_step, champion_exists
 from tickwatch.drill_compare import read_values
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics, make_consumer
+from tickwatch.metrics import Hop
 from tickwatch.schemas import AnomalyEvent, FeatureVector, MinuteBar, decode
 from tickwatch.settings import Settings
 from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
@@ -204,6 +206,40 @@ def test_the_api_serves_every_anomaly_with_its_explanation(run: Run) -> None:
         feats = client.get("/v1/symbols/AAPL/features")
         assert feats.status_code == 200, feats.text
         assert client.get("/readyz").status_code == 200
+
+
+def _prometheus(run: Run, promql: str) -> list[dict]:
+    url = f"http://127.0.0.1:{run.settings.prometheus.port}/api/v1/query"
+    body = httpx.get(url, params={"query": promql}, timeout=10).json()
+    assert body["status"] == "success", (promql, body)
+    return body["data"]["result"]
+
+
+def test_every_hop_is_on_the_dashboard_and_in_pipeline_health(run: Run) -> None:
+    # the dashboard's hop panel over the whole run (anomalies stop well before the test runs,
+    # so a one-minute window may hold none of the last two hops)
+    board = json.loads((REPO_ROOT / "grafana" / "dashboards" / "pipeline-health.json").read_text())
+    exprs = {
+        target["legendFormat"].split()[0]: target["expr"]
+        for panel in board["panels"]
+        for target in panel["targets"]
+        if "tickwatch_hop_latency_seconds" in target["expr"]
+    }
+    assert set(exprs) == {"p50", "p99"}
+    by_quantile = {}
+    for quantile, expr in exprs.items():
+        result = _prometheus(run, expr.replace("$__rate_interval", "1h"))
+        values = {s["metric"]["hop"]: float(s["value"][1]) for s in result}
+        assert set(values) == set(Hop) and all(math.isfinite(v) for v in values.values()), expr
+        by_quantile[quantile] = values
+    p50, p99 = by_quantile["p50"], by_quantile["p99"]
+    assert all(0 <= p50[hop] <= p99[hop] for hop in Hop)
+    # /v1/pipeline/health: the hops with records in its window, p50 <= p99
+    url = f"http://127.0.0.1:{run.settings.api.port}/v1/pipeline/health"
+    body = httpx.get(url, headers={"X-API-Key": API_KEY}, timeout=10).json()
+    health50, health99 = body["hop_latency_p50_s"], body["hop_latency_p99_s"]
+    assert set(health50) == set(health99) <= set(Hop)
+    assert all(0 <= health50[hop] <= health99[hop] for hop in health99)
 
 
 def test_every_dashboard_panel_returns_data(run: Run) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+from metrics_support import scrape
 
 from producers.market_sim import simulate
 from stream_processors.agents import STATE_TABLE
@@ -52,12 +53,14 @@ def start_worker(
     level: str = "WARNING",
     engine: str = "faust",
     instance: str = "w1",
+    metrics_port: int = 0,
 ) -> subprocess.Popen:
-    """`tickwatch features` (Faust or batch engine) in a subprocess that sees these settings."""
+    """`tickwatch features` (Faust or batch engine) in a subprocess that sees these settings;
+    it serves its metrics on `metrics_port` (0: none)."""
     env = {
         **os.environ,
         **settings_to_env(settings),
-        "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": "0",
+        "TICKWATCH_PROMETHEUS__FEATURES_METRICS_PORT": str(metrics_port),
         "TICKWATCH_LOG_LEVEL": level,
     }
     return subprocess.Popen(
@@ -66,6 +69,25 @@ def start_worker(
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+def assert_hop_observed(port: int, vectors: int, proc: subprocess.Popen) -> None:
+    """The worker observed a bars -> features hop for each vector, each no longer than the
+    vector's ingest-to-emit latency (the hop starts when its bar reached the topic, later)."""
+    hop = (("hop", "bars_to_features"),)
+    stage = (("stage", "features"),)
+    deadline = time.monotonic() + 30  # the last step's counters follow its acknowledgement
+    while True:
+        assert proc.poll() is None, f"worker exited with {proc.returncode}"
+        got = scrape(port)
+        count = got.get(("tickwatch_hop_latency_seconds_count", hop), 0.0)
+        if count >= vectors or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert count == vectors
+    assert got[("tickwatch_event_to_emit_seconds_count", stage)] == vectors
+    hop_sum = got[("tickwatch_hop_latency_seconds_sum", hop)]
+    assert 0 < hop_sum <= got[("tickwatch_event_to_emit_seconds_sum", stage)]
 
 
 def stop_worker(proc: subprocess.Popen, kill: bool = False) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 from api_support import drain, make_event, produce_events, produce_raw
+from metrics_support import grown, histogram
 from prometheus_client import REGISTRY
 
 from api.store import ALL, BY_SYMBOL, CACHE_VERSION, RECORD, SYMBOLS
@@ -40,6 +41,14 @@ def repeats_counted() -> float:
     return REGISTRY.get_sample_value("tickwatch_duplicates_total", labels) or 0.0
 
 
+def hop_seconds() -> tuple[float, float]:
+    return histogram("tickwatch_hop_latency_seconds", hop="anomalies_to_store")
+
+
+def ingest_seconds() -> tuple[float, float]:
+    return histogram("tickwatch_event_to_emit_seconds", stage="sink")
+
+
 def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
     events = [
         make_event(sym, minute, model=model)
@@ -50,10 +59,15 @@ def test_replaying_the_topic_changes_nothing(settings: Settings) -> None:
     produce_events(settings, events + events[:3])  # the topic itself holds duplicates
     client = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
 
-    repeats = repeats_counted()
+    repeats, hop, ingest = repeats_counted(), hop_seconds(), ingest_seconds()
     assert drain(settings, len(events) + 3, group="first") == len(events) + 3
     first = snapshot(client)
     assert repeats_counted() - repeats == 3
+    # an event -> store hop for each record read, each within its ingest-to-store latency
+    hop_count, hop_sum = grown(hop_seconds(), hop)
+    ingest_count, ingest_sum = grown(ingest_seconds(), ingest)
+    assert hop_count == ingest_count == len(events) + 3
+    assert 0 < hop_sum <= ingest_sum
     assert drain(settings, len(events) + 3, group="replay") == len(events) + 3
 
     assert snapshot(client) == first

@@ -6,8 +6,10 @@ import re
 import time
 
 import pytest
+from api_support import free_port
 from features_support import (
     FeatureReader,
+    assert_hop_observed,
     expected_features,
     kill9_mid_stream,
     read_dead_letters,
@@ -62,11 +64,13 @@ def test_batch_engine_equals_the_pure_functions_once_each(settings: Settings, tm
     aapl = [b for b in bars if b.symbol == "AAPL"]
     late = aapl[5].model_copy(update={"close": aapl[5].close * 1.01, "high": aapl[5].high * 1.02})
     send_bars(settings, [*bars, aapl[-1], late])  # then a duplicate and an out-of-order bar
-    proc = start_worker(settings, tmp_path / "worker.log", engine="batch")
+    port = free_port()
+    proc = start_worker(settings, tmp_path / "worker.log", engine="batch", metrics_port=port)
     reader = FeatureReader(settings, "check")
     try:
         assert reader.read_until(len(expected), 120, proc) == len(expected)
         reader.read_until(len(expected) + 1, 3, proc)  # nothing more may come
+        assert_hop_observed(port, len(expected), proc)
     finally:
         stop_worker(proc)
         reader.close()

@@ -6,8 +6,10 @@ import re
 import time
 
 import pytest
+from api_support import free_port
 from features_support import (
     FeatureReader,
+    assert_hop_observed,
     expected_features,
     kill9_mid_stream,
     read_dead_letters,
@@ -52,10 +54,12 @@ def test_stream_equals_batch_in_topic_and_online_store(settings: Settings, tmp_p
     late = aapl[5].model_copy(update={"close": aapl[5].close * 1.01, "high": aapl[5].high * 1.02})
     # each bar once, then a repeat of a recent bar (duplicate) and an old bar (out of order)
     send_bars(settings, [*bars, aapl[-1], late])
-    proc = start_worker(settings, tmp_path / "worker.log")
+    port = free_port()
+    proc = start_worker(settings, tmp_path / "worker.log", metrics_port=port)
     reader = FeatureReader(settings, "check")
     try:
         assert reader.read_until(len(expected), 120, proc) == len(expected)
+        assert_hop_observed(port, len(expected), proc)
     finally:
         stop_worker(proc)
         reader.close()

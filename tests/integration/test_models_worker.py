@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from metrics_support import grown, histogram
 from model_support import (
     committed_total,
     held_out,
@@ -133,6 +134,14 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
     assert _content(runs["killed"]) == _content(runs["uninterrupted"]) == _content(expected)
 
 
+def _hop_seconds() -> tuple[float, float]:
+    return histogram("tickwatch_hop_latency_seconds", hop="features_to_anomalies")
+
+
+def _ingest_seconds() -> tuple[float, float]:
+    return histogram("tickwatch_event_to_emit_seconds", stage="score")
+
+
 def _run_until(worker: ScoreWorker, settings, target: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while committed_total(settings) < target:
@@ -185,6 +194,7 @@ def test_moving_the_champion_alias_to_other_weights_changes_the_scores(settings,
     _, day2_end = _days(2)
     day2 = day2_end[len(day1) :]
     first = Scorer.from_registry(s)
+    hop_before, ingest_before = _hop_seconds(), _ingest_seconds()
     worker = ScoreWorker(s, "reload", reload_interval_s=0.3)
     worker.watcher.start()
     try:
@@ -207,6 +217,11 @@ def test_moving_the_champion_alias_to_other_weights_changes_the_scores(settings,
     lstm_name = s.mlflow.lstm_model_name
     assert (lstm_name, "2") in samples and (lstm_name, "1") not in samples
     events = read_events(s)
+    # one vector -> anomaly event hop per event, each within its ingest-to-emit latency
+    hop_count, hop_sum = grown(_hop_seconds(), hop_before)
+    ingest_count, ingest_sum = grown(_ingest_seconds(), ingest_before)
+    assert hop_count == ingest_count == len(events)
+    assert 0 < hop_sum <= ingest_sum
     first_day2 = day2[0].bar_start_ms
     assert {sc.version for e in events if e.bar_start_ms >= first_day2 for sc in e.scores} == {"2"}
     assert {sc.version for e in events if e.bar_start_ms < first_day2 for sc in e.scores} == {"1"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+from metrics_support import grown, histogram
 from producer_support import read_topic, replay_settings, running_replay
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
@@ -53,11 +54,19 @@ def _bars(settings) -> list[MinuteBar]:
 def test_stream_lands_in_kafka_exactly(settings) -> None:
     data = _data()
     s = replay_settings(settings, speed=0.0).model_copy(update={"symbols": SYMBOLS})
+    hop_before = histogram("tickwatch_hop_latency_seconds", hop="feed_to_bars")
     with running_replay(s, data) as (_, bound):
         producer = _produce(bound)
     assert producer.reconnects == 0
-    bars = _bars(s)
+    bar_msgs = read_topic(s, BARS)
+    bars = [decode(MinuteBar, m.value()) for m in bar_msgs]
     assert sorted(bars, key=lambda b: (b.start_ms, b.symbol)) == data.live
+    # each bar's hop, feed receipt (its ingest header) to its append to the topic, observed once
+    hops = [(m.timestamp()[1] - int(dict(m.headers())[INGEST_HEADER])) / 1000 for m in bar_msgs]
+    assert all(m.timestamp()[0] == TIMESTAMP_LOG_APPEND_TIME for m in bar_msgs) and min(hops) >= 0
+    count, total = grown(histogram("tickwatch_hop_latency_seconds", hop="feed_to_bars"), hop_before)
+    assert count == len(bars)
+    assert total == pytest.approx(sum(hops), abs=1e-6 * len(bars))
     trade_msgs = read_topic(s, TRADES)
     expected = sorted(
         (t for b in data.live for t in trades_for(b)),

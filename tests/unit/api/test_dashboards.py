@@ -8,6 +8,7 @@ import yaml
 from metric_names import known_series, referenced
 
 from api.grafana_publish import DASHBOARDS, DATASOURCE_UID
+from api.pipeline_health import BY_HOP, WINDOW
 
 PROVISIONING = DASHBOARDS.parent / "provisioning"
 
@@ -42,3 +43,14 @@ def test_provisioning_points_at_the_dashboards_and_the_datasource_uid() -> None:
     assert ds["datasources"][0]["type"] == "prometheus"
     prov = yaml.safe_load((PROVISIONING / "dashboards" / "tickwatch.yml").read_text())
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_pipeline_health_asks_the_hop_latencies_the_dashboard_plots() -> None:
+    board = dashboards()["pipeline-health.json"]
+    plotted = {
+        target["expr"].replace("$__rate_interval", WINDOW)
+        for panel in board["panels"]
+        for target in panel["targets"]
+        if "tickwatch_hop_latency_seconds" in target["expr"]
+    }
+    assert set(BY_HOP.values()) == plotted

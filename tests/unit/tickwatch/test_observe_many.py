@@ -1,4 +1,4 @@
-"""observe_many leaves a histogram exactly as observing each value does."""
+"""observe_many leaves a histogram exactly as observing each value does; observe_since too."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from tickwatch.metrics import LATENCY_BUCKETS, observe_many
+from tickwatch.metrics import LATENCY_BUCKETS, observe_many, observe_since
 
 
 def _samples(h: Histogram) -> dict:
@@ -37,3 +37,19 @@ def test_observe_many_equals_observe_per_value() -> None:
     for key, value in want.items():  # every bucket and the count exactly, the sum to rounding
         assert got[key] == (pytest.approx(value) if key[0].endswith("_sum") else value), key
     assert want[("lat_count", (("stage", "s"),))] == len(values)
+
+
+def test_observe_since_observes_the_time_from_each_start_clamped_at_zero() -> None:
+    since, each = (
+        Histogram("lat", "x", ["stage"], buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+        for _ in range(2)
+    )
+    now_s, starts_ms = 1_000.0, [999_990, 999_999, 1_000_000, 1_000_004, 880_000]
+    observe_since(since.labels("s"), starts_ms, now_s)
+    observe_since(since.labels("s"), [], now_s)
+    for x in (0.01, 0.001, 0.0, 0.0, 120.0):  # a start after `now` (another host's clock): 0
+        each.labels("s").observe(x)
+    got, want = _samples(since), _samples(each)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key

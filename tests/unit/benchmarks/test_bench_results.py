@@ -1,0 +1,75 @@
+"""Benchmark results: verdict rows land in RESULTS.md, results.json and README alike; a tail
+percentile of fewer than 100 values is the max with its n."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+from benchmarks.common import ResultFiles, Verdict, tail, tail_cell, tail_text, write_section
+from benchmarks.e2e_report import Step, section, verdict
+from tickwatch.readme_tables import NOT_RERUN, README, verdict_table
+
+
+def _ms(x: float) -> str:
+    return f"{x:.0f} ms"
+
+
+def test_a_tail_of_fewer_than_100_values_is_their_max_with_n() -> None:
+    few, many = [5.0, 1.0, 9.0], [float(i) for i in range(1, 201)]
+    assert tail(few) == (9.0, "max of 3")
+    assert tail_text(few, _ms) == "max 9 ms (n=3)"
+    assert tail_cell(few, 99, _ms) == "max 9 ms (n=3)"
+    assert tail_cell(few, 50, _ms) == "-"  # no median of 3 values either
+    assert tail(many) == (198.0, "p99")
+    assert tail_text(many, _ms) == "p99 198 ms"
+    assert tail_cell(many, 50, _ms) == "101 ms"  # nearest rank
+    assert tail_text([], _ms) == "none" and tail_cell([], 99, _ms) == "-"
+
+
+def test_a_section_its_summary_and_the_readme_row_come_from_one_call(tmp_path) -> None:
+    files = ResultFiles(tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "README.md")
+    shutil.copy(README, files.readme)
+    row = Verdict("API, cached reads", "p99 3.0 ms, 0 of 10 failed", "bare 1.4 ms", "10 ms", "met")
+    write_section("api", "Query API", "the body", [row], files=files)
+    write_section("detection", "Detection", "no verdict rows", files=files)
+
+    summaries = json.loads(files.summaries.read_text())
+    assert summaries["api"]["rows"] == [row.__dict__]
+    date = summaries["api"]["date"]
+    markdown = files.markdown.read_text()
+    assert f"_{date}, " in markdown and verdict_table([row.__dict__]) in markdown
+    assert "no verdict rows" in markdown and summaries["detection"]["rows"] == []
+    readme = files.readme.read_text()
+    assert f"| {row.verdict} | {date}, `make bench` |" in readme
+    measured = readme.split("<!-- gen:measured -->")[1].split("<!-- /gen:measured -->")[0]
+    assert measured.count(NOT_RERUN) == 7  # every other quoted section: no run wrote it yet
+
+
+def _step(speed: float, fed: float, anomalies: list[float]) -> Step:
+    rnd = random.Random(speed)
+    return Step(
+        speed,
+        5,
+        bars_s=speed / 60 * 5 * fed,
+        trades_s=1000.0,
+        vectors_out=200,
+        bars_in=200,
+        scored=200,
+        vectors_total=200,
+        features_ms=[rnd.uniform(20, 100) for _ in range(200)],
+        anomalies_ms=anomalies,
+        bare_ms=[rnd.uniform(2, 20) for _ in range(500)],
+    )
+
+
+def test_the_e2e_verdict_follows_the_figures_and_quotes_no_other_section() -> None:
+    held, broke = _step(480, 1.0, [230.0, 680.0]), _step(15360, 0.36, [7_000.0])
+    row = verdict([held, broke])
+    assert row.verdict == "broke at speed 15360 (anomaly p99, feed behind)"
+    assert "held to speed 480" in row.figure and "max 680 ms (n=2)" in row.figure
+    assert verdict([held]).verdict == "held at every speed"
+    text = section([held, broke], 20, 4, 5, 5)
+    assert "max 680 (n=2)" in text and "well inside" not in text
+    assert "not measured here" in text
