@@ -171,7 +171,10 @@ def committed_total(settings: Settings) -> int:
     from confluent_kafka import TopicPartition
 
     group = f"{settings.topic_prefix}tickwatch-score"
-    consumer = make_consumer(settings, group)
+    # read_uncommitted: no "require stable" offset fetch, so a transaction left open by a killed
+    # worker (pending until the coordinator aborts it) does not block the read; the offsets seen
+    # are the last committed ones, which is what the callers compare
+    consumer = make_consumer(settings, group, **{"isolation.level": "read_uncommitted"})
     topic = topic_name(FEATURES, settings)
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
