@@ -27,7 +27,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.cache import PAGE
 from api.store import AnomalyStore
-from benchmarks.common import Verdict, met, table, tail, tail_cell, tail_text, write_section
+from benchmarks.common import tail, tail_cell, tail_text
+from ops.results import Verdict, met, table, write_section
 from tickwatch.schemas import AnomalyEvent, ModelScore, Reason, make_event_id
 
 RATE = 500

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import table, write_section
 from model_workers import dataset
 from model_workers.backtest import detector_metrics, fit_scorer, scored_frame, split_fit_days
 from model_workers.evaluation import alerts_from_flags
 from model_workers.fit import evaluate_frame
 from model_workers.validation import injected_validation, validation_split
+from ops.results import table, write_section
 from producers.market_sim import MARKET_SYMBOL, MarketFamily, labels_to_frame, simulate
 from tickwatch.anomalies import KINDS
 from tickwatch.bar_files import read_bars, read_daily_closes

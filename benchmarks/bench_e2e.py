@@ -27,13 +27,14 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from benchmarks.common import tail, write_section
+from benchmarks.common import tail
 from benchmarks.e2e_report import Step, plot, section, verdict
-from tickwatch.drill_compare import topic_size
-from tickwatch.drill_stack import PrivateStack, Services, ensure_champion, private_settings
+from ops.drill_compare import topic_size
+from ops.drill_stack import PrivateStack, Services, ensure_champion, private_settings
+from ops.results import write_section
+from ops.stack.processes import wait_until
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
 from tickwatch.settings import Settings
-from tickwatch.stack.processes import wait_until
 from tickwatch.topics import ANOMALIES, BARS, FEATURES, TRADES, topic_name
 
 SPEEDS = [float(s) for s in os.environ.get("BENCH_E2E_SPEEDS", "60,480,3840,15360").split(",")]

@@ -20,8 +20,10 @@ from pathlib import Path
 import msgspec
 import redis
 
-from benchmarks.common import Timer, Verdict, met, table, write_section
+from benchmarks.common import Timer
 from feature_repo.store import get_store
+from ops.results import Verdict, met, table, write_section
+from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from stream_processors.feast_push import FeatureRow, OnlineWriter
 from tickwatch.features import FEATURE_NAMES, Bar, SymbolState
 from tickwatch.kafka import (
@@ -36,7 +38,6 @@ from tickwatch.kafka import (
 )
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.topics import BARS, FEATURES, topic_name
 
 SYMBOLS = int(os.environ.get("BENCH_FEATURES_SYMBOLS", 4000))

@@ -14,7 +14,8 @@ import uuid
 
 from confluent_kafka import Producer
 
-from benchmarks.common import Timer, Verdict, met, table, write_section
+from benchmarks.common import Timer
+from ops.results import Verdict, met, table, write_section
 from producers.market_sim import simulate, trades_for
 from producers.parsing import parse_frame
 from producers.publisher import Publisher

@@ -21,7 +21,8 @@ import redis
 from confluent_kafka import Producer
 
 from benchmarks.bench_features import START_MS, fresh_settings, make_bars, send
-from benchmarks.common import Verdict, met, table, write_section
+from ops.results import Verdict, met, table, write_section
+from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.kafka import (
     INGEST_HEADER,
     consume_batch,
@@ -33,7 +34,6 @@ from tickwatch.kafka import (
 )
 from tickwatch.schemas import MinuteBar, encode
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.topics import BARS, FEATURES, topic_name
 
 SYMBOLS = int(os.environ.get("BENCH_MARKET_SYMBOLS", 10_000))

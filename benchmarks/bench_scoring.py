@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 
-from benchmarks.common import Verdict, met, table, tail, tail_cell, tail_text, write_section
+from benchmarks.common import tail, tail_cell, tail_text
 from model_workers import dataset
 from model_workers.fit import fit_models
 from model_workers.models.iforest import iforest_scores
 from model_workers.models.lstm_ae import autoencoder_errors, configure_tensorflow
 from model_workers.scorer import Cooldown, Scorer, SequenceBuffer, vectors_from_bars
+from ops.results import Verdict, met, table, write_section
 from producers.market_sim import labels_to_frame, simulate
 from tickwatch.schemas import FeatureVector, encode
 from tickwatch.settings import Settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import MIN_PERCENTILE_SAMPLES, Verdict, table, tail, tail_cell, tail_text
+from benchmarks.common import MIN_PERCENTILE_SAMPLES, tail, tail_cell, tail_text
+from ops.results import Verdict, table
 
 BREAK_P99_MS = 5_000.0
 KEPT_UP = 0.9  # vectors out / bars in, below it the pipeline fell behind

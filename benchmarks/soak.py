@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Verdict, met, table, write_section
-from tickwatch.drill_stack import PrivateStack, Services, ensure_champion, private_settings
+from ops.drill_stack import PrivateStack, Services, ensure_champion, private_settings
+from ops.results import Verdict, met, table, write_section
 from tickwatch.kafka import ensure_topics
 from tickwatch.settings import Settings
 

@@ -63,7 +63,7 @@ def _with_calendar(settings: Settings, calendar: str | None) -> Settings:
 @stack_app.command("up")
 def stack_up(only: list[str] = typer.Option(None, help="kafka, redis, prometheus, mlflow")) -> None:
     """Install what is missing, start every service, wait until healthy, create the topics."""
-    from tickwatch import stack
+    from ops import stack
     from tickwatch.kafka import ensure_topics
 
     settings = _setup()
@@ -79,7 +79,7 @@ def stack_up(only: list[str] = typer.Option(None, help="kafka, redis, prometheus
 @stack_app.command("down")
 def stack_down(only: list[str] = typer.Option(None)) -> None:
     """Stop the services this stack started."""
-    from tickwatch import stack
+    from ops import stack
 
     stopped = stack.down(_setup(), only or None)
     typer.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
@@ -93,7 +93,7 @@ def stack_status() -> None:
 
 
 def _print_status(settings: Settings) -> bool:
-    from tickwatch import stack
+    from ops import stack
 
     ok = True
     for name, endpoint, healthy, pid in stack.status(settings):
@@ -121,7 +121,7 @@ def stack_init(
     retrain: bool = typer.Option(False, help="train even if a champion is registered"),
 ) -> None:
     """Prepare a deployment: create topics; fetch history and train unless a champion exists."""
-    from tickwatch.stack.bootstrap import run
+    from ops.stack.bootstrap import run
 
     steps = run(_setup(), retrain=retrain)
     typer.echo(f"ran: {', '.join(steps)}" if steps else "ready: topics exist, champion registered")
@@ -130,7 +130,7 @@ def stack_init(
 @stack_app.command("roundtrip")
 def stack_roundtrip() -> None:
     """Send one message through Kafka and read it back (a smoke test of the stack)."""
-    from tickwatch.stack.roundtrip import run
+    from ops.stack.roundtrip import run
 
     run(_setup())
 
@@ -142,7 +142,7 @@ def demo(
     retrain: bool = typer.Option(False, help="train even if a champion is registered"),
 ) -> None:
     """Start the stack and the whole pipeline, train if needed, and show anomalies live."""
-    from tickwatch.demo import run
+    from ops.demo import run
 
     run(_setup("WARNING"), polygon=polygon, duration_s=duration or None, retrain=retrain)
 
@@ -152,7 +152,7 @@ def bench(
     only: list[str] = typer.Argument(None, help="names like ingest, features, scoring"),
 ) -> None:
     """Run the benchmarks in benchmarks/ (each beside its raw baseline) and update RESULTS.md."""
-    from tickwatch.stack.services import REPO_ROOT
+    from ops.stack.services import REPO_ROOT
 
     _setup("WARNING")
     names = sorted(p.stem for p in (REPO_ROOT / "benchmarks").glob("bench_*.py"))
@@ -175,7 +175,7 @@ def drill(
     record: bool = typer.Option(True, help="write the table into benchmarks/RESULTS.md"),
 ) -> None:
     """Fault drills on a private stack (kill -9, broker restart, WS drop, Redis, bad frames)."""
-    from tickwatch.drill import run
+    from ops.drill import run
 
     if not run(_setup(), speed=speed, baseline_speed=baseline_speed, keep=keep, record=record):
         raise typer.Exit(1)

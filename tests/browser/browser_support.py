@@ -20,13 +20,13 @@ import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 from pydantic import SecretStr
 
-from tickwatch import stack
-from tickwatch.demo import Pipeline, _run_step, champion_exists
+from ops import stack
+from ops.demo import Pipeline, _run_step, champion_exists
+from ops.stack.browser import LAUNCH_ARGS, ensure_chromium
+from ops.stack.processes import port_open
+from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
-from tickwatch.stack.browser import LAUNCH_ARGS, ensure_chromium
-from tickwatch.stack.processes import port_open
-from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from api_support import free_port  # noqa: E402

@@ -1,9 +1,9 @@
 """The fault drills as a test: one undisturbed and one faulted replay day on a private stack.
 
-Faults (tickwatch.drill.FAULTS) hit mid-stream one after another: kill -9 of the producer,
+Faults (ops.drill.FAULTS) hit mid-stream one after another: kill -9 of the producer,
 features, score and sink workers, a broker restart, a WebSocket drop, a malformed-frame burst and
 Redis down for 30 s. Nothing may be lost or duplicated and every dead letter must be accounted
-for. Runs on its own broker and Redis ports (tickwatch.drill_stack), never the shared stack.
+for. Runs on its own broker and Redis ports (ops.drill_stack), never the shared stack.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from ops.drill import GARBAGE_ROUNDS, Drills, run_drills
+from ops.drill_compare import dead_letter_kinds, diff
+from ops.drill_report import rows
 from producers.hostile_frames import hostile_frames
-from tickwatch.drill import GARBAGE_ROUNDS, Drills, run_drills
-from tickwatch.drill_compare import dead_letter_kinds, diff
-from tickwatch.drill_report import rows
 from tickwatch.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

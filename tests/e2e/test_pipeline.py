@@ -21,15 +21,15 @@ import pytest
 import redis
 from confluent_kafka import TopicPartition
 
-from tickwatch import stack
-from tickwatch.demo import Pipeline, _run_step, champion_exists
-from tickwatch.drill_compare import read_values
+from ops import stack
+from ops.demo import Pipeline, _run_step, champion_exists
+from ops.drill_compare import read_values
+from ops.stack.redis_claim import claim_redis_db, release_redis_db
+from ops.stack.services import REPO_ROOT
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics, make_consumer
 from tickwatch.metrics import Hop
 from tickwatch.schemas import AnomalyEvent, FeatureVector, MinuteBar, decode
 from tickwatch.settings import Settings
-from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
-from tickwatch.stack.services import REPO_ROOT
 from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, FEATURES, topic_name
 
 pytestmark = pytest.mark.e2e

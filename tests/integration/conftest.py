@@ -9,10 +9,10 @@ import pytest
 import redis
 from model_support import delete_registered_models, registry_settings, trained_registry
 
-from tickwatch import stack
+from ops import stack
+from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics
 from tickwatch.settings import Settings
-from tickwatch.stack.redis_claim import claim_redis_db, release_redis_db
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import pytest
 from api_support import free_port
 from pydantic import SecretStr
 
+from ops.stack.processes import wait_until
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 KEY = "first-key-7c1e9b5a0d"  # the default key

@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 
 from model_workers.detector import DETECTOR_VERSION, GRID, MEMBERS
+from ops.stack import bootstrap
+from ops.stack.processes import wait_until
 from tickwatch.kafka import admin
 from tickwatch.settings import Settings
-from tickwatch.stack import bootstrap
-from tickwatch.stack.processes import wait_until
 from tickwatch.topics import ALL_TOPICS, topic_name
 
 

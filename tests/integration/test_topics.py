@@ -19,13 +19,13 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 from producer_support import read_topic, replay_settings, running_replay
 
+from ops.stack.processes import wait_until
 from producers import backfill
 from producers.market_sim import recent_start_day, simulate
 from producers.replay_feed import split_history
 from tickwatch.kafka import admin, delete_prefixed_topics, ensure_topics, make_consumer
 from tickwatch.schemas import MinuteBar, decode
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.processes import wait_until
 from tickwatch.topic_check import TopicsUnusable, inspect_topics, require_topics
 from tickwatch.topics import ALL_TOPICS, BARS, DAY_MS, DEAD_LETTER, TRADES, topic_name
 

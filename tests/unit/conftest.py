@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel
 
+from ops.stack.services import Prometheus
 from tickwatch.settings import Settings
-from tickwatch.stack.services import Prometheus
 
 ENV_PREFIX = "TICKWATCH_"
 # Read by tickwatch/cli.py directly (not a Settings field) but valid everywhere settings are.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ops.stack.services import Kafka, Prometheus
 from tickwatch.settings import Settings
-from tickwatch.stack.services import Kafka, Prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -7,9 +7,10 @@ import json
 import random
 import shutil
 
-from benchmarks.common import ResultFiles, Verdict, tail, tail_cell, tail_text, write_section
+from benchmarks.common import tail, tail_cell, tail_text
 from benchmarks.e2e_report import Step, section, verdict
-from tickwatch.readme_tables import NOT_RERUN, README, verdict_table
+from ops.readme_tables import NOT_RERUN, README, verdict_table
+from ops.results import ResultFiles, Verdict, write_section
 
 
 def _ms(x: float) -> str:

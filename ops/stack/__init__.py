@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ops.stack.services import Service, all_services
 from tickwatch.settings import Settings
-from tickwatch.stack.services import Service, all_services
 
 STARTED_FILE = "started.json"
 

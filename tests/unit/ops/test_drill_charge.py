@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from tickwatch.drill import FAULTS, Mark, _charge
-from tickwatch.drill_stack import WATCHDOG_SINCE
+from ops.drill import FAULTS, Mark, _charge
+from ops.drill_stack import WATCHDOG_SINCE
 from tickwatch.kafka import EXIT_HUNG
 
 HANG = """

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ops.stack.processes import ManagedProcess, port_open, wait_until
 from tickwatch.settings import Settings
-from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ TRAINING_STEPS: tuple[tuple[str, ...], ...] = (
 
 def run(settings: Settings, retrain: bool = False, broker_timeout_s: float = 120.0) -> list[str]:
     """Create missing topics; fetch history and train unless a champion exists; return steps run."""
-    from tickwatch.demo import champion_exists
+    from ops.demo import champion_exists
     from tickwatch.kafka import ensure_topics, wait_for_broker
 
     if not wait_for_broker(settings.kafka.bootstrap_servers, timeout_s=broker_timeout_s):

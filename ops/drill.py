@@ -20,11 +20,11 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from ops.drill_compare import Snapshot, snapshot, store_size, topic_size
+from ops.drill_stack import PrivateStack, Services, ensure_champion, for_run
+from ops.stack.processes import wait_until
 from producers.hostile_frames import expected_dead_letters
-from tickwatch.drill_compare import Snapshot, snapshot, store_size, topic_size
-from tickwatch.drill_stack import PrivateStack, Services, ensure_champion, for_run
 from tickwatch.settings import Settings
-from tickwatch.stack.processes import wait_until
 from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, FEATURES
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def run_drills(
     faults: tuple[Fault, ...] = FAULTS,
 ) -> Drills:
     """Private stack up, champion ready, baseline and faulted runs; stops what it started."""
-    from tickwatch.drill_stack import private_settings
+    from ops.drill_stack import private_settings
 
     models = work_dir / "models"
     settings = private_settings(base, work_dir / "run", models, speed)
@@ -287,7 +287,7 @@ def run(
     record: bool = True,
 ) -> bool:
     """The `tickwatch drill` command: run, print the tables, record them; True if all held."""
-    from tickwatch.drill_report import print_report, record_results, rows
+    from ops.drill_report import print_report, record_results, rows
 
     work = Path(tempfile.mkdtemp(prefix="tickwatch-drill-"))
     cache = settings.run_dir.resolve() / "drill-models"

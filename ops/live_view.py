@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from tickwatch.demo import dashboard_url
+from ops.demo import dashboard_url
 from tickwatch.kafka import consume_batch, make_consumer
 from tickwatch.schemas import AnomalyEvent, FeatureVector, SchemaError, decode
 from tickwatch.settings import Settings

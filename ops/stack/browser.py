@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tickwatch.stack.services import apt_install
+from ops.stack.services import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 # root (CI, containers) cannot use chromium's sandbox; the pages it opens are our own

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.stack.processes import ManagedProcess, port_open, wait_until
+from ops.stack.services import Kafka, Redis
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
-from tickwatch.stack.services import Kafka, Redis
 
 log = logging.getLogger(__name__)
 WATCHDOG_SINCE = re.compile(r"WATCHDOG: .* hung for \d+s \(since (\d+) ms")
@@ -79,7 +79,7 @@ def for_run(settings: Settings, name: str, db: int) -> Settings:
 
 def ensure_champion(settings: Settings, models_dir: Path) -> bool:
     """Train and register a small champion in `models_dir` unless one exists; True if trained."""
-    from tickwatch.demo import champion_exists
+    from ops.demo import champion_exists
 
     if (models_dir / "mlflow.db").exists() and champion_exists(settings):
         return False

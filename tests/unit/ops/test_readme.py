@@ -1,11 +1,11 @@
 """README's generated tables match the code and the benchmark summaries (refresh them with
-`python -m tickwatch.readme_tables`)."""
+`python -m ops.readme_tables`)."""
 
 from __future__ import annotations
 
 import re
 
-from tickwatch.readme_tables import (
+from ops.readme_tables import (
     README,
     RESULTS_JSON,
     env_vars,
@@ -17,7 +17,7 @@ from tickwatch.readme_tables import (
 
 def test_readme_generated_sections_are_current() -> None:
     text = README.read_text()
-    assert render(text) == text, "stale README: `.venv/bin/python -m tickwatch.readme_tables`"
+    assert render(text) == text, "stale README: `.venv/bin/python -m ops.readme_tables`"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickwatch.demo import dashboard_url
+from ops.demo import dashboard_url
 from tickwatch.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickwatch.stack.bootstrap import TRAINING_STEPS
+from ops.stack.bootstrap import TRAINING_STEPS
 
 
 def test_training_steps_are_real_subcommands(tickwatch_subcommand) -> None:

@@ -6,12 +6,13 @@ one hit; items are attributed to windows by bar start, dead letters by the time 
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from tickwatch.drill import Drills
-from tickwatch.drill_compare import Diff, dead_letter_kinds, diff, unexplained
+from ops.drill import Drills
+from ops.drill_compare import Diff, dead_letter_kinds, diff, unexplained
+from ops.results import Verdict, met, write_section
+from ops.results import table as md_table
 
 HEADERS = (
     "window",
@@ -166,13 +167,6 @@ def print_report(d: Drills, table: list[Row]) -> None:
 
 def record_results(d: Drills, table: list[Row], speed: float) -> None:
     """Write the tables into benchmarks/RESULTS.md (section `drills`)."""
-    from tickwatch.stack.services import REPO_ROOT
-
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.common import Verdict, met, write_section
-    from benchmarks.common import table as md_table
-
     body = "\n\n".join(
         [
             f"`make drill`: one replay day of {len({s for s, _ in d.baseline.snap.bars})} "

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from ops.stack.processes import ManagedProcess, port_open, wait_until
 from tickwatch.settings import Settings, settings_to_env
-from tickwatch.stack.processes import ManagedProcess, port_open, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def run(
     retrain: bool = False,
 ) -> None:
     """Stack up, train if needed, start every service, show the live view until Ctrl-C."""
-    from tickwatch import stack
+    from ops import stack
     from tickwatch.kafka import ensure_topics
 
     if polygon and settings.polygon.api_key is None:
@@ -142,7 +142,7 @@ def run(
                 settings, "training the models (no champion fitted by this version yet)", "train"
             )
         pipeline.start_services()
-        from tickwatch.live_view import show
+        from ops.live_view import show
 
         print(
             f"==> dashboard: {dashboard_url(settings)}  (sign in with the API key, "
