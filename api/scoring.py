@@ -1,6 +1,6 @@
 """The champion scorer for `POST /v1/score`, loaded on first use (TensorFlow never at startup).
 
-model_workers is imported inside `ChampionScorer.get`, so the API process starts without
+The detection library is imported inside `ChampionScorer.get`, so the API process starts without
 TensorFlow; the loaded pair is reused until the champion alias moves (checked at most every
 `RECHECK_S` seconds).
 """
@@ -22,7 +22,7 @@ class NoChampion(LookupError):
 
 
 class ChampionScorer:
-    """Holds one model_workers.scorer.Scorer for the current champion versions."""
+    """Holds one detection.scorer.Scorer for the current champion versions."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -32,8 +32,8 @@ class ChampionScorer:
 
     def get(self) -> Any:
         """The Scorer for the champion versions, loading or reloading it when they change."""
-        from model_workers.registry import champion_versions
-        from model_workers.scorer import Scorer
+        from detection.registry import champion_versions
+        from detection.scorer import Scorer
 
         with self._lock:
             if self._scorer is not None and time.monotonic() - self._checked < RECHECK_S:
@@ -48,7 +48,7 @@ class ChampionScorer:
 
     def score(self, bars: list[MinuteBar]) -> tuple[str, list[Any]]:
         """(model version string, one RowScore per bar that has features) for the bars."""
-        from model_workers.scorer import vectors_from_bars
+        from detection.scorer import vectors_from_bars
 
         scorer = self.get()
         f = self.settings.features

@@ -18,11 +18,11 @@ import time
 import numpy as np
 
 from benchmarks.common import tail, tail_cell, tail_text
+from detection.models.iforest import iforest_scores
+from detection.models.lstm_ae import autoencoder_errors, configure_tensorflow
+from detection.scorer import Cooldown, Scorer, SequenceBuffer, vectors_from_bars
 from model_workers import dataset
 from model_workers.fit import fit_models
-from model_workers.models.iforest import iforest_scores
-from model_workers.models.lstm_ae import autoencoder_errors, configure_tensorflow
-from model_workers.scorer import Cooldown, Scorer, SequenceBuffer, vectors_from_bars
 from ops.results import Verdict, met, table, write_section
 from producers.market_sim import labels_to_frame, simulate
 from tickwatch.schemas import FeatureVector, encode
@@ -103,7 +103,7 @@ def run_stage(
 
 def run_bare(scorer: Scorer, buffer: SequenceBuffer, minute: list[FeatureVector]) -> float:
     """Seconds for the bare forward pass of both models on the same rows (windows prebuilt)."""
-    from model_workers.scorer import feature_matrix
+    from detection.scorer import feature_matrix
 
     x = feature_matrix(minute)
     windows = np.stack([np.stack(buffer.rows[v.symbol]) for v in minute])
@@ -210,7 +210,7 @@ def main() -> None:
 
 def scorer_row(v: FeatureVector) -> np.ndarray:
     """One vector's model features, as the buffer stores them."""
-    from model_workers.scorer import feature_matrix
+    from detection.scorer import feature_matrix
 
     return feature_matrix([v])[0]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from detection.rules import prototype_rule, zscore_rule
+from detection.scorer import RowScore, Scorer, vectors_from_bars
 from model_workers import dataset
 from model_workers.evaluation import EventMetrics
 from model_workers.fit import evaluate_frame
-from model_workers.rules import prototype_rule, zscore_rule
-from model_workers.scorer import RowScore, Scorer, vectors_from_bars
 from tickwatch.bar_files import is_iso_file, read_bars, read_labels_csv
 from tickwatch.features import MODEL_FEATURES, session_slot
 from tickwatch.settings import Settings
@@ -37,7 +37,7 @@ def load_scorer(settings: Settings, model_uri: str | None, run_id: str | None) -
         forest, lstm = (v.strip() for v in model_uri.split(","))
         return Scorer.from_versions(settings, (forest, lstm))
     if run_id:
-        from model_workers.registry import use_tracking
+        from detection.registry import use_tracking
 
         client = use_tracking(settings)
         versions = []
@@ -149,8 +149,8 @@ def fit_scorer(
     settings: Settings, bars: list, labels: pd.DataFrame | None, epochs: int | None = None
 ) -> Scorer:
     """Fit both models and the detector on `bars` in memory (the registry is not touched)."""
+    from detection.models.lstm_ae import configure_tensorflow
     from model_workers.fit import fit_models
-    from model_workers.models.lstm_ae import configure_tensorflow
 
     configure_tensorflow()
     m = settings.model
@@ -208,8 +208,8 @@ def run(
     Models: fitted on `train_bars` (or the first `fit_days` days of the file, which are then
     not scored) without touching the registry, else the registered ones.
     """
+    from detection.models.lstm_ae import configure_tensorflow
     from model_workers.backtest_report import write_report
-    from model_workers.models.lstm_ae import configure_tensorflow
 
     configure_tensorflow()
     out_dir = Path(out_dir)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_workers.detector import INPUTS
+from detection.detector import INPUTS
 from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
 from tickwatch.schemas import MINUTE_MS, FeatureVector
 

@@ -9,21 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model_workers import dataset
-from model_workers.detector import Detector
-from model_workers.ensemble import Calibration
-from model_workers.evaluation import EventMetrics, alerts_from_flags, evaluate_alerts
-from model_workers.models.iforest import NAME as IFOREST
-from model_workers.models.iforest import iforest_scores, train_iforest
-from model_workers.models.lstm_ae import NAME as LSTM
-from model_workers.models.lstm_ae import (
+from detection.detector import Detector
+from detection.ensemble import Calibration
+from detection.models.iforest import NAME as IFOREST
+from detection.models.iforest import iforest_scores, train_iforest
+from detection.models.lstm_ae import NAME as LSTM
+from detection.models.lstm_ae import (
     autoencoder_errors,
     autoencoder_scores,
     error_scale,
     train_autoencoder,
 )
-from model_workers.registry import LoadedModel
-from model_workers.scorer import Scorer
+from detection.registry import LoadedModel
+from detection.scorer import Scorer
+from model_workers import dataset
+from model_workers.evaluation import EventMetrics, alerts_from_flags, evaluate_alerts
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.3
@@ -90,7 +90,7 @@ def eligible(frame: pd.DataFrame, skip_open: bool = True) -> np.ndarray:
 
 def intraday(frame: pd.DataFrame) -> bool:
     """True for bars with many per session (their first bar carries the overnight gap)."""
-    from model_workers.detector import many_bars_per_session
+    from detection.detector import many_bars_per_session
 
     ts = frame["bar_start_ms"].to_numpy()
     return many_bars_per_session(frame["symbol"].to_numpy(), dataset.trading_day(ts))
@@ -168,7 +168,7 @@ def fit_frame_detector(
     market_symbol: str,
 ) -> Detector:
     """The detector fitted on a (symbol, time)-sorted feature frame (`clean`: not labelled)."""
-    from model_workers.detector import WINDOW, fit_detector
+    from detection.detector import WINDOW, fit_detector
     from tickwatch.features import active_calendar
 
     wins = dataset.input_windows(frame, WINDOW)

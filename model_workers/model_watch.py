@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from model_workers.registry import champion_versions
-from model_workers.scorer import Scorer
+from detection.registry import champion_versions
+from detection.scorer import Scorer
 from tickwatch.metrics import ERRORS, MODEL_INFO
 from tickwatch.settings import Settings
 

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model_workers import dataset, registry
+from detection import registry
+from detection.models.lstm_ae import configure_tensorflow
+from detection.rules import prototype_rule, zscore_rule
+from model_workers import dataset
 from model_workers.fit import (
     VALIDATION_FRACTION,
     FitResult,
@@ -18,8 +21,6 @@ from model_workers.fit import (
     fit_models,
     validation_metrics,
 )
-from model_workers.models.lstm_ae import configure_tensorflow
-from model_workers.rules import prototype_rule, zscore_rule
 from model_workers.validation import InjectedValidation, injected_validation
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.settings import Settings
@@ -236,7 +237,7 @@ def promote_if_no_worse(
     current = registry.champion_versions(settings)
     champion_f1 = None
     if current is not None and (labelled or (injected is not None and held_out)):
-        from model_workers.scorer import Scorer
+        from detection.scorer import Scorer
 
         try:
             champion = Scorer.from_versions(settings, current)

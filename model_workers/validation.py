@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from detection.scorer import Scorer
 from model_workers.evaluation import EventMetrics, alerts_from_flags
 from model_workers.fit import evaluate_frame
-from model_workers.scorer import Scorer
 from tickwatch.anomalies import inject_bars
 from tickwatch.features import session_slot
 from tickwatch.settings import Settings

@@ -19,8 +19,8 @@ import time
 
 from confluent_kafka import Message, TopicPartition
 
+from detection.scorer import Cooldown, Scorer, SequenceBuffer
 from model_workers.model_watch import ModelWatcher, publish_model_info
-from model_workers.scorer import Cooldown, Scorer, SequenceBuffer
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (

@@ -92,7 +92,7 @@ def champion_exists(settings: Settings) -> bool:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from model_workers.detector import is_current
+    from detection.detector import is_current
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     alias = settings.mlflow.champion_alias

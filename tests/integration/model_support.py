@@ -93,7 +93,7 @@ def trained_registry() -> TrainedRegistry:
 def with_models(settings: Settings, tmp: Path) -> Settings:
     """`settings` whose own registered models hold copies of the trained pair as champion v1
     (copies on the server: moving this test's alias moves nobody else's)."""
-    from model_workers.registry import set_champion, use_tracking
+    from detection.registry import set_champion, use_tracking
 
     reg = trained_registry().settings
     client = use_tracking(settings)

@@ -7,7 +7,7 @@ import pytest
 from api_support import api_server
 from model_support import held_out, with_models
 
-from model_workers.scorer import Scorer, vectors_from_bars
+from detection.scorer import Scorer, vectors_from_bars
 from tickwatch.schemas import make_event_id
 from tickwatch.settings import Settings
 

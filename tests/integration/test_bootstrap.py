@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from model_workers.detector import DETECTOR_VERSION, GRID, MEMBERS
+from detection.detector import DETECTOR_VERSION, GRID, MEMBERS
 from ops.stack import bootstrap
 from ops.stack.processes import wait_until
 from tickwatch.kafka import admin

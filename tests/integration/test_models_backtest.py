@@ -60,8 +60,8 @@ def test_cli_fits_on_the_first_days_and_scores_the_rest_as_the_stream_would(tmp_
     import numpy as np
     from typer.testing import CliRunner
 
+    from detection.scorer import SequenceBuffer, vectors_from_bars
     from model_workers.backtest import fit_scorer, scored_frame, split_fit_days
-    from model_workers.scorer import SequenceBuffer, vectors_from_bars
     from producers.market_sim import MarketFamily, simulate
     from tickwatch.cli import app
     from tickwatch.settings import Settings

@@ -16,8 +16,8 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, RobustScaler
 
-from model_workers import registry
-from model_workers.registry import UntrustedModel
+from detection import registry
+from detection.registry import UntrustedModel
 from tickwatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from model_support import held_out, held_out_labels, with_models
 
-from model_workers.scorer import Scorer, SequenceBuffer, score_bars, vectors_from_bars
+from detection.scorer import Scorer, SequenceBuffer, score_bars, vectors_from_bars
 from tickwatch.schemas import FeatureVector
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -18,11 +18,12 @@ from model_support import (
     with_models,
 )
 
-from model_workers import dataset, registry
+from detection import registry
+from detection.detector import GRID, Detector
+from detection.scorer import Scorer
+from model_workers import dataset
 from model_workers.backtest import detector_metrics, scored_frame
-from model_workers.detector import GRID, Detector
 from model_workers.fit import FitResult, validation_metrics
-from model_workers.scorer import Scorer
 from model_workers.train import promote_if_no_worse
 from model_workers.validation import injected_validation
 from producers.market_sim import labels_to_frame, simulate

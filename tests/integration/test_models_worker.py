@@ -21,10 +21,10 @@ from model_support import (
     with_models,
 )
 
-from model_workers import registry
-from model_workers.models.iforest import iforest_scores
-from model_workers.models.lstm_ae import autoencoder_errors
-from model_workers.scorer import (
+from detection import registry
+from detection.models.iforest import iforest_scores
+from detection.models.lstm_ae import autoencoder_errors
+from detection.scorer import (
     Scorer,
     SequenceBuffer,
     feature_matrix,
@@ -155,7 +155,7 @@ def _register_other_weights(s, vectors) -> tuple[str, str]:
     import keras
     import mlflow
 
-    from model_workers.models.iforest import train_iforest
+    from detection.models.iforest import train_iforest
 
     forest, lstm = registry.load_pair(s, ("1", "1"))
     x = feature_matrix(vectors)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detection.scorer import Cooldown
 from model_workers.evaluation import alerts_from_flags, evaluate_alerts
-from model_workers.scorer import Cooldown
 
 M = 60_000
 T0 = 1_741_012_200_000  # 2025-03-03 09:30 New York

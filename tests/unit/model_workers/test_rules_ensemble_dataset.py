@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from detection.rules import fired_rules, prototype_rule
 from model_workers import dataset
-from model_workers.rules import fired_rules, prototype_rule
 from tickwatch.features import MODEL_FEATURES
 
 M = 60_000

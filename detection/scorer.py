@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from model_workers.detector import (
+from detection.detector import (
     CHANNELS,
     INPUTS,
     WINDOW,
@@ -22,14 +22,14 @@ from model_workers.detector import (
     combine,
     severity_index,
 )
-from model_workers.ensemble import SEVERITIES
-from model_workers.explain import ForestExplainer, top_reasons
-from model_workers.models.iforest import NAME as IFOREST
-from model_workers.models.iforest import iforest_scores
-from model_workers.models.lstm_ae import NAME as LSTM
-from model_workers.models.lstm_ae import autoencoder_errors, autoencoder_scores, tail_errors
-from model_workers.registry import LoadedModel, champion_versions, load_pair
-from model_workers.rules import fired_rules
+from detection.ensemble import SEVERITIES
+from detection.explain import ForestExplainer, top_reasons
+from detection.models.iforest import NAME as IFOREST
+from detection.models.iforest import iforest_scores
+from detection.models.lstm_ae import NAME as LSTM
+from detection.models.lstm_ae import autoencoder_errors, autoencoder_scores, tail_errors
+from detection.registry import LoadedModel, champion_versions, load_pair
+from detection.rules import fired_rules
 from tickwatch.features import (
     MODEL_FEATURES,
     active_calendar,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_workers.detector import GRID, OnlineThreshold, Tail, event_counts, solve_threshold
+from detection.detector import GRID, OnlineThreshold, Tail, event_counts, solve_threshold
 
 MIN = 60_000
 
@@ -90,7 +90,7 @@ def test_threshold_follows_a_wilder_regime_and_recovers_from_its_state() -> None
 
 
 def test_the_bar_interval_is_the_commonest_gap_of_a_symbols_bars() -> None:
-    from model_workers.detector import bar_interval_minutes
+    from detection.detector import bar_interval_minutes
 
     five = np.arange(0, 50) * 300_000
     assert bar_interval_minutes(np.array(["A"] * 50), five) == 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_workers.models.iforest import iforest_scores, train_iforest
+from detection.models.iforest import iforest_scores, train_iforest
 
 
 def test_fast_scores_equal_sklearn_score_samples():

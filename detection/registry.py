@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from model_workers.ensemble import Calibration
+from detection.ensemble import Calibration
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.settings import Settings
 
@@ -83,7 +83,7 @@ def log_iforest(
     import skops
     from mlflow.models import infer_signature
 
-    from model_workers.models.iforest import iforest_scores
+    from detection.models.iforest import iforest_scores
 
     info = mlflow.sklearn.log_model(
         pipe,
@@ -203,7 +203,7 @@ def load_autoencoder(local: Path, uri: str = "") -> Any:
     """The Keras scorer of a downloaded model folder, from the native format in safe mode."""
     import keras
 
-    from model_workers.models.lstm_ae import configure_tensorflow
+    from detection.models.lstm_ae import configure_tensorflow
 
     conf = _flavor(local, "tensorflow", uri)
     data = local / str(conf.get("data", "data"))

@@ -1,5 +1,5 @@
 """Severity names and the registry's per-model calibration record (the decision itself:
-model_workers.detector)."""
+detection.detector)."""
 
 from __future__ import annotations
 
