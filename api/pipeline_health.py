@@ -10,6 +10,7 @@ import httpx
 
 from api.errors import DependencyUnavailable
 from api.responses import PipelineHealth
+from tickwatch.metrics import hop_quantile_query
 from tickwatch.settings import Settings
 
 WINDOW = "1m"
@@ -29,10 +30,9 @@ BY_STAGE = {
         f"(rate(tickwatch_event_to_emit_seconds_bucket[{WINDOW}])))"
     ),
 }
-HOP_BUCKETS = f"sum by (hop, le) (rate(tickwatch_hop_latency_seconds_bucket[{WINDOW}]))"
 BY_HOP = {
-    "hop_latency_p50_s": f"histogram_quantile(0.5, {HOP_BUCKETS})",
-    "hop_latency_p99_s": f"histogram_quantile(0.99, {HOP_BUCKETS})",
+    "hop_latency_p50_s": hop_quantile_query(0.5, WINDOW),
+    "hop_latency_p99_s": hop_quantile_query(0.99, WINDOW),
 }
 SERVICES_UP = 'up{job=~"tickwatch-.*"}'
 QUERY_TIMEOUT_S = 3.0

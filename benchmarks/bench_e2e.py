@@ -31,6 +31,7 @@ from benchmarks.common import tail
 from benchmarks.e2e_report import Step, plot, section, verdict
 from ops.drill_compare import topic_size
 from ops.drill_stack import PrivateStack, Services, ensure_champion, private_settings
+from ops.hops import hop_stats, scrape_all
 from ops.results import write_section
 from ops.stack.processes import wait_until
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
@@ -146,6 +147,8 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         services.start("produce")
         if not wait_until(lambda: topic_size(run, BARS) > 0, 60, 0.2):
             raise RuntimeError(f"speed {step.speed:g}: no bar reached Kafka within 60 s")
+        hop_ports = [services.ready_port(n) for n in ("produce", "features", "score")]
+        hops0 = scrape_all(hop_ports)
         t0, bars0, trades0 = time.monotonic(), topic_size(run, BARS), topic_size(run, TRADES)
         n0 = len(timings.ms[names[FEATURES]])
         time.sleep(WINDOW_S)
@@ -156,6 +159,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         step.bars_s, step.trades_s = step.bars_in / elapsed, (trades1 - trades0) / elapsed
         step.scored = committed(run, f"{run.topic_prefix}tickwatch-score", names[FEATURES])
         step.vectors_total = topic_size(run, FEATURES)
+        step.hops = hop_stats(hops0, scrape_all(hop_ports))  # the window's records, every hop
         for name in ("produce", "replay-server"):
             services.procs[name].stop(timeout_s=15)
         time.sleep(DRAIN_S)
@@ -222,6 +226,11 @@ def run_steps(base: Settings, work: Path) -> list[Step]:
                 f"vectors/bars {step.kept_up:.2f}, scored {step.scored_share:.2f}",
                 flush=True,
             )
+            for hop, h in step.hops.items():
+                p50 = "-" if h.p50_s is None else f"{h.p50_s * 1000:.1f} ms"
+                print(f"  {hop:<22} n {h.n:>6}  p50 {p50:>9}  p99 {h.p99_text()}", flush=True)
+            bare, bare_stat = tail(step.bare_ms)
+            print(f"  {'bare round trip':<22} n {len(step.bare_ms):>6}  {bare_stat} {bare:.1f} ms")
             if step.broke:
                 break
     finally:

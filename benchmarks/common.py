@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-MIN_PERCENTILE_SAMPLES = 100  # below it a tail percentile is the max: printed as such, with n
+from ops.results import MIN_PERCENTILE_SAMPLES
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import MIN_PERCENTILE_SAMPLES, tail, tail_cell, tail_text
+from ops.hops import HopStat
 from ops.results import Verdict, table
 
 BREAK_P99_MS = 5_000.0
@@ -28,6 +29,7 @@ class Step:
     features_ms: list[float] = field(default_factory=list)
     anomalies_ms: list[float] = field(default_factory=list)
     bare_ms: list[float] = field(default_factory=list)
+    hops: dict[str, HopStat] = field(default_factory=dict)  # the window's hop histograms
 
     @property
     def msgs_s(self) -> float:
@@ -113,6 +115,28 @@ def rows(steps: list[Step]) -> list[list[object]]:
     return out
 
 
+def hop_rows(steps: list[Step]) -> list[list[object]]:
+    """Per speed and hop: records, p50 and p99 (bucket-interpolated, the stages' histograms;
+    fewer than MIN_PERCENTILE_SAMPLES records: the max bucket bound with n) beside bare."""
+    out: list[list[object]] = []
+    for s in steps:
+        for hop, h in s.hops.items():
+            enough = h.p50_s is not None and h.n >= MIN_PERCENTILE_SAMPLES
+            p50 = f"{h.p50_s * 1000:.1f}" if enough and h.p50_s is not None else "-"
+            out.append(
+                [
+                    f"{s.speed:g}",
+                    hop,
+                    h.n,
+                    p50,
+                    h.p99_text(),
+                    tail_cell(s.bare_ms, 50, _ms1),
+                    tail_cell(s.bare_ms, 99, _ms1),
+                ]
+            )
+    return out
+
+
 def plot(steps: list[Step]) -> None:
     """p99 latency against load (bars + trades per second), log-log, with the bare round trip."""
     import matplotlib
@@ -181,6 +205,19 @@ def verdict(steps: list[Step]) -> Verdict:
     )
 
 
+def hop_text(steps: list[Step]) -> str:
+    """Where the time goes: each hop over the same window, from the stages' own histograms."""
+    headers = ["speed", "hop", "records", "p50 ms", "p99 ms", "bare p50 ms", "bare p99 ms"]
+    return (
+        "Per hop, over the same window (`tickwatch_hop_latency_seconds`, the difference of two "
+        "scrapes of each stage's /metrics: the window's records only). A hop runs from its "
+        "input's append to the input topic (Kafka LogAppendTime; the feed's receipt for "
+        "`feed_to_bars`) to the stage's acknowledged output (its transaction committed for the "
+        "transactional stages); quantiles are interpolated inside the histogram's buckets, as "
+        "Prometheus's `histogram_quantile` does.\n\n" + table(headers, hop_rows(steps))
+    )
+
+
 def section(
     steps: list[Step], window_s: float, drain_s: float, bare_s: float, linger_ms: int
 ) -> str:
@@ -234,7 +271,8 @@ def section(
         f"their count is shown; a percentile of fewer than {MIN_PERCENTILE_SAMPLES} values is "
         f"shown as their max with n (and a median not at all), and the break rule reads that "
         f"max.\n\n{table(headers, rows(steps))}\n\n{held}{broke_text} Plot: "
-        f"`benchmarks/{PLOT.name}`.\n\nA whole-market minute end to end is not measured here; "
+        f"`benchmarks/{PLOT.name}`.\n\n{hop_text(steps)}\n\n"
+        "A whole-market minute end to end is not measured here; "
         "the stages alone are in the sections 'Scoring' and 'Whole-market minute through the "
         "features stage'."
     )

@@ -21,6 +21,7 @@ from ops.readme_tables import (
 )
 
 RESULTS = README.parent / "benchmarks" / "RESULTS.md"
+MIN_PERCENTILE_SAMPLES = 100  # below it a tail percentile is the max: printed as such, with n
 HEADER = (
     "# Benchmark results\n\n"
     "Written by `make bench` (each section by its `benchmarks/bench_*.py`). Every figure stands "

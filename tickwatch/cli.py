@@ -95,12 +95,28 @@ def stack_status() -> None:
 def _print_status(settings: Settings) -> bool:
     from ops import stack
 
-    ok = True
+    ok, prometheus_up = True, False
     for name, endpoint, healthy, pid in stack.status(settings):
         ok &= healthy
         owner = f"pid {pid}" if pid else "not ours"
         typer.echo(f"{name:<11} {endpoint:<28} {'healthy' if healthy else 'DOWN':<8} {owner}")
+        prometheus_up |= name == "prometheus" and healthy
+    if prometheus_up:
+        _print_hops(settings)
     return ok
+
+
+def _print_hops(settings: Settings) -> None:
+    """Each hop's p50/p99 over the last 5 minutes, as Prometheus has them."""
+    from ops.hops import prometheus_hops
+
+    hops = prometheus_hops(settings.prometheus.url)
+    if not hops:
+        typer.echo("hops       no hop records in the last 5 minutes")
+        return
+    for hop, (p50, p99) in hops.items():
+        cells = [f"{x * 1000:.1f} ms" if x is not None else "-" for x in (p50, p99)]
+        typer.echo(f"hop        {hop:<22} p50 {cells[0]:>10}   p99 {cells[1]:>10}   (5 min)")
 
 
 @stack_app.command("topics")

@@ -13,6 +13,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 5, 30, 120)
 
 
+def hop_quantile_query(q: float, window: str) -> str:
+    """PromQL of each hop's `q` quantile over `window` (the dashboard, the API and `tickwatch
+    stack status` ask the same)."""
+    return (
+        f"histogram_quantile({q:g}, sum by (hop, le) "
+        f"(rate(tickwatch_hop_latency_seconds_bucket[{window}])))"
+    )
+
+
 class Hop(StrEnum):
     """The pipeline's hops in order, each recorded by the stage that completes it."""
 
