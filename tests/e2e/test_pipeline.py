@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition
 from ops import stack
 from ops.demo import Pipeline, _run_step, champion_exists
 from ops.drill_compare import read_values
+from ops.hops import prometheus_hops
 from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from ops.stack.services import REPO_ROOT
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics, make_consumer
@@ -240,6 +241,12 @@ def test_every_hop_is_on_the_dashboard_and_in_pipeline_health(run: Run) -> None:
     health50, health99 = body["hop_latency_p50_s"], body["hop_latency_p99_s"]
     assert set(health50) == set(health99) <= set(Hop)
     assert all(0 <= health50[hop] <= health99[hop] for hop in health99)
+    # `tickwatch stack status`'s reading (the same query over the whole run): the dashboard's
+    # numbers, every hop in the pipeline's order
+    status = prometheus_hops(run.settings.prometheus.url, window="1h")
+    assert list(status) == [str(hop) for hop in Hop]
+    for hop, (s50, s99) in status.items():
+        assert s50 == pytest.approx(p50[hop], rel=0.05) and s99 == pytest.approx(p99[hop], rel=0.05)
 
 
 def test_every_dashboard_panel_returns_data(run: Run) -> None:
