@@ -95,6 +95,7 @@ CAP_SPAN = 2.0  # levels above a threshold whose events the budget's cap leaves 
 MAX_BAR_SHARE = 0.005  # alerts never budgeted on more than this share of bars (daily bars: 0.5%)
 PRIOR_EVENTS = 5.0  # the fitted pooled rates weigh as the sessions that expect this many alerts
 WINDOW_EVENTS = 20.0  # a symbol's trailing window holds at least the sessions expecting these
+ESCALATION = 1.0  # log10 units: each alert event past the session's budget must be 10x rarer
 _I = {name: i for i, name in enumerate(INPUTS)}
 
 
@@ -355,6 +356,11 @@ class OnlineThreshold:
     starts at the fitted threshold and moves to its own as sessions accumulate. The
     threshold is re-solved when a session ends, never mid-session.
 
+    Within a session the budget holds too: once a symbol has raised its budget's worth of alert
+    events (`allowed`), each further event needs ESCALATION more surprise than the last (ten
+    times rarer), until the session ends. A market that turns wilder than its trailing sessions
+    said gets its first alerts, then only the ones that stand out from that day's.
+
     A bar not newer than the last one observed is not counted again, so replaying bars the state
     already holds (a restarted worker rebuilding from before its commit point) changes nothing.
     `rolled` is set when a bar starts a new session: the score worker then persists the state.
@@ -373,15 +379,27 @@ class OnlineThreshold:
     last_ms: int = -1  # the newest bar observed
     rolled: bool = False
     total: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
+    used: int = 0  # alert events this session (at the thresholds that applied)
+    flag_ms: int = -(2**62)  # the last flagged bar (the cooldown joins flags into events)
 
     def __post_init__(self) -> None:
         if not self.threshold:
             self.threshold = solve_threshold(self.prior, self.budget)
 
+    @property
+    def allowed(self) -> int:
+        """Alert events a session has before the threshold escalates."""
+        return max(1, math.ceil(self.budget - 1e-9))
+
+    def applied(self) -> float:
+        """The threshold that applies now: the session's, escalated past its budget."""
+        return self.threshold + ESCALATION * max(0, self.used - self.allowed + 1)
+
     def observe(self, score: float, bar_start_ms: int, day: int) -> float:
-        """Count this bar at every level; return the threshold that applies to it."""
+        """Count this bar at every level and in the session's alerts; return the threshold
+        that applies to it (the bar is flagged when `score` is above it)."""
         if bar_start_ms <= self.last_ms:
-            return self.threshold
+            return self.applied()
         self.last_ms = bar_start_ms
         if day != self.day:
             if self.day != -1:
@@ -392,12 +410,16 @@ class OnlineThreshold:
                 self.current = np.zeros(len(GRID), dtype=np.int64)
                 self.threshold = self._solve()
                 self.rolled = True
-            self.day = day
+            self.day, self.used = day, 0
         flagged = score > GRID
         if flagged.any():
             self.current += flagged & (bar_start_ms - self.last > self.cooldown_ms)
             self.last[flagged] = bar_start_ms
-        return self.threshold
+        applied = self.applied()
+        if score > applied:
+            self.used += bar_start_ms - self.flag_ms > self.cooldown_ms
+            self.flag_ms = bar_start_ms
+        return applied
 
     def _solve(self) -> float:
         n = len(self.history)  # `total` is their sum, kept as sessions come and go
@@ -413,6 +435,8 @@ class OnlineThreshold:
             "current": self.current.tolist(),
             "last": self.last.tolist(),
             "history": [h.tolist() for h in self.history],
+            "used": self.used,
+            "flag_ms": self.flag_ms,
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -421,6 +445,8 @@ class OnlineThreshold:
         self.current = np.asarray(d["current"], dtype=np.int64)
         self.last = np.asarray(d["last"], dtype=np.int64)
         self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])
+        self.used = int(d.get("used", 0))  # snapshots from before the escalation: none used
+        self.flag_ms = int(d.get("flag_ms", -(2**62)))
         self.total = (
             np.sum(self.history, axis=0) if self.history else np.zeros(len(GRID), dtype=np.int64)
         )

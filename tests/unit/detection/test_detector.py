@@ -100,3 +100,29 @@ def test_the_bar_interval_is_the_commonest_gap_of_a_symbols_bars() -> None:
     # two symbols' bars: only gaps within a symbol count
     both = np.r_[five, five]
     assert bar_interval_minutes(np.array(["A"] * 50 + ["B"] * 50), both) == 5.0
+
+
+def test_past_its_budget_a_session_escalates_each_alert_and_the_next_session_starts_fresh() -> None:
+    prior = 10.0 ** (3.0 - GRID)  # events per session: one at level 3
+    online = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
+    base = online.threshold
+
+    def bar(day: int, minute: int, score: float) -> bool:
+        t = (day * 1440 + minute) * MIN
+        return score > online.observe(score, t, day)
+
+    # every spike 10 minutes apart (separate events); the first is the budget's
+    spikes = [base + 0.5, base + 0.5, base + 1.2, base + 1.2, base + 2.3]
+    flags = [bar(1, 10 + 10 * i, s) for i, s in enumerate(spikes)]
+    assert flags == [True, False, True, False, True]
+    assert online.used == 3 and online.applied() == base + 3 * 1.0
+    # a bar of an event already raised (inside the cooldown) does not count as another
+    assert bar(1, 52, base + 9.0) and online.used == 3
+    assert not bar(1, 70, base + 2.9)
+    # restored mid-session, the escalation goes on where it was
+    copy = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
+    copy.load(online.to_dict())
+    assert copy.applied() == online.applied() and copy.used == 3
+    # a new session: back to the session's threshold (re-solved from the counts)
+    assert bar(2, 10, online.threshold + 0.5)
+    assert online.used == 1

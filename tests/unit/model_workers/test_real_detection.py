@@ -85,9 +85,10 @@ def test_real_emini_minutes_fitted_on_their_first_session_do_not_flood(mlfinpy_d
         df = scored_frame(fit_scorer(settings, fit, None, EPOCHS), rest, settings, fit)
     events = int(_events(df, settings.model.cooldown_minutes).sum())
     print(f"E-mini, one session of {len(df)} bars after a one-session fit: {events} alerts")
-    # the holiday session it was fitted on (Labor Day) is calmer than the next; the budget (one
-    # alert a session) is a trailing rate, so a single session may exceed it, never flood
-    assert events <= 5 * settings.model.alerts_per_day
+    # the holiday session it was fitted on (Labor Day) is calmer than the next, whose scores
+    # run higher all day: past the budget each alert must be ten times rarer than the last, so
+    # the session stays within twice its budget instead of flooding
+    assert events <= 2 * settings.model.alerts_per_day
     assert df["score"].max() > 0  # scored, not silenced
 
 
