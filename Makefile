@@ -54,9 +54,10 @@ down: $(STAMP) ## stop what `make up` started
 status: $(STAMP) ## health of every stack service
 	@$(TW) stack status
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check, mypy (the packages [tool.mypy] lists)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
 
 bench: $(STAMP) ## run every benchmark and rewrite benchmarks/RESULTS.md
 	@$(TW) bench

@@ -79,7 +79,8 @@ def matches(record: dict, query: AnomalyQuery) -> bool:
 async def list_anomalies(client: Redis, query: AnomalyQuery) -> tuple[list[bytes], Cursor | None]:
     """Up to `limit` stored events (raw JSON) newest first, and the cursor for the next page."""
     key = f"{BY_SYMBOL}{query.symbol}" if query.symbol else ALL
-    tops = [t for t in (query.end_ms, query.cursor and query.cursor.bar_start_ms) if t is not None]
+    after = query.cursor.bar_start_ms if query.cursor else None
+    tops = [t for t in (query.end_ms, after) if t is not None]
     high = min(tops) if tops else "+inf"
     low = "-inf" if query.start_ms is None else query.start_ms
     found: list[tuple[bytes, Cursor]] = []

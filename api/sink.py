@@ -56,7 +56,8 @@ MAX_RETRY_DELAY_S = 2.0
 
 def ingest_ms(msg: Message) -> int | None:
     """The tw-ingest-ms header of a message, if present and numeric."""
-    for key, value in msg.headers() or []:
+    headers = msg.headers() or []  # a consumer returns a list; the stubs allow a dict too
+    for key, value in headers.items() if isinstance(headers, dict) else headers:
         if key == INGEST_HEADER and value:
             try:
                 return int(value)

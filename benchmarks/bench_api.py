@@ -193,7 +193,7 @@ def main() -> None:
     }
     api_proc = None
     try:
-        wait_for(lambda: redis.Redis("127.0.0.1", redis_port).ping(), 20, "redis-server")
+        wait_for(lambda: bool(redis.Redis("127.0.0.1", redis_port).ping()), 20, "redis-server")
         stored = seed(redis_port)
         api_proc = subprocess.Popen(
             [

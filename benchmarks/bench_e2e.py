@@ -82,7 +82,7 @@ class Timings:
                     seen = now_ms()
                     ingest = dict(msg.headers() or ()).get(INGEST_HEADER)
                     if ingest:
-                        self.ms[msg.topic()].append(seen - int(ingest))
+                        self.ms[msg.topic() or ""].append(seen - int(ingest))
         finally:
             consumer.close()
 

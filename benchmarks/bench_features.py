@@ -162,7 +162,7 @@ def stage_run(
             for msg in consume_batch(
                 consumer, min(READ_BATCH, len(bars) - len(computed)), READ_WAIT_S
             ):
-                computed.append(_computed_at(msg.value()).computed_at_ms)
+                computed.append(_computed_at(msg.value() or b"").computed_at_ms)
         last_s = time.time()
         consumer.close()
         if len(computed) < len(bars):
@@ -209,7 +209,9 @@ def faust_noop_agent(n: int) -> None:
 
     @app.agent(topic)
     async def count(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(5 * settings.kafka.consume_batch, within=0.02):
+        batch = 5 * settings.kafka.consume_batch
+        # take_events is on faust's Stream (what agents get), not on the StreamT protocol
+        async for events in stream.take_events(batch, within=0.02):  # type: ignore[attr-defined]
             seen.setdefault("t0", time.perf_counter())
             seen["n"] += len(events)
             if seen["n"] >= n:

@@ -106,7 +106,7 @@ def run_bare(scorer: Scorer, buffer: SequenceBuffer, minute: list[FeatureVector]
     from detection.scorer import feature_matrix
 
     x = feature_matrix(minute)
-    windows = np.stack([np.stack(buffer.rows[v.symbol]) for v in minute])
+    windows = np.stack([buffer.rows[v.symbol] for v in minute])
     t0 = time.perf_counter()
     iforest_scores(scorer.iforest.model, x)
     autoencoder_errors(scorer.lstm.model, windows)
@@ -154,10 +154,10 @@ def main() -> None:
         return f"{x:.2f} s"
 
     rows = [
-        [f"whole market: {MARKET:,} symbols at once (stage)", stage, market_rate, bare_rate],
-        [f"whole market: bare forward pass, same {MARKET:,} rows", bare, bare_rate, bare_rate],
-        ["five symbols, minute by minute (stage)", small_stage, small_rate, small_bare_rate],
-        ["five symbols: bare forward pass", small_bare, small_bare_rate, small_bare_rate],
+        (f"whole market: {MARKET:,} symbols at once (stage)", stage, market_rate, bare_rate),
+        (f"whole market: bare forward pass, same {MARKET:,} rows", bare, bare_rate, bare_rate),
+        ("five symbols, minute by minute (stage)", small_stage, small_rate, small_bare_rate),
+        ("five symbols: bare forward pass", small_bare, small_bare_rate, small_bare_rate),
     ]
     market_s, _ = tail(stage)
     small_s, small_stat = tail(small_stage)

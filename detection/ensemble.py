@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SEVERITIES = ("low", "medium", "high", "critical")
+from tickwatch.schemas import Severity
+
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True)

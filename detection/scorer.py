@@ -255,8 +255,8 @@ class Scorer:
         flags = eligible & (best > thresholds)
         member_flags = eligible[:, None] & (surprise > thresholds[:, None])
         # the models decide together (see detector.combine): each is flagged when both are
-        consensus = member_flags[:, len(CHANNELS) :].all(axis=1)
-        member_flags[:, len(CHANNELS) :] = consensus[:, None]
+        models = member_flags[:, len(CHANNELS) :]
+        member_flags[:, len(CHANNELS) :] = models.all(axis=1, keepdims=True)
         severity = severity_index(best - thresholds)
         flagged = np.flatnonzero(flags)
         shap_rows = dict(

@@ -64,7 +64,7 @@ def plot_symbol(
     ax2.plot(x, df["score"], lw=0.6, color="#1f77b4")
     ax2.axhline(1.0, color="#d62728", lw=0.8, ls="--")
     ax2.set_ylabel("score (1 = threshold)")
-    ticks = np.linspace(0, len(df) - 1, 6).astype(int) if len(df) else []
+    ticks: np.ndarray | list[int] = np.linspace(0, len(df) - 1, 6).astype(int) if len(df) else []
     ax2.set_xticks(ticks, [t.iloc[i].strftime("%m-%d %H:%M") for i in ticks])
     fig.tight_layout()
     name = f"{symbol}.png"

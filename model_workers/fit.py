@@ -39,7 +39,7 @@ class FitResult:
     lstm_cal: Calibration
     lstm_scale: np.ndarray
     history: list[dict[str, float]]
-    detector: Detector | None = None
+    detector: Detector
     metrics: dict[str, EventMetrics] = field(default_factory=dict)
     n_train: int = 0
     n_validation: int = 0
@@ -48,7 +48,6 @@ class FitResult:
         self, length: int, top_k: int = 3, versions: tuple[str, str] = ("new", "new")
     ) -> Scorer:
         """A Scorer over these in-memory models (the registry is not touched)."""
-        assert self.detector is not None
         forest = LoadedModel(IFOREST, versions[0], self.iforest, self.iforest_cal, {})
         lstm = LoadedModel(
             LSTM,

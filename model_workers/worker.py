@@ -25,12 +25,14 @@ from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (
     INGEST_HEADER,
+    Headers,
     appended_ms,
     consume_batch,
     ensure_topics,
     hang_watchdog,
     make_consumer,
     make_producer,
+    partition_offset,
     produce,
     read_latest,
 )
@@ -150,9 +152,10 @@ class ScoreWorker:
         try:
             vectors, sources = self._accept(msgs, live=True)
             events = self._score(vectors, sources, emit=True)
-            offsets = {}
+            offsets: dict[int, int] = {}
             for m in msgs:
-                offsets[m.partition()] = max(offsets.get(m.partition(), -1), m.offset() + 1)
+                partition, offset = partition_offset(m)
+                offsets[partition] = max(offsets.get(partition, -1), offset + 1)
             self._snapshot_thresholds(vectors, offsets)
             with hang_watchdog(TXN_WATCHDOG_S, "transaction commit"):
                 self.producer.send_offsets_to_transaction(
@@ -176,7 +179,9 @@ class ScoreWorker:
 
     def _accept(self, msgs: list[Message], live: bool) -> tuple[list[FeatureVector], list[Message]]:
         """Decoded, complete, new vectors; the rest go to the dead-letter topic (when live)."""
-        vectors, sources, latest = [], [], {}
+        vectors: list[FeatureVector] = []
+        sources: list[Message] = []
+        latest: dict[str, int] = {}
         for m in msgs:
             reason, kind, v = None, "invalid", None
             try:
@@ -194,13 +199,13 @@ class ScoreWorker:
                     reason, kind = f"{v.symbol} bar {v.bar_start_ms} already scored", "duplicate"
             if reason is None and v is not None:
                 latest[v.symbol] = v.bar_start_ms
-                self.partition_of[v.symbol] = m.partition()
+                self.partition_of[v.symbol] = partition_offset(m)[0]
                 vectors.append(v)
                 sources.append(m)
             elif live:
                 if kind == "duplicate":
                     DUPLICATES.labels(STAGE, kind).inc()
-                key = m.key().decode(errors="replace") if m.key() else None
+                key = raw_key.decode(errors="replace") if (raw_key := m.key()) else None
                 self.dead.send(
                     m.value() or b"",
                     reason or "undecodable",
@@ -228,7 +233,9 @@ class ScoreWorker:
                 continue
             event = self.scorer.to_event(row, int(time.time() * 1000))
             ingest = _ingest_ms(m)
-            headers = [(INGEST_HEADER, str(ingest).encode())] if ingest is not None else None
+            headers: Headers | None = (
+                [(INGEST_HEADER, str(ingest).encode())] if ingest is not None else None
+            )
             produce(
                 self.producer, self.out_topic, encode(event), key=event.event_id, headers=headers
             )
@@ -340,10 +347,11 @@ class ScoreWorker:
             reader.assign(starts)
         while ends:
             msgs = consume_batch(reader, self.settings.kafka.consume_batch, 1.0)
-            keep = [m for m in msgs if m.offset() < ends.get(m.partition(), -1)]
-            for m in msgs:
-                if m.partition() in ends and m.offset() >= ends[m.partition()] - 1:
-                    del ends[m.partition()]
+            positions = [partition_offset(m) for m in msgs]
+            keep = [m for m, (p, o) in zip(msgs, positions, strict=True) if o < ends.get(p, -1)]
+            for p, o in positions:
+                if p in ends and o >= ends[p] - 1:
+                    del ends[p]
             vectors, sources = self._accept(keep, live=False)
             self._score(vectors, sources, emit=False)
             replayed += len(vectors)
@@ -381,7 +389,8 @@ def ensure_threshold_topic(group: str, settings: Settings) -> str:
 
 
 def _ingest_ms(m: Message) -> int | None:
-    for k, v in m.headers() or []:
+    headers = m.headers() or []  # a consumer returns a list; the stubs allow a dict too
+    for k, v in headers.items() if isinstance(headers, dict) else headers:
         if k == INGEST_HEADER and v:
             try:
                 return int(v)

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from confluent_kafka import TopicPartition
@@ -97,7 +98,9 @@ def snapshot(settings: Settings) -> Snapshot:
         snap.dead_letters.append((dl.source, dl.reason.split(":", 1)[0], dl.received_at_ms))
     r = redis.Redis(settings.redis.host, settings.redis.port, db=settings.redis.db)
     for key in r.scan_iter(f"{BY_SYMBOL}*"):
-        snap.stored.update(i.decode() for i in r.zrange(key, 0, -1))
+        # redis-py types the sync client's replies as sync | async (ResponseT)
+        members = cast("list[bytes]", r.zrange(key, 0, -1))
+        snap.stored.update(i.decode() for i in members)
     return snap
 
 
@@ -106,7 +109,7 @@ def store_size(settings: Settings) -> int:
         settings.redis.host, settings.redis.port, db=settings.redis.db, socket_timeout=5
     )
     try:
-        return int(r.zcard(ALL_IDS))
+        return cast(int, r.zcard(ALL_IDS))  # redis-py types the sync reply as sync | async
     except redis.RedisError:
         return -1
 

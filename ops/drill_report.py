@@ -86,7 +86,11 @@ def rows(d: Drills) -> list[Row]:
         wlo, whi = bounds[i][1], bounds[i + 1][1]
         in_bars = lambda k, lo=lo, hi=hi: lo <= k[1] < hi  # noqa: E731
         in_ids = lambda i, lo=lo, hi=hi: lo <= bar_of[i][1] < hi  # noqa: E731
-        dead = dead_letter_kinds(run.dead_letters, lambda ms, a=wlo, b=whi: a <= ms < b)
+
+        def in_window(ms: int, a: int = wlo, b: int = whi) -> bool:
+            return a <= ms < b
+
+        dead = dead_letter_kinds(run.dead_letters, in_window)
         expected = d.expected_burst if name == "malformed burst" else Counter()
         if i == 0:
             expected = expected + dead_letter_kinds(base.dead_letters)

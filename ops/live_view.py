@@ -122,12 +122,12 @@ def show(settings: Settings, pipeline: Any, duration_s: float | None = None) -> 
             ) as live:
                 while deadline is None or time.monotonic() < deadline:
                     for msg in consume_batch(consumer, 500, 0.25):
-                        state.add(kinds[msg.topic()], msg.value())
+                        state.add(kinds[msg.topic() or ""], msg.value() or b"")
                     live.update(render(state, settings, pipeline.check()))
         else:  # a log or a pipe: one line per anomaly instead of redrawing a screen
             while deadline is None or time.monotonic() < deadline:
                 for msg in consume_batch(consumer, 500, 0.25):
-                    if state.add(kinds[msg.topic()], msg.value()) is not None:
+                    if state.add(kinds[msg.topic() or ""], msg.value() or b"") is not None:
                         console.print(anomaly_line(state.anomalies[0]), soft_wrap=True)
             console.print(render(state, settings, pipeline.check()))
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -161,10 +161,17 @@ SECTIONS = {
 
 def render(text: str, summaries: Path = RESULTS_JSON) -> str:
     """Replace each `<!-- gen:NAME -->...<!-- /gen:NAME -->` block with fresh output."""
-    sections = {**SECTIONS, "measured": partial(measured_table, summaries)}
+    sections: dict[str, Callable[[], str]] = {
+        **SECTIONS,
+        "measured": partial(measured_table, summaries),
+    }
     for name, fn in sections.items():
         pattern = re.compile(rf"(<!-- gen:{name} -->\n).*?(<!-- /gen:{name} -->)", re.S)
-        text = pattern.sub(lambda m, f=fn: m.group(1) + f() + "\n" + m.group(2), text)
+
+        def fill(m: re.Match[str], f: Callable[[], str] = fn) -> str:
+            return m.group(1) + f() + "\n" + m.group(2)
+
+        text = pattern.sub(fill, text)
     return text
 
 

@@ -21,6 +21,7 @@ from tickwatch.kafka import (
     PURGED,
     RECORD_OVERHEAD_BYTES,
     DeliveryFailed,
+    Headers,
     appended_ms,
     flush_or_raise,
     make_producer,
@@ -197,7 +198,7 @@ class Publisher:
 
     def publish_events(self, events: list[Event], received_ms: int) -> int:
         """Produce events (bars deduplicated per symbol); returns how many were queued."""
-        headers = [(INGEST_HEADER, str(received_ms).encode())]
+        headers: Headers = [(INGEST_HEADER, str(received_ms).encode())]
         producer, trade_topic = self.trade_producer, self.topics["T"]
         send_trade = producer.produce
         n_trades, n_other = 0, Counter[str]()

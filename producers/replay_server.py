@@ -160,7 +160,7 @@ class ReplayServer:
             conn, 200, {"status": "OK", "frames": len(frames), "clients": len(clients)}
         )
 
-    async def _send_garbage(self, clients: list[Client], frames: list[str]) -> None:
+    async def _send_garbage(self, clients: list[Client], frames: list[str | bytes]) -> None:
         for text in frames:
             await asyncio.gather(*(self._send(c, text) for c in clients))
 
@@ -262,7 +262,7 @@ class ReplayServer:
     async def _broadcast_text(self, text: str) -> None:
         await asyncio.gather(*(self._send(c, text) for c in list(self.clients)))
 
-    async def _send(self, client: Client, text: str) -> None:
+    async def _send(self, client: Client, text: str | bytes) -> None:
         try:
             await client.ws.send(text)
         except ConnectionClosed:

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBase
+from faust.types import TableT
 
 from stream_processors.alignment import MarketAligner, MarketMinute, Released, Slot
 from stream_processors.feast_push import OnlineWriter
@@ -164,7 +165,7 @@ class FeaturesAgent:
 
 
 def _changelog(
-    table: faust.Table, partition: int, key: str, value: Any
+    table: TableT, partition: int, key: str, value: Any
 ) -> tuple[str, int, bytes, bytes]:
     """Set a table key in memory; return its changelog record (JSON, as Faust's codec reads it)."""
     table.data[key] = value
@@ -183,10 +184,12 @@ def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> Featur
 
     @app.agent(stage.bars_topic, name="bars-to-features")
     async def bars_to_features(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=0.02):
+        # take_events is on faust's Stream (what agents get), not on the StreamT protocol
+        async for events in stream.take_events(batch, within=0.02):  # type: ignore[attr-defined]
             await stage.process(list(events))
 
-    @app.on_partitions_revoked.connect
+    # mode's SignalHandlerT alias (VarArg/NamedArg) matches no handler, not even its own shape
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         stage.on_rebalance()
 

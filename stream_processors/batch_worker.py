@@ -37,6 +37,7 @@ from tickwatch.kafka import (
     hang_watchdog,
     make_consumer,
     make_producer,
+    partition_offset,
     produce,
 )
 from tickwatch.metrics import CONSUMER_LAG, ERRORS, EVENTS_IN, LAST_EVENT_TS
@@ -133,8 +134,7 @@ class BatchFeaturesWorker:
             self.intake.offer(
                 m.value(),
                 m.topic(),
-                m.partition(),
-                m.offset(),
+                *partition_offset(m),
                 m.headers(),
                 appended_ms(m),
                 touched,

@@ -59,5 +59,6 @@ def needs_headers_patch() -> bool:
 
 def apply() -> None:
     """Install the work-arounds (idempotent)."""
-    faust_aiokafka.Producer.supports_headers = _supports_headers
-    Recovery.on_recovery_completed = _on_recovery_completed
+    # the point of this module: replace faust's methods on the classes (see the docstring)
+    faust_aiokafka.Producer.supports_headers = _supports_headers  # type: ignore[method-assign]
+    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]

@@ -117,7 +117,7 @@ class OnlineWriter:
             for lead, field in zip(framing, doubles, strict=True)
         ]
         self._doubles = struct.Struct("<" + "".join(f"{len(c)}sd" for c in consts) + "2s")
-        self._doubles_args: list[object] = [x for c in consts for x in (c, 0.0)] + [_CRLF]
+        self._doubles_args: list[bytes | float] = [x for c in consts for x in (c, 0.0)] + [_CRLF]
         self._n_doubles = len(doubles)
         self._warm_parts = (
             _bulk(self.warm_field) + _FALSE_BULK,
@@ -161,7 +161,8 @@ class OnlineWriter:
             pipe = self.redis.pipeline(transaction=False)
             chunk = keys[i : i + self.batch]
             for key in chunk:
-                pipe.hget(key, self.ts_field)
+                # redis-py annotates hget's name and key as str; it sends bytes as they are
+                pipe.hget(key, self.ts_field)  # type: ignore[arg-type]
             for key, prev in zip(chunk, pipe.execute(), strict=True):
                 self._written[key] = _stored_ms(prev)
 

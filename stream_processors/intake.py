@@ -32,7 +32,7 @@ class BarIntake:
     def offer(
         self,
         value: bytes | None,
-        topic: str,
+        topic: str | None,
         partition: int,
         offset: int,
         headers: Any,

@@ -45,11 +45,12 @@ def pending_records(
 
     Partitions without a highwater or a next offset yet are left out (nothing known waits).
     """
-    return {
-        tp: high - next_offset[tp]
-        for tp, high in highwaters.items()
-        if high is not None and next_offset.get(tp) is not None
-    }
+    pending = {}
+    for tp, high in highwaters.items():
+        start = next_offset.get(tp)
+        if high is not None and start is not None:
+            pending[tp] = high - start
+    return pending
 
 
 def stalled_partitions(
@@ -94,7 +95,8 @@ class StallGuard:
         monitor = app.monitor
         starts = next_offsets(
             {tp: monitor.tp_read_offsets[tp] for tp in mine if tp in monitor.tp_read_offsets},
-            {tp: consumer._committed_offset.get(tp) for tp in mine},
+            # private to faust's aiokafka Consumer (what app.consumer is), not on ConsumerT
+            {tp: consumer._committed_offset.get(tp) for tp in mine},  # type: ignore[attr-defined]
         )
         unknown = [tp for tp in mine if tp not in starts]
         if unknown:

@@ -72,8 +72,8 @@ def _slots_from(latest: dict[bytes, bytes | None]) -> dict[str, Slot]:
         if kind == "s":
             slots[rest] = decode_slot(rest, value)
         elif kind == "p":
-            symbol, _, minute = rest.rpartition("|")
-            profiles.append((symbol, int(minute), value))
+            symbol, _, minute_text = rest.rpartition("|")
+            profiles.append((symbol, int(minute_text), value))
     for symbol, minute, value in profiles:
         if symbol in slots:
             slots[symbol].state.tod[minute] = decode_profile(value)

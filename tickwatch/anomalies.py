@@ -199,6 +199,18 @@ class _Path:
             o[i] = h[i] = lo[i] = c[i] = vw[i] = prev
             v[i], tx[i] = min(v[i], 1.0), min(tx[i], 1)
         return [
-            Bar(symbol, int(t), *map(float, row), int(n))
-            for t, *row, n in zip(self.start, o, h, lo, c, v, vw, tx, strict=True)
+            Bar(
+                symbol,
+                int(t),
+                float(op),
+                float(hi),
+                float(low),
+                float(cl),
+                float(vo),
+                float(vwap),
+                int(n),
+            )
+            for t, op, hi, low, cl, vo, vwap, n in zip(
+                self.start, o, h, lo, c, v, vw, tx, strict=True
+            )
         ]

@@ -180,7 +180,7 @@ def bench(
         if rc:
             failed.append(name)
     if failed:
-        raise typer.Exit(f"failed: {', '.join(failed)}")
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 @app.command()

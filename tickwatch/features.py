@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from operator import mul
 from typing import Any, NamedTuple
@@ -205,7 +205,7 @@ class SymbolState:
         self.pair_mm = array("d")  # market return squared
         self.pair_rm = array("d")  # own x market return
 
-    def load_windows(self, windows: dict[str, Iterable[float]]) -> None:
+    def load_windows(self, windows: Mapping[str, Iterable[float]]) -> None:
         """Extend the named windows (PERSISTED_WINDOWS), keep each to its length and rebuild
         the derived products."""
         for name, values in windows.items():
@@ -465,7 +465,7 @@ def compute_features_batch(
         if bar.symbol == market_symbol:
             m = market.update(bar)
             feats = state.update(bar, m) if m is not None else None
-            if feats is not None:
+            if m is not None and feats is not None:
                 minutes[start] = (m, feats["market_volume_z"])
         else:
             known = minutes.get(start)

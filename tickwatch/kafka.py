@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 INGEST_HEADER = "tw-ingest-ms"
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+# record headers as confluent_kafka's produce() takes them
+Headers = list[tuple[str, str | bytes | None]]
 # librdkafka retries a failed send (broker down, leader moving, topic missing) for this long
 # before it reports the message as failed: then the service stops rather than lose it
 DELIVERY_TIMEOUT_MS = 120_000
@@ -110,7 +112,7 @@ def produce(
     key: bytes | str | None = None,
     timestamp_ms: int | None = None,
     on_delivery: DeliveryCallback | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: Headers | None = None,
     partition: int | None = None,
 ) -> None:
     """Produce one message; when the local queue is full, serve callbacks and retry (never drop).
@@ -139,6 +141,15 @@ def appended_ms(msg: Message) -> int | None:
     topic stamps arrival (LogAppendTime: a producer-set timestamp is event time, not latency)."""
     kind, ms = msg.timestamp()
     return ms if kind == TIMESTAMP_LOG_APPEND_TIME else None
+
+
+def partition_offset(msg: Message) -> tuple[int, int]:
+    """A consumed record's (partition, offset): librdkafka sets both on every record a consumer
+    returns (the stubs say Optional because a Message built by hand may lack them)."""
+    partition, offset = msg.partition(), msg.offset()
+    if partition is None or offset is None:
+        raise ValueError(f"not a consumed record: partition {partition}, offset {offset}")
+    return partition, offset
 
 
 def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:
@@ -188,9 +199,11 @@ def read_latest(settings: Settings, topic: str, partitions: list[int]) -> dict[b
             consumer.assign(tps)
             while ends:
                 for msg in consume_batch(consumer, 5000, 1.0):
-                    latest[msg.key()] = msg.value()
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                        ends.pop(msg.partition(), None)
+                    key, (partition, offset) = msg.key(), partition_offset(msg)
+                    if key is not None:  # always: a compacted topic refuses keyless records
+                        latest[key] = msg.value()
+                    if offset + 1 >= ends.get(partition, 0):
+                        ends.pop(partition, None)
                 # partitions whose position reached the end (transaction markers are not
                 # messages, so the last record may sit below the high watermark)
                 if ends:

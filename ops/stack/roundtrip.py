@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import cast
 
 import redis
 import typer
@@ -46,14 +47,15 @@ def run(settings: Settings) -> None:
     deadline = time.monotonic() + 30
     while got is None and time.monotonic() < deadline:
         for msg in consume_batch(consumer, 10, 1.0):
-            got = decode(MinuteBar, msg.value())
+            got = decode(MinuteBar, msg.value() or b"")
     consumer.close()
     client.delete_topics([topic])
     if got != bar:
-        raise typer.Exit(f"round trip failed: sent {bar}, got {got}")
+        raise SystemExit(f"round trip failed: sent {bar}, got {got}")
     ms = (time.perf_counter() - t0) * 1000
     typer.echo(f"kafka round trip ok in {ms:.0f} ms: {got.model_dump_json()}")
     r = redis.Redis(settings.redis.host, settings.redis.port)
     r.set("tickwatch:roundtrip", bar.model_dump_json(), ex=60)
-    assert decode(MinuteBar, r.get("tickwatch:roundtrip")) == bar
+    stored = cast(bytes, r.get("tickwatch:roundtrip"))  # redis-py: sync | async reply type
+    assert decode(MinuteBar, stored) == bar
     typer.echo("redis round trip ok")
