@@ -9,7 +9,9 @@ bucket the rank falls in, so they are as fine as HOP_BUCKETS.
 
 from __future__ import annotations
 
+import json
 import math
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -119,20 +121,17 @@ def prometheus_hops(
     url: str, window: str = "5m", timeout_s: float = 3.0
 ) -> dict[str, tuple[float | None, float | None]]:
     """Per hop (p50 s, p99 s) over `window` from the Prometheus server; {} if it cannot say."""
-    import httpx
-
     out: dict[str, list[float | None]] = {}
     try:
-        with httpx.Client(timeout=timeout_s) as client:
-            for i, q in enumerate((0.5, 0.99)):
-                query = {"query": hop_quantile_query(q, window)}
-                resp = client.get(f"{url}/api/v1/query", params=query)
-                resp.raise_for_status()
-                for sample in resp.json()["data"]["result"]:
-                    x = float(sample["value"][1])
-                    hop = sample["metric"].get("hop", "?")
-                    out.setdefault(hop, [None, None])[i] = x if math.isfinite(x) else None
-    except (httpx.HTTPError, ValueError, KeyError):
+        for i, q in enumerate((0.5, 0.99)):
+            query = urllib.parse.urlencode({"query": hop_quantile_query(q, window)})
+            with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=timeout_s) as r:
+                body = json.loads(r.read())
+            for sample in body["data"]["result"]:
+                x = float(sample["value"][1])
+                hop = sample["metric"].get("hop", "?")
+                out.setdefault(hop, [None, None])[i] = x if math.isfinite(x) else None
+    except (OSError, ValueError, KeyError):
         return {}
     order = {str(h): i for i, h in enumerate(Hop)}  # the pipeline's order, unknown hops last
     return {h: (out[h][0], out[h][1]) for h in sorted(out, key=lambda h: order.get(h, len(order)))}
