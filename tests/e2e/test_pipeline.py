@@ -63,7 +63,7 @@ def _read(settings: Settings, spec, model):
     return [decode(model, raw) for raw in read_values(settings, spec)]
 
 
-def _wait_stable(check, settle_s: float, timeout_s: float) -> int:
+def _wait_stable(check, settle_s: float, timeout_s: float):
     """Poll `check()` until its value stops changing for `settle_s`; return the value."""
     deadline = time.monotonic() + timeout_s
     last, since = check(), time.monotonic()
@@ -114,9 +114,12 @@ def run(tmp_path_factory) -> Iterator[Run]:
         assert champion_exists(s)
         pipeline.start_services()
         # the whole replay (history from the backfill + the streamed day) through to anomalies
-        n_bars = _wait_stable(lambda: _count(s, BARS), settle_s=10, timeout_s=240)
-        _wait_stable(lambda: _count(s, FEATURES), settle_s=10, timeout_s=240)
-        _wait_stable(lambda: _count(s, ANOMALIES), settle_s=10, timeout_s=240)
+        # (the three topics settle together: one quiet window for all, not one after another)
+        n_bars, _, _ = _wait_stable(
+            lambda: (_count(s, BARS), _count(s, FEATURES), _count(s, ANOMALIES)),
+            settle_s=10,
+            timeout_s=480,
+        )
         time.sleep(2 * s.prometheus.scrape_interval_s)  # let Prometheus scrape the final state
         assert n_bars > 0
         yield Run(
