@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import poisson
 
 from model_workers import dataset
 from model_workers.backtest import detector_metrics, fit_scorer, scored_frame, split_fit_days
@@ -47,6 +48,7 @@ REAL_FILES = (
 )
 GOALS = {"f1": 0.75, "fa": 1.0, "decoupling": 0.5, "volume_spike": 0.8}
 DAILY_SHARE = 0.02  # most days of daily bars flagged
+OVER_P = 0.05  # a real series' alerts this unlikely at the budget's rate are over the budget
 COLUMNS = (  # (title, key) of the held-out table
     ("seed", "seed"),
     ("F1", "f1"),
@@ -285,6 +287,22 @@ def main() -> None:
             *(real(settings, f, cal) for f, cal in REAL_FILES if (REAL / f).exists()), strict=True
         )
         within = [r for r in results if r["alerts/symbol-day"] <= budget]
+        # few symbol-days cannot tell a rate from the budget: a series is over it beyond chance
+        # when so many alerts are unlikely (one-sided Poisson, 5%) at the budget's rate
+        over = [
+            r
+            for r in results
+            if poisson.sf(int(r["alerts"]) - 1, budget * int(r["symbol-days"])) < OVER_P
+        ]
+        results = tuple(
+            {
+                **r,
+                "P(as many at the budget)": round(
+                    float(poisson.sf(int(r["alerts"]) - 1, budget * int(r["symbol-days"]))), 3
+                ),
+            }
+            for r in results
+        )
         body += [
             "",
             f"Real one-minute series ({REAL.name}, read in place), each on its exchange "
@@ -293,7 +311,10 @@ def main() -> None:
             table(list(results[0].keys()), [list(r.values()) for r in results]),
             "",
             f"Within the budget of {budget:g} alert per symbol-day: "
-            f"{len(within)} of {len(results)} series.",
+            f"{len(within)} of {len(results)} series; over it beyond chance (as many alerts "
+            f"less likely than {OVER_P:g} at the budget's rate, one-sided Poisson): "
+            f"{len(over)} of {len(results)}"
+            + (f" ({', '.join(str(r['file']) for r in over)})." if over else "."),
             "",
             "Largest alerts (3 per series) with their reasons, for a reader to judge:",
             "",

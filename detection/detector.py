@@ -95,7 +95,20 @@ CAP_SPAN = 2.0  # levels above a threshold whose events the budget's cap leaves 
 MAX_BAR_SHARE = 0.005  # alerts never budgeted on more than this share of bars (daily bars: 0.5%)
 PRIOR_EVENTS = 5.0  # the fitted pooled rates weigh as the sessions that expect this many alerts
 WINDOW_EVENTS = 20.0  # a symbol's trailing window holds at least the sessions expecting these
-ESCALATION = 1.0  # log10 units: each alert event past the session's budget must be 10x rarer
+ESCALATION = 1.0  # log10 units: each alert event past a session's budget must be 10x rarer
+ANY_KIND_SHARE = 3  # budgets a session's alerts of every kind together have before escalating
+# the kinds of evidence a session's budget is kept for: each channel's kind, then the models
+EVIDENCE_KINDS: tuple[str, ...] = ("move", "burst", "volume", "stale", "decoupling", "models")
+_KIND_OF_CHANNEL = {
+    "move_1": 0,
+    "move_2": 0,
+    "move_5": 0,
+    "burst": 1,
+    "volume": 2,
+    "stale": 3,
+    "decouple": 4,
+    "against_market": 4,
+}
 _I = {name: i for i, name in enumerate(INPUTS)}
 
 
@@ -356,10 +369,13 @@ class OnlineThreshold:
     starts at the fitted threshold and moves to its own as sessions accumulate. The
     threshold is re-solved when a session ends, never mid-session.
 
-    Within a session the budget holds too: once a symbol has raised its budget's worth of alert
-    events (`allowed`), each further event needs ESCALATION more surprise than the last (ten
-    times rarer), until the session ends. A market that turns wilder than its trailing sessions
-    said gets its first alerts, then only the ones that stand out from that day's.
+    Within a session the budget holds too, per kind of evidence (`EVIDENCE_KINDS`: the bar's
+    strongest member's): once a symbol has raised its budget's worth of alert events of one kind
+    (`allowed`), each further event of that kind needs ESCALATION more surprise than the last
+    (ten times rarer) until the session ends; past ANY_KIND_SHARE budgets of every kind
+    together, every further event does. A market that turns wilder than its trailing sessions
+    said (one kind of evidence firing again and again) gets its first alerts, then only what
+    stands out from that day's, while an anomaly of another kind still gets through.
 
     A bar not newer than the last one observed is not counted again, so replaying bars the state
     already holds (a restarted worker rebuilding from before its commit point) changes nothing.
@@ -379,8 +395,14 @@ class OnlineThreshold:
     last_ms: int = -1  # the newest bar observed
     rolled: bool = False
     total: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
-    used: int = 0  # alert events this session (at the thresholds that applied)
-    flag_ms: int = -(2**62)  # the last flagged bar (the cooldown joins flags into events)
+    # alert events this session per evidence kind, then of every kind (the thresholds applied)
+    used: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(EVIDENCE_KINDS) + 1, dtype=np.int64)
+    )
+    # the last flagged bar, the same way (the cooldown joins flags into events)
+    flag_ms: np.ndarray = field(
+        default_factory=lambda: np.full(len(EVIDENCE_KINDS) + 1, -(2**62), dtype=np.int64)
+    )
 
     def __post_init__(self) -> None:
         if not self.threshold:
@@ -391,15 +413,19 @@ class OnlineThreshold:
         """Alert events a session has before the threshold escalates."""
         return max(1, math.ceil(self.budget - 1e-9))
 
-    def applied(self) -> float:
-        """The threshold that applies now: the session's, escalated past its budget."""
-        return self.threshold + ESCALATION * max(0, self.used - self.allowed + 1)
+    def applied(self, kind: int = 0) -> float:
+        """The threshold that applies now to evidence of `kind`: the session's, escalated past
+        the budget of that kind and past ANY_KIND_SHARE budgets of every kind."""
+        past_kind = max(0, int(self.used[kind]) - self.allowed + 1)
+        past_all = max(0, int(self.used[-1]) - ANY_KIND_SHARE * self.allowed + 1)
+        return self.threshold + ESCALATION * (past_kind + past_all)
 
-    def observe(self, score: float, bar_start_ms: int, day: int) -> float:
+    def observe(self, score: float, bar_start_ms: int, day: int, kind: int = 0) -> float:
         """Count this bar at every level and in the session's alerts; return the threshold
-        that applies to it (the bar is flagged when `score` is above it)."""
+        that applies to it (the bar is flagged when `score` is above it). `kind` is the bar's
+        evidence kind (`evidence_kinds`)."""
         if bar_start_ms <= self.last_ms:
-            return self.applied()
+            return self.applied(kind)
         self.last_ms = bar_start_ms
         if day != self.day:
             if self.day != -1:
@@ -410,15 +436,17 @@ class OnlineThreshold:
                 self.current = np.zeros(len(GRID), dtype=np.int64)
                 self.threshold = self._solve()
                 self.rolled = True
-            self.day, self.used = day, 0
+            self.day = day
+            self.used = np.zeros(len(EVIDENCE_KINDS) + 1, dtype=np.int64)
         flagged = score > GRID
         if flagged.any():
             self.current += flagged & (bar_start_ms - self.last > self.cooldown_ms)
             self.last[flagged] = bar_start_ms
-        applied = self.applied()
+        applied = self.applied(kind)
         if score > applied:
-            self.used += bar_start_ms - self.flag_ms > self.cooldown_ms
-            self.flag_ms = bar_start_ms
+            for k in (kind, -1):
+                self.used[k] += bar_start_ms - self.flag_ms[k] > self.cooldown_ms
+                self.flag_ms[k] = bar_start_ms
         return applied
 
     def _solve(self) -> float:
@@ -435,8 +463,8 @@ class OnlineThreshold:
             "current": self.current.tolist(),
             "last": self.last.tolist(),
             "history": [h.tolist() for h in self.history],
-            "used": self.used,
-            "flag_ms": self.flag_ms,
+            "used": self.used.tolist(),
+            "flag_ms": self.flag_ms.tolist(),
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -445,8 +473,9 @@ class OnlineThreshold:
         self.current = np.asarray(d["current"], dtype=np.int64)
         self.last = np.asarray(d["last"], dtype=np.int64)
         self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])
-        self.used = int(d.get("used", 0))  # snapshots from before the escalation: none used
-        self.flag_ms = int(d.get("flag_ms", -(2**62)))
+        n = len(EVIDENCE_KINDS) + 1  # snapshots from before the escalation: nothing used
+        self.used = np.asarray(d.get("used", [0] * n), dtype=np.int64)
+        self.flag_ms = np.asarray(d.get("flag_ms", [-(2**62)] * n), dtype=np.int64)
         self.total = (
             np.sum(self.history, axis=0) if self.history else np.zeros(len(GRID), dtype=np.int64)
         )
@@ -550,6 +579,16 @@ def _members(channels: np.ndarray, model_scores: np.ndarray) -> np.ndarray:
     """The MEMBERS matrix: channels, then model scores (a missing score reads as ordinary)."""
     x = np.column_stack([channels, np.asarray(model_scores, dtype=np.float64)])
     return np.where(np.isfinite(x), x, -1e300)
+
+
+def evidence_kinds(surprise: np.ndarray) -> np.ndarray:
+    """Each row's evidence kind (an index of EVIDENCE_KINDS): the kind of the member `combine`
+    takes the score from."""
+    n_ch = len(CHANNELS)
+    channels = surprise[:, :n_ch]
+    kind_of = np.array([_KIND_OF_CHANNEL[c] for c in CHANNELS])
+    from_models = surprise[:, n_ch:].min(axis=1) > channels.max(axis=1)
+    return np.where(from_models, len(EVIDENCE_KINDS) - 1, kind_of[channels.argmax(axis=1)])
 
 
 def combine(surprise: np.ndarray) -> np.ndarray:

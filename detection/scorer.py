@@ -20,6 +20,7 @@ from detection.detector import (
     Detector,
     OnlineThreshold,
     combine,
+    evidence_kinds,
     severity_index,
 )
 from detection.ensemble import SEVERITIES
@@ -244,12 +245,13 @@ class Scorer:
         warm = np.array([v.warm for v in vectors])
         eligible = warm & ~opens if det.skip_open else warm
         best = np.where(eligible, combine(surprise), 0.0)
+        kinds = evidence_kinds(surprise)
         thresholds = np.array(
             [
                 buffer.threshold(v.symbol, det).observe(
-                    float(b), v.bar_start_ms, _trading_day(v.bar_start_ms)
+                    float(b), v.bar_start_ms, _trading_day(v.bar_start_ms), int(k)
                 )
-                for v, b in zip(vectors, best.tolist(), strict=True)
+                for v, b, k in zip(vectors, best.tolist(), kinds.tolist(), strict=True)
             ]
         )
         flags = eligible & (best > thresholds)

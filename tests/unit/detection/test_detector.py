@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from detection.detector import GRID, OnlineThreshold, Tail, event_counts, solve_threshold
+from detection.detector import (
+    EVIDENCE_KINDS,
+    GRID,
+    MEMBERS,
+    OnlineThreshold,
+    Tail,
+    event_counts,
+    evidence_kinds,
+    solve_threshold,
+)
 
 MIN = 60_000
 
@@ -102,27 +111,47 @@ def test_the_bar_interval_is_the_commonest_gap_of_a_symbols_bars() -> None:
     assert bar_interval_minutes(np.array(["A"] * 50 + ["B"] * 50), both) == 5.0
 
 
-def test_past_its_budget_a_session_escalates_each_alert_and_the_next_session_starts_fresh() -> None:
+def test_past_its_budget_a_session_escalates_each_kind_and_the_next_session_starts_fresh() -> None:
     prior = 10.0 ** (3.0 - GRID)  # events per session: one at level 3
     online = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
     base = online.threshold
+    move, volume, decoupling = (EVIDENCE_KINDS.index(k) for k in ("move", "volume", "decoupling"))
 
-    def bar(day: int, minute: int, score: float) -> bool:
+    def bar(day: int, minute: int, score: float, kind: int = move) -> bool:
         t = (day * 1440 + minute) * MIN
-        return score > online.observe(score, t, day)
+        return score > online.observe(score, t, day, kind)
 
-    # every spike 10 minutes apart (separate events); the first is the budget's
-    spikes = [base + 0.5, base + 0.5, base + 1.2, base + 1.2, base + 2.3]
+    # every spike 10 minutes apart (separate events); the first of a kind is the budget's
+    spikes = [base + 0.5, base + 0.5, base + 1.2, base + 1.2]
     flags = [bar(1, 10 + 10 * i, s) for i, s in enumerate(spikes)]
-    assert flags == [True, False, True, False, True]
-    assert online.used == 3 and online.applied() == base + 3 * 1.0
+    assert flags == [True, False, True, False]
+    assert online.applied(move) == base + 2 * 1.0
+    # another kind of evidence has its own budget: a volume spike right after still gets through
+    assert bar(1, 50, base + 0.5, volume)
     # a bar of an event already raised (inside the cooldown) does not count as another
-    assert bar(1, 52, base + 9.0) and online.used == 3
-    assert not bar(1, 70, base + 2.9)
+    assert bar(1, 52, base + 9.0, volume) and online.used[volume] == 1
+    # past three budgets of every kind together (three events), every further one escalates too
+    assert online.used[-1] == 3
+    assert online.applied(volume) == base + 1.0 + 1.0
+    assert not bar(1, 70, base + 0.5, decoupling)
+    assert online.applied(decoupling) == base + 1.0
+    assert bar(1, 80, base + 1.2, decoupling) and online.applied(decoupling) == base + 3.0
     # restored mid-session, the escalation goes on where it was
     copy = OnlineThreshold(prior, 1.0, 20, 5 * MIN)
     copy.load(online.to_dict())
-    assert copy.applied() == online.applied() and copy.used == 3
-    # a new session: back to the session's threshold (re-solved from the counts)
+    assert all(copy.applied(k) == online.applied(k) for k in range(len(EVIDENCE_KINDS)))
+    # a new session: back to the session's threshold (re-solved from the counts when it starts)
+    assert not bar(2, 5, 0.0)
     assert bar(2, 10, online.threshold + 0.5)
-    assert online.used == 1
+    assert online.used[move] == 1 and online.used[-1] == 1
+
+
+def test_the_evidence_kind_is_the_kind_of_the_member_the_score_comes_from() -> None:
+    surprise = np.zeros((3, len(MEMBERS)))
+    surprise[0, MEMBERS.index("volume")] = 4.0
+    surprise[1, MEMBERS.index("against_market")] = 3.0
+    surprise[1, MEMBERS.index("iforest")] = 5.0  # one model alone is not the models' evidence
+    surprise[2, MEMBERS.index("move_2")] = 2.0
+    surprise[2, MEMBERS.index("iforest")] = surprise[2, MEMBERS.index("lstm_ae")] = 2.5
+    kinds = [EVIDENCE_KINDS[k] for k in evidence_kinds(surprise)]
+    assert kinds == ["volume", "decoupling", "models"]
