@@ -123,6 +123,10 @@ class ReplayServer:
             self.settings.replay.port,
             process_request=self._process_request,
             max_size=2**20,
+            # frames mode sends the file's bytes as they are: deflating them (permessage-deflate,
+            # which clients offer and servers may decline) makes this process ~10x slower, CPU
+            # a benchmark's producer on the same machine would lose
+            compression=None if self.frames is not None else "deflate",
         ) as server:
             port = list(server.sockets)[0].getsockname()[1]
             self.base_url = f"http://{self.settings.replay.host}:{port}"
@@ -269,8 +273,8 @@ class ReplayServer:
     async def _stream_frames(self, client: Client, frames: Sequence[bytes]) -> None:
         """Every frame, back to back as fast as the socket takes them, then `replay_complete`.
 
-        Frames go out as they are (text frames, never re-encoded); one send at a time, so the
-        socket's flow control paces the stream. Subscriptions do not filter them."""
+        Frames go out as they are (text frames, never re-encoded or compressed); one send at a
+        time, so the socket's flow control paces the stream. Subscriptions do not filter them."""
         send = client.ws.send
         t0 = time.perf_counter()
         try:

@@ -74,6 +74,8 @@ async def _receive_all(url: str, key: str = "any") -> list[str]:
     """Handshake like the producer, then every frame up to `replay_complete` (excluded)."""
     got: list[str] = []
     async with connect(url) as ws:
+        assert ws.response is not None  # permessage-deflate offered, declined: bytes as they are
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
         await handshake(ws, key, "T.*")
         while True:
             frame = await asyncio.wait_for(ws.recv(), 10)
