@@ -2,7 +2,8 @@
 
 The server is `tickwatch replay-server --frames FILE` in its own process: after the Polygon
 handshake (connected, auth, subscribe) it sends a file of pre-encoded `T` frames back to back, as
-fast as the socket takes them, then `replay_complete`. The stage is the producer's real path in
+fast as the socket takes them, uncompressed (it declines permessage-deflate), then
+`replay_complete`. The stage is the producer's real path in
 this process: `polygon_ws.Producer` (connect, handshake, read loop) with `publisher.Publisher`
 (parse, validate, dead-letter routing, keyed produce with event time and ingest header, delivery
 accounting), what `tickwatch produce --exit-at-end` runs, timed from the first trade frame
@@ -250,13 +251,19 @@ def main() -> None:
     body = (
         f"{TRADES_TOTAL:,} Polygon trade events in {n_frames:,} frames of {EVENTS_PER_FRAME}, "
         "pre-encoded and sent back to back by `tickwatch replay-server --frames` in its own "
-        "process over a loopback WebSocket; the producer path (`polygon_ws.Producer` + "
+        "process over a loopback WebSocket (uncompressed: the server declines permessage-deflate)"
+        "; the producer path (`polygon_ws.Producer` + "
         "`Publisher`, as `tickwatch produce --exit-at-end`) in the bench process, timed from the "
         "first trade frame received to the last trade acknowledged; the bare producer from the "
         "first send to the last ack; the server alone from the first trade frame to the last. "
         f"Best of {ROUNDS} rounds each; idempotent acks=all producer "
         "(`tickwatch.kafka.producer_config`), private single-node broker on this machine.\n\n"
         + table(["path", "trade events/s", "vs bare", "errors"], rows)
+        + "\n\nEach round, stage / bare: "
+        + ", ".join(f"{r.bare_s / r.stage_s:.2f}x" for r in rounds)
+        + "; server alone / stage: "
+        + ", ".join(f"{r.stage_s / r.server_s:.1f}x" for r in rounds)
+        + "."
         + f"\n\nGoal: {goal}. Measured: {stage_rate:,.0f} events/s, {ratio:.2f}x bare, "
         f"{errors} errors over {ROUNDS * TRADES_TOTAL:,} trades; the server alone "
         f"{server_rate:,.0f} events/s, {headroom:.1f}x the stage"
