@@ -1,5 +1,6 @@
 """The replay server's frames mode: a file of pre-encoded frames, served in order to each
-subscriber after the Polygon handshake, then `replay_complete`; the real producer reads it."""
+subscriber after the Polygon handshake, then `replay_complete`; the real producer reads it.
+Without frames, the server streams its market as before."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 from pydantic import SecretStr
 from websockets.asyncio.client import connect
 
+from producers.market_sim import simulate
 from producers.parsing import ParsedFrame
 from producers.polygon_ws import Producer, UpstreamRefused, handshake
 from producers.publisher import Publisher
-from producers.replay_feed import ReplayData
+from producers.replay_feed import ReplayData, trade_events
 from producers.replay_server import ReplayServer, read_frames, write_frames
 from producers.upstream import REPLAY_COMPLETE, Upstream
 from tickwatch.settings import Settings
@@ -161,3 +163,38 @@ def test_the_producer_reads_the_whole_file_and_exits_at_its_end(
     assert trades == frames  # in order, each once
     assert publisher._trades_queued == 200 and len(publisher.trade_producer) == 200
     assert len(publisher.producer) == 0  # no dead letter
+
+
+def test_without_frames_the_market_is_streamed_as_before() -> None:
+    """The normal mode, untouched: each minute's trades, the previous minute's AM bars, then
+    replay_complete, over deflate as negotiated."""
+    sim = simulate(["AAPL"], days=1, seed=3)
+    live = sim.bars[:3]
+    settings = _settings()
+    settings = settings.model_copy(
+        update={"replay": settings.replay.model_copy(update={"speed": 0.0})}
+    )
+
+    async def main() -> tuple[list[dict], str | None]:
+        server = ReplayServer(settings, ReplayData([], live))
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(server.serve(stop, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        events: list[dict] = []
+        try:
+            async with connect(f"ws://127.0.0.1:{server.port}/stocks") as ws:
+                assert ws.response is not None
+                deflate = ws.response.headers.get("Sec-WebSocket-Extensions")
+                await handshake(ws, "any", "AM.AAPL,T.AAPL")
+                while not any(e.get("status") == REPLAY_COMPLETE for e in events):
+                    events += json.loads(await asyncio.wait_for(ws.recv(), 10))
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        return events, deflate
+
+    events, deflate = asyncio.run(main())
+    assert deflate is not None and "permessage-deflate" in deflate
+    trades = [e for e in events if e["ev"] == "T"]
+    assert len(trades) == sum(len(trade_events(b)) for b in live)
+    assert [e["s"] for e in events if e["ev"] == "AM"] == [b.start_ms for b in live]
