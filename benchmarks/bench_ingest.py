@@ -35,8 +35,8 @@ GOAL_RATE = 100_000  # trade events/s
 GOAL_RATIO = 0.5  # of the bare producer
 
 
-def make_frames() -> list[str]:
-    """Polygon `T` frames from the simulated market, EVENTS_PER_FRAME trades each."""
+def make_frames(total: int = TRADES_TOTAL) -> list[str]:
+    """`total` Polygon `T` events from the simulated market, in frames of EVENTS_PER_FRAME."""
     sim = simulate(["AAPL", "GOOGL", "MSFT", "TSLA", "VOO"], days=1, seed=1, inject=False)
     events = []
     for bar in sim.bars:
@@ -55,14 +55,11 @@ def make_frames() -> list[str]:
                     "z": t.tape,
                 }
             )
-        if len(events) >= TRADES_TOTAL:
+        if len(events) >= total:
             break
-    while len(events) < TRADES_TOTAL:
-        events += events[: TRADES_TOTAL - len(events)]
-    return [
-        json.dumps(events[i : i + EVENTS_PER_FRAME])
-        for i in range(0, TRADES_TOTAL, EVENTS_PER_FRAME)
-    ]
+    while len(events) < total:
+        events += events[: total - len(events)]
+    return [json.dumps(events[i : i + EVENTS_PER_FRAME]) for i in range(0, total, EVENTS_PER_FRAME)]
 
 
 def run_stage(settings: Settings, frames: list[str]) -> tuple[float, int]:

@@ -23,6 +23,7 @@ VERDICT_FIELDS = ("stage", "figure", "baseline", "goal", "verdict")
 # the RESULTS.md sections README quotes, in its order, with the row shown until one is written
 MEASURED = {
     "ingest": "ingest: Polygon frames to acknowledged Kafka messages",
+    "feed": "feed at market peaks: WebSocket frames to acked Kafka records",
     "real-trades": "real trades -> minute bars (the T path)",
     "features": "features: bars to Feast + features topic, one worker",
     "market-minute": "features: a whole-market minute through one worker",

@@ -134,23 +134,19 @@ def parse_frame(frame: bytes | str, source: str = "polygon") -> ParsedFrame:
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _parse_elements(frame, source)
     out = ParsedFrame()
-    events = out.events
+    append, known, wire_t, trade_out, encode_trade = (
+        out.events.append,
+        _KNOWN_SYMBOLS,
+        _WireT,
+        _TradeOut,
+        _ENCODE,
+    )  # the per-trade loop below is the producer's hot path: locals, no global lookups
     elements = None
     for idx, el in enumerate(decoded):
-        if type(el) is _WireT and (el.sym in _KNOWN_SYMBOLS or _new_valid_symbol(el.sym)):
-            events.append(
-                _new_event(
-                    Event,
-                    (
-                        "T",
-                        el.sym,
-                        el.t,
-                        _ENCODE(
-                            _TradeOut(1, el.sym, el.p, el.s, el.t, el.x, el.i, el.z, el.c, el.q)
-                        ),
-                    ),
-                )
-            )
+        if type(el) is wire_t and ((sym := el.sym) in known or _new_valid_symbol(sym)):
+            t = el.t
+            payload = encode_trade(trade_out(1, sym, el.p, el.s, t, el.x, el.i, el.z, el.c, el.q))
+            append(_new_event(Event, ("T", sym, t, payload)))
         else:  # status, A, Q, AM, odd symbols: few per frame, validated by pydantic
             if elements is None:
                 elements = _ELEMENTS.decode(frame)  # cannot fail: msgspec has just parsed it

@@ -3,6 +3,11 @@
 The market clock starts when the first client subscribes and is shared by every client, like a
 real feed: a client that is away misses what was streamed meanwhile and must backfill it by REST.
 `speed` is simulated minutes per real minute (1 = real time); 0 streams as fast as clients read.
+
+With a frames file (`tickwatch replay-server --frames PATH`) it serves pre-encoded frames instead
+of a market: every client that subscribes gets the whole file, frame after frame as fast as its
+socket takes them, then the `replay_complete` status. That is the feed at its peak for the
+benchmark of the producer over a real socket (`benchmarks/bench_feed.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -51,6 +58,7 @@ class Client:
     authed: bool = False
     subs: set[str] = field(default_factory=set)
     frames_sent: int = 0
+    streaming: bool = False  # frames mode: its stream has started
 
     def wants(self, ev: str, sym: str) -> bool:
         return f"{ev}.{sym}" in self.subs or f"{ev}.*" in self.subs
@@ -60,8 +68,27 @@ def _status(status: str, message: str) -> str:
     return json.dumps([{"ev": "status", "status": status, "message": message}])
 
 
+def read_frames(path: Path) -> list[bytes]:
+    """Pre-encoded frames: one JSON array per line (UTF-8), blank lines skipped."""
+    with open(path, "rb") as f:
+        return [line for raw in f if (line := raw.strip())]
+
+
+def write_frames(path: Path, frames: Sequence[str | bytes]) -> None:
+    """Write frames for `read_frames` (each a JSON array without a newline of its own)."""
+    with open(path, "wb") as f:
+        for frame in frames:
+            data = frame.encode() if isinstance(frame, str) else frame
+            if b"\n" in data:
+                raise ValueError("a frame of a frames file must hold no newline")
+            f.write(data + b"\n")
+
+
 class ReplayServer:
-    """Serves `data` over the Polygon protocol; `drop_after_frames` aborts one connection once."""
+    """Serves `data` over the Polygon protocol; `drop_after_frames` aborts one connection once.
+
+    With `frames`, it serves those pre-encoded frames to each subscribed client instead of the
+    market clock (`data` then only answers REST)."""
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class ReplayServer:
         *,
         drop_after_frames: int | None = None,
         rest_fail_first: int = 0,
+        frames: Sequence[bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.data = data
@@ -82,6 +110,9 @@ class ReplayServer:
         self.clients: set[Client] = set()
         self.subscribed = asyncio.Event()
         self.finished = asyncio.Event()
+        self.frames = frames
+        self._streams: set[asyncio.Task[None]] = set()
+        self.port = settings.replay.port  # the bound one once serving (replay.port 0: any)
         self.base_url = f"http://{settings.replay.host}:{settings.replay.port}"
 
     async def serve(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -92,20 +123,37 @@ class ReplayServer:
             self.settings.replay.port,
             process_request=self._process_request,
             max_size=2**20,
+            # frames mode sends the file's bytes as they are: deflating them (permessage-deflate,
+            # which clients offer and servers may decline) makes this process ~10x slower, CPU
+            # a benchmark's producer on the same machine would lose
+            compression=None if self.frames is not None else "deflate",
         ) as server:
             port = list(server.sockets)[0].getsockname()[1]
             self.base_url = f"http://{self.settings.replay.host}:{port}"
-            log.info(
-                "replay server on ws://%s:%d (REST on the same port), %d live bars",
-                self.settings.replay.host,
-                port,
-                len(self.data.live),
-            )
-            clock = asyncio.create_task(self._clock())
+            self.port = port
+            if self.frames is None:
+                log.info(
+                    "replay server on ws://%s:%d (REST on the same port), %d live bars",
+                    self.settings.replay.host,
+                    port,
+                    len(self.data.live),
+                )
+                clock: asyncio.Task[None] | None = asyncio.create_task(self._clock())
+            else:
+                log.info(
+                    "replay server on ws://%s:%d: %d pre-encoded frames to each subscriber",
+                    self.settings.replay.host,
+                    port,
+                    len(self.frames),
+                )
+                clock = None
             if ready:
                 ready.set()
             await stop.wait()
-            clock.cancel()
+            if clock is not None:
+                clock.cancel()
+            for task in list(self._streams):
+                task.cancel()
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """Plain HTTP requests get REST answers; WebSocket upgrades go on to the stream."""
@@ -210,11 +258,36 @@ class ReplayServer:
                     ]
                 )
             )
-            if action == "subscribe" and self.finished.is_set():  # joined after the end
+            if action == "subscribe" and self.frames is not None:
+                if not client.streaming:
+                    client.streaming = True
+                    task = asyncio.create_task(self._stream_frames(client, self.frames))
+                    self._streams.add(task)
+                    task.add_done_callback(self._streams.discard)
+            elif action == "subscribe" and self.finished.is_set():  # joined after the end
                 await client.ws.send(_status(REPLAY_COMPLETE, "end of the replayed market data"))
         else:
             await client.ws.send(_status("error", f"unknown action {action!r}"))
         return True
+
+    async def _stream_frames(self, client: Client, frames: Sequence[bytes]) -> None:
+        """Every frame, back to back as fast as the socket takes them, then `replay_complete`.
+
+        Frames go out as they are (text frames, never re-encoded or compressed); one send at a
+        time, so the socket's flow control paces the stream. Subscriptions do not filter them."""
+        send = client.ws.send
+        t0 = time.perf_counter()
+        try:
+            for frame in frames:
+                await send(frame, text=True)
+            client.frames_sent += len(frames)
+            await send(_status(REPLAY_COMPLETE, "end of the pre-encoded frames"))
+        except ConnectionClosed:
+            log.info("client left after %s frames", client.frames_sent)
+            return
+        finally:
+            self.clients.discard(client)
+        log.info("%d frames sent in %.3f s", len(frames), time.perf_counter() - t0)
 
     async def _clock(self) -> None:
         """Stream live minutes: each tick sends the last minute's AM bars and this one's trades."""
@@ -304,8 +377,18 @@ def publish_labels(settings: Settings, data: ReplayData) -> None:
     )
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command)."""
+def run(settings: Settings, frames_path: Path | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (the `tickwatch replay-server` command).
+
+    With `frames_path`, serve that file of pre-encoded frames (see `read_frames`) to each
+    subscriber instead of a market: no Kafka, labels or metrics are involved then."""
+    if frames_path is not None:
+        frames = read_frames(frames_path)
+        log.info(
+            "%d frames (%d bytes) read from %s", len(frames), sum(map(len, frames)), frames_path
+        )
+        _serve(settings, ReplayData([], []), frames)
+        return
     # bars: where a resume starts. The replay server stands in for the market feed and starts
     # before `tickwatch stack init` (compose and Kubernetes run init once it serves), so it
     # creates the two topics it needs rather than wait for init
@@ -325,11 +408,15 @@ def run(settings: Settings) -> None:
     if note:
         log.log(logging.INFO if data.live else logging.WARNING, note)
 
+    _serve(settings, data)
+
+
+def _serve(settings: Settings, data: ReplayData, frames: Sequence[bytes] | None = None) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await ReplayServer(settings, data).serve(stop)
+        await ReplayServer(settings, data, frames=frames).serve(stop)
 
     asyncio.run(main())

@@ -229,11 +229,19 @@ def grafana_publish(
 
 
 @app.command("replay-server")
-def replay_server() -> None:
+def replay_server(
+    frames: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="serve this file of pre-encoded frames (one JSON array a line) to each subscriber, "
+        "as fast as its socket takes them, then replay_complete (no market, no Kafka)",
+    ),
+) -> None:
     """Serve the simulated (or CSV) market over the Polygon protocol: WebSocket + REST."""
     from producers.replay_server import run
 
-    run(_setup())
+    run(_setup(), frames_path=frames)
 
 
 @app.command()
