@@ -345,7 +345,12 @@ def solve_threshold(rates: np.ndarray, budget: float) -> float:
     lo, hi = FIT_BAND[0] * budget, FIT_BAND[1] * budget
     band = (rates >= lo) & (rates <= hi)
     if band.sum() >= 3:
-        slope, intercept = np.polyfit(GRID[band], np.log10(rates[band]), 1)
+        # the least-squares line in closed form (np.polyfit's general machinery costs ten times
+        # more, and every symbol re-solves when its session ends)
+        x, y = GRID[band], np.log10(rates[band])
+        dx = x - x.mean()
+        slope = float(dx @ (y - y.mean()) / (dx @ dx))
+        intercept = float(y.mean() - slope * x.mean())
         if slope < -0.05:
             t = (math.log10(budget) - intercept) / slope
             above = np.searchsorted(GRID, GRID + CAP_SPAN - 1e-9).clip(max=len(GRID) - 1)
@@ -501,6 +506,9 @@ class Detector:
     calendar: str = "XNYS"  # the exchange calendar the history's sessions came from
     interval_minutes: float = 1.0  # the bars' interval (1 min, 5 min, 1 h, 1 day, ...)
     prior_weight: float = PRIOR_EVENTS  # sessions the prior counts as (see fit_detector)
+    _start: tuple[tuple[bytes, float], float] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def threshold(self) -> float:
@@ -508,8 +516,18 @@ class Detector:
         return solve_threshold(self.prior, self.budget)
 
     def new_threshold(self) -> OnlineThreshold:
+        """A new symbol's online threshold, starting at the fitted pooled one (solved once per
+        prior: a whole market's symbols first seen together do not each solve it again)."""
+        key = (self.prior.tobytes(), self.budget)
+        if self._start is None or self._start[0] != key:
+            self._start = (key, self.threshold)
         return OnlineThreshold(
-            self.prior, self.budget, self.sessions, self.cooldown_ms, self.prior_weight
+            self.prior,
+            self.budget,
+            self.sessions,
+            self.cooldown_ms,
+            self.prior_weight,
+            threshold=self._start[1],
         )
 
     def surprises(
