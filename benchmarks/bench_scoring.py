@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from benchmarks.common import tail, tail_cell, tail_text
+from detection.detector import WINDOW
 from detection.models.iforest import iforest_scores
 from detection.models.lstm_ae import autoencoder_errors, configure_tensorflow
 from detection.scorer import Cooldown, Scorer, SequenceBuffer, vectors_from_bars
@@ -118,13 +119,15 @@ def main() -> None:
     settings = Settings(_env_file=None)
     scorer, later = small_scorer(settings)
     batch = settings.kafka.consume_batch
-    minutes = market_minutes(later, scorer.length)
+    history = max(scorer.length, WINDOW)
+    minutes = market_minutes(later, history)
     buffer, cooldown = SequenceBuffer(scorer.length), Cooldown(settings.model.cooldown_minutes)
-    for minute in minutes[: scorer.length]:  # history, so every symbol has a full sequence
-        for v in minute:
-            buffer.push(v.symbol, v.bar_start_ms, scorer_row(v))
+    # history scored untimed, as a running worker has: every symbol's sequence, evidence window
+    # and threshold full (a window of empty rows reads every later move as a surprise)
+    for minute in minutes[:history]:
+        run_stage(scorer, buffer, cooldown, minute, batch)
     stage, bare, flagged = [], [], 0
-    for minute in minutes[scorer.length :]:
+    for minute in minutes[history:]:
         secs, f, _ = run_stage(scorer, buffer, cooldown, minute, batch)
         stage.append(secs)
         flagged += f
@@ -206,13 +209,6 @@ def main() -> None:
         ),
     ]
     write_section("scoring", "Scoring: explained anomaly decisions", body, verdicts)
-
-
-def scorer_row(v: FeatureVector) -> np.ndarray:
-    """One vector's model features, as the buffer stores them."""
-    from detection.scorer import feature_matrix
-
-    return feature_matrix([v])[0]
 
 
 if __name__ == "__main__":
