@@ -160,8 +160,19 @@ def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:
 
 
 def consume_batch(consumer: _Consumer, max_messages: int, timeout_s: float) -> list[Message]:
-    """Up to `max_messages` good messages; partition-EOF events skipped, fatal errors raised."""
-    msgs = consumer.consume(max_messages, timeout_s)
+    """Up to `max_messages` good messages: those the client already holds, else the first to
+    arrive within `timeout_s` and whatever came with it; partition-EOF events skipped, fatal
+    errors raised.
+
+    It never waits to fill a batch: librdkafka's `consume(n, timeout)` returns early only with
+    n messages, so under a light load every record waited out the whole timeout (half a second
+    in the score worker: the `features_to_anomalies` hop's median). Under a backlog the client
+    holds full batches and they come back at once, as before."""
+    msgs = consumer.consume(max_messages, 0)
+    if not msgs and timeout_s > 0:
+        first = consumer.poll(timeout_s)
+        if first is not None:
+            msgs = [first, *(consumer.consume(max_messages - 1, 0) if max_messages > 1 else [])]
     out = []
     for m in msgs:
         err = m.error()
