@@ -5,9 +5,11 @@ Faust hands events to an agent one at a time (an agent that only counts them top
 consumes up to `features.step_bars` bars per step and runs exactly the Faust agent's logic
 (BarIntake, MarketAligner, FeatureOutputs); each step is one Kafka transaction holding the
 feature vectors, market returns, dead letters, the changed state (stream_processors.state_log)
-and the consumer offsets. A crash aborts the open transaction, so a restarted worker resumes from
-committed state and offsets and emits every vector exactly once to read_committed consumers;
-the Feast write is idempotent (same values, and only newer timestamps replace a row).
+and the consumer offsets, run by tickwatch.stage's TransactionalLoop (the score worker's too). A
+crash aborts the open transaction, so a restarted worker resumes from committed state and
+offsets and emits every vector exactly once to read_committed consumers; a step that cannot
+commit is aborted and rewound to the same committed state in the running worker. The Feast write
+is idempotent (same values, and only newer timestamps replace a row).
 
 Select it with `tickwatch features --engine batch` (or TICKWATCH_FEATURES__ENGINE=batch). Scale
 out like the Faust engine: one worker per partition subset, same consumer group.
