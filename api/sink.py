@@ -30,6 +30,7 @@ from tickwatch.metrics import (
     Hop,
     serve_metrics,
 )
+from tickwatch.retry import Stopped, retrying
 from tickwatch.schemas import AnomalyEvent, SchemaError, decode
 from tickwatch.settings import Settings
 from tickwatch.stage import LagGauge, observe_latencies, run_steps, stop_on_signals
@@ -41,6 +42,12 @@ STAGE = "sink"
 GROUP = "tickwatch-sink"
 MAX_RETRY_DELAY_S = 2.0
 COMMIT_WATCHDOG_S = 100.0  # a commit blocked this long (no coordinator) exits 75 for a restart
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _redis_failed(exc: BaseException, delay: float) -> None:
+    ERRORS.labels(STAGE, "redis").inc()
+    log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
 
 
 class AnomalySink:
@@ -95,16 +102,11 @@ class AnomalySink:
 
     def write(self, events: list[AnomalyEvent]) -> WriteResult | None:
         """Store the batch, retrying with backoff while Redis is unavailable; None if stopped."""
-        delay = 0.2
-        while True:
-            try:
-                return self.store.write_batch(events)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(STAGE, "redis").inc()
-                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
-                if self.stop_event.wait(delay):
-                    return None
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        retry = retrying(REDIS_DOWN, _redis_failed, max_s=MAX_RETRY_DELAY_S, stop=self.stop_event)
+        try:
+            return retry(self.store.write_batch, events)
+        except Stopped:
+            return None
 
     def process(self, msgs: list[Message]) -> int:
         """Decode, store, dead-letter what retention refused, then commit; returns events added."""
