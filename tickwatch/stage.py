@@ -41,10 +41,12 @@ from confluent_kafka import (
 from tickwatch.kafka import (
     EXIT_HUNG,
     INGEST_HEADER,
+    Headers,
     appended_ms,
     consume_batch,
     hang_watchdog,
     make_producer,
+    partition_offset,
 )
 from tickwatch.metrics import (
     CONSUMER_LAG,
@@ -108,9 +110,8 @@ def next_offsets(msgs: Iterable[Message]) -> dict[int, int]:
     """Partition -> the offset after the last message read from it (what a commit stores)."""
     offsets: dict[int, int] = {}
     for m in msgs:
-        p, offset = m.partition(), m.offset()
-        if p is not None and offset is not None:
-            offsets[p] = max(offsets.get(p, -1), offset + 1)
+        p, offset = partition_offset(m)
+        offsets[p] = max(offsets.get(p, -1), offset + 1)
     return offsets
 
 
@@ -273,8 +274,8 @@ class LagGauge:
 def ingest_ms(msg: Message) -> int | None:
     """The record's ingest header (wall-clock ms the pipeline received its upstream event), if
     present and numeric."""
-    headers: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
-    for key, value in headers:
+    headers = msg.headers() or []  # a consumer returns a list; the stubs allow a dict too
+    for key, value in headers.items() if isinstance(headers, dict) else headers:
         if key == INGEST_HEADER and value:
             try:
                 return int(value)
@@ -283,7 +284,7 @@ def ingest_ms(msg: Message) -> int | None:
     return None
 
 
-def ingest_headers(msg: Message) -> list[tuple[str, bytes]] | None:
+def ingest_headers(msg: Message) -> Headers | None:
     """The headers carrying a consumed record's ingest time over to an output produced from it."""
     ms = ingest_ms(msg)
     return [(INGEST_HEADER, str(ms).encode())] if ms is not None else None
