@@ -15,16 +15,25 @@ import redis
 from confluent_kafka import Consumer, KafkaException, Message
 
 from api.recent_bars import RecentBars
-from tickwatch.kafka import consume_batch, make_consumer
+from tickwatch.kafka import consume_batch, hang_watchdog, make_consumer
 from tickwatch.metrics import ERRORS, EVENTS_IN, EVENTS_OUT
+from tickwatch.retry import Stopped, retrying
 from tickwatch.schemas import MinuteBar, SchemaError, decode
 from tickwatch.settings import Settings
+from tickwatch.stage import run_steps
 from tickwatch.topics import BARS, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "bar-sink"
 GROUP = "tickwatch-bar-sink"
 MAX_RETRY_DELAY_S = 2.0
+COMMIT_WATCHDOG_S = 100.0  # a commit blocked this long (no coordinator) exits 75 for a restart
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _redis_failed(exc: BaseException, delay: float) -> None:
+    ERRORS.labels(STAGE, "redis").inc()
+    log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
 
 
 class BarSink:
@@ -63,33 +72,32 @@ class BarSink:
     def process(self, msgs: list[Message]) -> int | None:
         """Store the batch (retrying while Redis is down), then commit; None if stopped first."""
         bars = self.decode_batch(msgs)
-        delay = 0.2
-        while True:
-            try:
-                new = self.store.write_batch(bars)
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(STAGE, "redis").inc()
-                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
-                if self.stop_event.wait(delay):
-                    return None
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        retry = retrying(REDIS_DOWN, _redis_failed, max_s=MAX_RETRY_DELAY_S, stop=self.stop_event)
         try:
-            self.consumer.commit(asynchronous=False)
+            new = retry(self.store.write_batch, bars)
+        except Stopped:
+            return None
+        try:
+            with hang_watchdog(COMMIT_WATCHDOG_S, "offset commit"):
+                self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
             ERRORS.labels(STAGE, "commit").inc()
             log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
         EVENTS_OUT.labels(STAGE, "MinuteBar").inc(len(bars))
         return new
 
+    def step(self) -> int:
+        """Consume a batch and store it; returns records read."""
+        msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
+        if msgs:
+            self.process(msgs)
+        return len(msgs)
+
     def run_forever(self) -> None:
         """Consume until `stop_event` is set."""
         self.consumer.subscribe([self.topic])
         log.info("bar sink: %s -> Redis %s", self.topic, self.settings.redis.url)
         try:
-            while not self.stop_event.is_set():
-                msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
-                if msgs:
-                    self.process(msgs)
+            run_steps(self.step, self.stop_event.is_set)
         finally:
             self.consumer.close()

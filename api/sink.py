@@ -11,59 +11,43 @@ events older than the retention window go to the dead-letter topic with the reas
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-import time
 
 import redis
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 
 from api.bar_sink import BarSink
 from api.explanation_metrics import LatestExplanations
 from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.kafka import (
-    INGEST_HEADER,
-    appended_ms,
-    consume_batch,
-    make_consumer,
-    make_producer,
-)
+from tickwatch.kafka import consume_batch, hang_watchdog, make_consumer, make_producer
 from tickwatch.metrics import (
-    CONSUMER_LAG,
     DUPLICATES,
     ERRORS,
-    EVENT_TO_EMIT,
     EVENTS_IN,
     EVENTS_OUT,
-    HOP_LATENCY,
     LAST_EVENT_TS,
     Hop,
-    observe_since,
     serve_metrics,
 )
+from tickwatch.retry import Stopped, retrying
 from tickwatch.schemas import AnomalyEvent, SchemaError, decode
 from tickwatch.settings import Settings
+from tickwatch.stage import LagGauge, observe_latencies, run_steps, stop_on_signals
 from tickwatch.topic_check import require_topics
 from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "sink"
 GROUP = "tickwatch-sink"
-LAG_EVERY_S = 5.0
 MAX_RETRY_DELAY_S = 2.0
+COMMIT_WATCHDOG_S = 100.0  # a commit blocked this long (no coordinator) exits 75 for a restart
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-def ingest_ms(msg: Message) -> int | None:
-    """The tw-ingest-ms header of a message, if present and numeric."""
-    headers = msg.headers() or []  # a consumer returns a list; the stubs allow a dict too
-    for key, value in headers.items() if isinstance(headers, dict) else headers:
-        if key == INGEST_HEADER and value:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _redis_failed(exc: BaseException, delay: float) -> None:
+    ERRORS.labels(STAGE, "redis").inc()
+    log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
 
 
 class AnomalySink:
@@ -86,7 +70,7 @@ class AnomalySink:
         self.symbols = frozenset(settings.symbols)
         self.latest = LatestExplanations()
         self.stop_event = threading.Event()
-        self._lag_at = 0.0
+        self.lag = LagGauge(STAGE, self.consumer)
 
     def refuse(self, msg: Message, reason: str, kind: str) -> None:
         """Send one consumed message to the dead-letter topic with the reason."""
@@ -118,16 +102,11 @@ class AnomalySink:
 
     def write(self, events: list[AnomalyEvent]) -> WriteResult | None:
         """Store the batch, retrying with backoff while Redis is unavailable; None if stopped."""
-        delay = 0.2
-        while True:
-            try:
-                return self.store.write_batch(events)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ERRORS.labels(STAGE, "redis").inc()
-                log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
-                if self.stop_event.wait(delay):
-                    return None
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        retry = retrying(REDIS_DOWN, _redis_failed, max_s=MAX_RETRY_DELAY_S, stop=self.stop_event)
+        try:
+            return retry(self.store.write_batch, events)
+        except Stopped:
+            return None
 
     def process(self, msgs: list[Message]) -> int:
         """Decode, store, dead-letter what retention refused, then commit; returns events added."""
@@ -145,7 +124,8 @@ class AnomalySink:
             ERRORS.labels(STAGE, "dead_letter_flush").inc()
             log.warning("dead letters not acknowledged yet; holding the commit")
         try:
-            self.consumer.commit(asynchronous=False)
+            with hang_watchdog(COMMIT_WATCHDOG_S, "offset commit"):
+                self.consumer.commit(asynchronous=False)
         except KafkaException as exc:  # e.g. the group rebalanced during a long Redis outage
             ERRORS.labels(STAGE, "commit").inc()
             log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
@@ -155,44 +135,26 @@ class AnomalySink:
         if result.trimmed:
             log.info("retention: trimmed %d events", result.trimmed)
         EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(result.added)
-        now = time.time()
-        ingests = [ms for _, msg in decoded if (ms := ingest_ms(msg)) is not None]
-        observe_since(EVENT_TO_EMIT.labels(STAGE), ingests, now)
         stored = [msg for e, msg in decoded if e.event_id not in result.expired]
-        appended = [ms for msg in stored if (ms := appended_ms(msg)) is not None]
-        observe_since(HOP_LATENCY.labels(Hop.ANOMALIES_TO_STORE), appended, now)
+        observe_latencies(STAGE, Hop.ANOMALIES_TO_STORE, (m for _, m in decoded), stored)
         if decoded:
             LAST_EVENT_TS.labels(STAGE).set(max(e.bar_start_ms for e, _ in decoded) / 1000)
         return result.added
 
-    def update_lag(self) -> None:
-        """Consumer lag per assigned partition (log end minus committed position)."""
-        if time.monotonic() - self._lag_at < LAG_EVERY_S:
-            return
-        self._lag_at = time.monotonic()
-        assigned = self.consumer.assignment()
-        if not assigned:
-            return
-        try:
-            for tp in self.consumer.position(assigned):
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=2, cached=False
-                )
-                pos = tp.offset if tp.offset >= 0 else 0
-                CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(0, high - pos))
-        except KafkaException as exc:  # e.g. no leader while the broker restarts: lag can wait
-            log.debug("consumer lag unavailable: %s", exc)
+    def step(self) -> int:
+        """Consume a batch and store it; returns records read."""
+        msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
+        if msgs:
+            self.process(msgs)
+        self.lag.update()
+        return len(msgs)
 
     def run_forever(self) -> None:
         """Consume until `stop_event` is set; commits after every stored batch."""
         self.consumer.subscribe([self.topic])
         log.info("sink: %s -> Redis %s", self.topic, self.settings.redis.url)
         try:
-            while not self.stop_event.is_set():
-                msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
-                if msgs:
-                    self.process(msgs)
-                self.update_lag()
+            run_steps(self.step, self.stop_event.is_set)
         finally:
             self.consumer.close()
             self.producer.flush(10)
@@ -208,8 +170,7 @@ def run(settings: Settings) -> None:
         sink.stop_event.set()
         bars.stop_event.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    stop_on_signals(stop)
     bar_thread = threading.Thread(target=bars.run_forever, name="bar-sink", daemon=True)
     bar_thread.start()
     try:

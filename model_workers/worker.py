@@ -6,14 +6,15 @@ online threshold (weeks of sessions) is written to a compacted changelog in the 
 when a session ends and at least hourly in event time; on partition assignment the worker loads
 it, then rebuilds the short-lived state (LSTM sequences, cooldowns, today's threshold counts) by
 re-scoring the messages before the committed offset, from the oldest snapshot at the latest, so a
-restarted worker scores exactly as an uninterrupted one.
+restarted worker scores exactly as an uninterrupted one. The loop is tickwatch.stage's
+TransactionalLoop: a transaction that cannot commit (a broker restart outlasting the retries) is
+aborted and rewound the same way, in the running worker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import socket
 import time
 
@@ -24,14 +25,9 @@ from model_workers.model_watch import ModelWatcher, publish_model_info
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (
-    INGEST_HEADER,
-    Headers,
-    appended_ms,
     consume_batch,
     ensure_topics,
-    hang_watchdog,
     make_consumer,
-    make_producer,
     partition_offset,
     produce,
     read_latest,
@@ -39,29 +35,31 @@ from tickwatch.kafka import (
 from tickwatch.metrics import (
     ANOMALIES,
     ANOMALY_SCORE,
-    CONSUMER_LAG,
     DUPLICATES,
-    EVENT_TO_EMIT,
-    EVENTS_IN,
     EVENTS_OUT,
-    HOP_LATENCY,
     LAST_EVENT_TS,
     SCORED_BARS,
     Hop,
-    observe_since,
     serve_metrics,
 )
 from tickwatch.schemas import FeatureVector, SchemaError, decode, encode
 from tickwatch.settings import Settings
+from tickwatch.stage import (
+    Outcome,
+    TransactionalLoop,
+    ingest_headers,
+    observe_latencies,
+    run_steps,
+    stop_on_signals,
+    transactional_producer,
+)
 from tickwatch.topic_check import require_topics
 from tickwatch.topics import ANOMALIES as ANOMALIES_TOPIC
 from tickwatch.topics import DEAD_LETTER, FEATURES, TopicSpec, partitions_for, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "score"
-LAG_EVERY_S = 5.0
 SNAPSHOT_EVERY_MS = 3_600_000  # event time between two snapshots of a symbol's threshold
-TXN_WATCHDOG_S = 100.0  # > the 30 s + 60 s the commit calls may legitimately take
 
 
 class ScoreWorker:
@@ -85,11 +83,8 @@ class ScoreWorker:
         self.snapshot_ms: dict[str, int] = {}  # symbol -> bar time of its last snapshot
         self.thresholds_loaded = 0
         self.instance = instance or socket.gethostname()
-        tid = f"{self.group}-{self.instance}"
-        self.producer = make_producer(
-            settings, **{"transactional.id": tid, "transaction.timeout.ms": 120_000}
-        )
-        self.producer.init_transactions(60)  # also aborts what a killed predecessor left open
+        # also aborts what a killed predecessor left open
+        self.producer = transactional_producer(settings, f"{self.group}-{self.instance}")
         self.dead = DeadLetterSink(self.producer, settings, STAGE)
         # static membership: a restarted instance takes its partitions back at once instead of
         # waiting for the dead member's session to time out
@@ -100,31 +95,35 @@ class ScoreWorker:
         )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.watcher = ModelWatcher(settings, self.scorer, reload_interval_s)
-        self.stopping = False
-        self._lag_at = 0.0
+        # a failed transaction is aborted and rewound: back to the committed offsets, with the
+        # thresholds and sequences rebuilt as on an assignment
+        self.loop = TransactionalLoop(
+            STAGE,
+            self.producer,
+            self.consumer,
+            self.topic,
+            batch=settings.kafka.consume_batch,
+            poll_s=0.5,
+            record_type="FeatureVector",
+            rewind=self._on_assign,
+        )
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped (SIGTERM/SIGINT) or idle for `max_idle_s`."""
         self.watcher.start()
-        idle_since = time.monotonic()
         try:
-            while not self.stopping:
-                if self.step():
-                    idle_since = time.monotonic()
-                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
+            run_steps(self.step, lambda: self.loop.stopping, max_idle_s)
         finally:
             self.close()
 
+    def stop(self) -> None:
+        self.loop.stopping = True
+
     def step(self) -> int:
-        """Swap in a reloaded model if any, then process one batch; returns messages read."""
+        """Swap in a reloaded model if any, then score one batch in one transaction; returns
+        messages committed."""
         self._swap_models()
-        msgs = consume_batch(self.consumer, self.settings.kafka.consume_batch, 0.5)
-        if msgs:
-            self._process(msgs)
-        if time.monotonic() - self._lag_at > LAG_EVERY_S:
-            self._publish_lag()
-        return len(msgs)
+        return self.loop.step(self._process)
 
     def close(self) -> None:
         self.watcher.stop()
@@ -145,37 +144,20 @@ class ScoreWorker:
         self.scorer = new
         log.info("scoring with %s", new.version)
 
-    def _process(self, msgs: list[Message]) -> None:
-        """Score one batch and commit events, dead letters and offsets in one transaction."""
-        EVENTS_IN.labels(STAGE, "FeatureVector").inc(len(msgs))
-        self.producer.begin_transaction()
-        try:
-            vectors, sources = self._accept(msgs, live=True)
-            events = self._score(vectors, sources, emit=True)
-            offsets: dict[int, int] = {}
-            for m in msgs:
-                partition, offset = partition_offset(m)
-                offsets[partition] = max(offsets.get(partition, -1), offset + 1)
-            self._snapshot_thresholds(vectors, offsets)
-            with hang_watchdog(TXN_WATCHDOG_S, "transaction commit"):
-                self.producer.send_offsets_to_transaction(
-                    [TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                    self.consumer.consumer_group_metadata(),
-                    30,
-                )
-                self.producer.commit_transaction(60)
-        except Exception:
-            log.exception("batch failed: aborting the transaction; offsets stay uncommitted")
-            self.producer.abort_transaction(60)
-            raise
-        now = time.time()
-        ingests = [ms for m in events if (ms := _ingest_ms(m)) is not None]
-        observe_since(EVENT_TO_EMIT.labels(STAGE), ingests, now)
-        appended = [ms for m in events if (ms := appended_ms(m)) is not None]
-        observe_since(HOP_LATENCY.labels(Hop.FEATURES_TO_ANOMALIES), appended, now)
-        EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
-        if vectors:
-            LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)
+    def _process(self, msgs: list[Message], offsets: dict[int, int]) -> Outcome:
+        """Score one batch into the open transaction: events, dead letters and the thresholds
+        to snapshot (the loop adds the offsets and commits)."""
+        vectors, sources = self._accept(msgs, live=True)
+        events = self._score(vectors, sources, emit=True)
+        self._snapshot_thresholds(vectors, offsets)
+
+        def committed() -> None:
+            observe_latencies(STAGE, Hop.FEATURES_TO_ANOMALIES, events)
+            EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
+            if vectors:
+                LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)
+
+        return Outcome(committed=committed)
 
     def _accept(self, msgs: list[Message], live: bool) -> tuple[list[FeatureVector], list[Message]]:
         """Decoded, complete, new vectors; the rest go to the dead-letter topic (when live)."""
@@ -232,12 +214,12 @@ class ScoreWorker:
             if not emit:
                 continue
             event = self.scorer.to_event(row, int(time.time() * 1000))
-            ingest = _ingest_ms(m)
-            headers: Headers | None = (
-                [(INGEST_HEADER, str(ingest).encode())] if ingest is not None else None
-            )
             produce(
-                self.producer, self.out_topic, encode(event), key=event.event_id, headers=headers
+                self.producer,
+                self.out_topic,
+                encode(event),
+                key=event.event_id,
+                headers=ingest_headers(m),
             )
             flagged_by = "+".join(s.model for s in row.model_scores if s.flagged) or "rule"
             ANOMALIES.labels(row.symbol, flagged_by, event.severity).inc()
@@ -358,16 +340,6 @@ class ScoreWorker:
         reader.close()
         return replayed
 
-    def _publish_lag(self) -> None:
-        self._lag_at = time.monotonic()
-        try:
-            for tp in self.consumer.position(self.consumer.assignment()):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
-                lag = high - tp.offset if tp.offset >= 0 else high
-                CONSUMER_LAG.labels(STAGE, tp.topic, str(tp.partition)).set(max(lag, 0))
-        except Exception:  # lag is informational; never stop scoring for it
-            log.debug("consumer lag unavailable", exc_info=True)
-
 
 def threshold_topic_spec(group: str, settings: Settings) -> TopicSpec:
     """The thresholds' changelog: compacted, keyed by symbol, co-partitioned with the features
@@ -388,17 +360,6 @@ def ensure_threshold_topic(group: str, settings: Settings) -> str:
     return spec.name
 
 
-def _ingest_ms(m: Message) -> int | None:
-    headers = m.headers() or []  # a consumer returns a list; the stubs allow a dict too
-    for k, v in headers.items() if isinstance(headers, dict) else headers:
-        if k == INGEST_HEADER and v:
-            try:
-                return int(v)
-            except ValueError:
-                return None
-    return None
-
-
 def run(
     settings: Settings,
     instance: str | None = None,
@@ -409,11 +370,6 @@ def run(
     require_topics(settings, (FEATURES, ANOMALIES_TOPIC, DEAD_LETTER), "score")
     serve_metrics(settings.prometheus.score_metrics_port, "score")
     worker = ScoreWorker(settings, instance, reload_interval_s)
-
-    def _stop(signum: int, frame: object) -> None:
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop_on_signals(worker.stop)
     log.info("scoring %s -> %s with %s", worker.topic, worker.out_topic, worker.scorer.version)
     worker.run(max_idle_s)

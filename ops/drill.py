@@ -172,9 +172,10 @@ def settle(
 
 def _charge(marks: list[Mark], deaths: list[tuple[str, int | None]]) -> None:
     """Charge each death to the fault whose window its trouble began in: a watchdog exit to the
-    fault during which its call started to hang (100 s before the exit, often a window or two
-    back: a broker restart's hang used to be blamed on the Redis outage after it), any other
-    death to the newest fault."""
+    fault during which its call started to hang (its log line says since when: 45 s before the
+    exit for a transaction call, 100 s for a sink's offset commit, often a window or two back: a
+    broker restart's hang used to be blamed on the Redis outage after it), any other death to
+    the newest fault."""
     for note, since_ms in deaths:
         began = [m for m in marks if since_ms is None or m.wall_ms <= since_ms]
         (began[-1] if began else marks[0]).crashed.append(note)

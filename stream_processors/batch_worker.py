@@ -5,9 +5,11 @@ Faust hands events to an agent one at a time (an agent that only counts them top
 consumes up to `features.step_bars` bars per step and runs exactly the Faust agent's logic
 (BarIntake, MarketAligner, FeatureOutputs); each step is one Kafka transaction holding the
 feature vectors, market returns, dead letters, the changed state (stream_processors.state_log)
-and the consumer offsets. A crash aborts the open transaction, so a restarted worker resumes from
-committed state and offsets and emits every vector exactly once to read_committed consumers;
-the Feast write is idempotent (same values, and only newer timestamps replace a row).
+and the consumer offsets, run by tickwatch.stage's TransactionalLoop (the score worker's too). A
+crash aborts the open transaction, so a restarted worker resumes from committed state and
+offsets and emits every vector exactly once to read_committed consumers; a step that cannot
+commit is aborted and rewound to the same committed state in the running worker. The Feast write
+is idempotent (same values, and only newer timestamps replace a row).
 
 Select it with `tickwatch features --engine batch` (or TICKWATCH_FEATURES__ENGINE=batch). Scale
 out like the Faust engine: one worker per partition subset, same consumer group.
@@ -17,41 +19,33 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from stream_processors.alignment import MarketAligner, MarketMinute, Released
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
 from stream_processors.state_log import dirty_records, ensure_state_topic, read_slots
-from tickwatch.kafka import (
-    EXIT_HUNG,
-    appended_ms,
-    consume_batch,
-    hang_watchdog,
-    make_consumer,
-    make_producer,
-    partition_offset,
-    produce,
-)
-from tickwatch.metrics import CONSUMER_LAG, ERRORS, EVENTS_IN, LAST_EVENT_TS
+from tickwatch.kafka import appended_ms, consume_batch, make_consumer, partition_offset, produce
+from tickwatch.metrics import LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
+from tickwatch.stage import (
+    Outcome,
+    TransactionalLoop,
+    run_steps,
+    stop_on_signals,
+    transactional_producer,
+)
 from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "features"
 STALL_CHECK_S = 1.0
-TXN_CALL_S = 15.0  # timeout of one send_offsets / commit call (retried while retriable)
-TXN_WATCHDOG_S = 45.0  # a call blocked past its timeout (librdkafka#5456): exit for a restart
-TXN_RETRY_S = 60.0
-EXIT_RESTART = EXIT_HUNG  # EX_TEMPFAIL: the transaction could not be committed; restart from Kafka
 # A step allocates a few container objects per bar; with the default gen-0 threshold (700) the
 # cyclic GC ran every few dozen bars and its older generations walked every symbol's state: a
 # fifth of the step. The state is long-lived and acyclic (reference counting frees it), so it is
@@ -75,14 +69,8 @@ class BatchFeaturesWorker:
         self.state_topic = ensure_state_topic(self.group, settings)
         self.bars_topic = topic_name(BARS, settings)
         self.aligner = MarketAligner(fs.market_symbol, fs.beta_window, fs.allowed_lateness_s)
-        self.producer = make_producer(
-            settings,
-            **{
-                "transactional.id": f"{self.group}-{self.instance}",
-                "transaction.timeout.ms": 120_000,
-            },
-        )
-        self.producer.init_transactions(60)  # fences a killed predecessor, aborts its step
+        # fences a killed predecessor, aborts its step
+        self.producer = transactional_producer(settings, f"{self.group}-{self.instance}")
         self.outputs = FeatureOutputs(settings, writer, STAGE, producer=self.producer)
         self.intake = BarIntake(self.aligner, self.outputs.dead, STAGE)
         self.consumer = make_consumer(
@@ -104,30 +92,44 @@ class BatchFeaturesWorker:
         )
         self.market.assign([TopicPartition(topic_name(MARKET_RETURNS, settings), 0, 0)])
         self.step_bars = max(1, fs.step_bars)
-        self.stopping = False
+        # a step that cannot commit is aborted and rewound: back to the committed offsets and
+        # the state committed with them
+        self.loop = TransactionalLoop(
+            STAGE,
+            self.producer,
+            self.consumer,
+            self.bars_topic,
+            batch=self.step_bars,
+            poll_s=0.2,
+            record_type="MinuteBar",
+            rewind=self._on_assign,
+        )
         self._stall_at = 0.0
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Steps until SIGTERM/SIGINT (or idle for `max_idle_s`); then close cleanly."""
         gc.set_threshold(*GC_THRESHOLDS)
-        idle_since = time.monotonic()
         try:
-            while not self.stopping:
-                if self.step():
-                    idle_since = time.monotonic()
-                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
+            run_steps(self.step, lambda: self.loop.stopping, max_idle_s)
         finally:
             self.close()
 
     def step(self) -> int:
         """Consume a batch and commit its outputs, state and offsets atomically; returns bars."""
-        msgs = consume_batch(self.consumer, self.step_bars, 0.2)
+        msgs = self.loop.consume()
         market = consume_batch(self.market, 5000, 0)
         stall_due = time.monotonic() - self._stall_at >= STALL_CHECK_S
         if not msgs and not market and not (stall_due and self.aligner.waiting):
+            self.loop.lag.update()
             return 0
-        self.producer.begin_transaction()
+        done = self.loop.transact(msgs, lambda m, _: self._process(m, market, stall_due))
+        self.loop.lag.update()
+        return len(msgs) if done else 0
+
+    def _process(self, msgs: list[Message], market: list[Message], stall_due: bool) -> Outcome:
+        """Run the step's bars and market returns into the open transaction: dead letters,
+        feature vectors, market returns and the changed state; the Feast write starts here and
+        is waited for before the commit."""
         touched: set[str] = set()
         symbols_before = len(self.aligner.slots)
         for m in msgs:
@@ -151,29 +153,24 @@ class BatchFeaturesWorker:
         starts = self.outputs.produce_rows(out.market, rows, self.intake.stamps)
         for partition, key, value in dirty_records(self.aligner.slots, self.aligner.dirty):
             produce(self.producer, self.state_topic, value, key, partition=partition)
-        last = _last_offsets(msgs)
-        if msgs:
-            offsets = [TopicPartition(self.bars_topic, p, o + 1) for p, o in last.items()]
-            meta = self.consumer.consumer_group_metadata()
-            send = self.producer.send_offsets_to_transaction
-            if not self._transactional(lambda: send(offsets, meta, TXN_CALL_S)):
-                self.outputs.finish_online(pending, [])
-                return 0
-        if rows:
-            self.outputs.finish_online(pending, rows)
-        if not self._transactional(lambda: self.producer.commit_transaction(TXN_CALL_S)):
-            return 0
-        self.outputs.count(rows, starts)
-        EVENTS_IN.labels(STAGE, "MinuteBar").inc(len(msgs))
-        self._update_lag(last)
-        return len(msgs)
+
+        def committed() -> None:
+            self.outputs.count(rows, starts)
+            if msgs:
+                LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
+
+        return Outcome(
+            before_commit=lambda: self.outputs.finish_online(pending, rows) if rows else None,
+            committed=committed,
+            aborted=lambda: self.outputs.finish_online(pending, []),
+        )
 
     def close(self) -> None:
         self.consumer.close()
         self.market.close()
 
     def stop(self, *_: Any) -> None:
-        self.stopping = True
+        self.loop.stopping = True
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Rebuild the slots of exactly the assigned partitions from the committed state."""
@@ -204,64 +201,10 @@ class BatchFeaturesWorker:
             returns.append((r.start_ms, r.log_return, r.volume_z))
         return returns
 
-    def _transactional(self, call: Callable[[], None]) -> bool:
-        """Run a transaction call, retrying retriable errors (a broker restart) for up to
-        TXN_RETRY_S; if it still fails, abort and rewind to the committed state (False).
-        A fatal error (this producer was fenced) exits for a restart."""
-        deadline = time.monotonic() + TXN_RETRY_S
-        while True:
-            try:
-                with hang_watchdog(TXN_WATCHDOG_S, "transaction call"):
-                    call()
-                return True
-            except KafkaException as exc:
-                err = exc.args[0]
-                ERRORS.labels(STAGE, "kafka").inc()
-                if err.fatal():
-                    log.error("transaction failed for good (%s); exiting for a restart", err)
-                    raise SystemExit(EXIT_RESTART) from exc
-                if err.retriable() and time.monotonic() < deadline:
-                    log.warning("transaction call failed (%s); retrying", err)
-                    time.sleep(0.5)
-                    continue
-                log.warning("step aborted (%s); rewinding to the committed state", err)
-                self._rewind()
-                return False
-
-    def _rewind(self) -> None:
-        """Abort the open transaction; reload state and positions as committed together."""
-        try:
-            self.producer.abort_transaction(60)
-        except KafkaException as exc:
-            log.error("abort failed (%s); exiting for a restart", exc.args[0])
-            raise SystemExit(EXIT_RESTART) from exc
-        assignment = self.consumer.assignment()
-        for tp in self.consumer.committed(assignment, timeout=60):
-            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(tp)
-        self._on_assign(self.consumer, assignment)
-
-    def _update_lag(self, last: dict[int, int]) -> None:
-        """Lag per partition read this step (`last`: partition -> last offset read)."""
-        for p, offset in last.items():
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.bars_topic, p), cached=True
-            )
-            if high >= 0:
-                CONSUMER_LAG.labels(STAGE, self.bars_topic, str(p)).set(max(0, high - offset - 1))
-        if last:
-            LAST_EVENT_TS.labels(STAGE).set(self.aligner.watermark / 1000)
-
-
-def _last_offsets(msgs: list[Any]) -> dict[int, int]:
-    """Partition -> offset of the last message read from it."""
-    return {m.partition(): m.offset() for m in msgs}
-
 
 def run(settings: Settings, writer: OnlineWriter, instance: str | None = None) -> None:
     """Run one batch worker until SIGTERM/SIGINT."""
     worker = BatchFeaturesWorker(settings, writer, instance)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    stop_on_signals(worker.stop)
     log.info("%s batch worker %s (%s) starting", STAGE, worker.group, worker.instance)
     worker.run()

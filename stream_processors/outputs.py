@@ -22,6 +22,7 @@ from stream_processors.intake import BarStamps
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
 from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT, HOP_LATENCY, Hop, observe_since
+from tickwatch.retry import async_retrying, retrying
 from tickwatch.schemas import MarketReturn, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
@@ -148,15 +149,7 @@ class FeatureOutputs:
 
     def write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows, retrying while Redis is unavailable (blocking; see _write_online)."""
-        delay = 0.2
-        while True:
-            try:
-                self.writer.write(rows)
-                return
-            except REDIS_DOWN as exc:
-                self._redis_failed(exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        retrying(REDIS_DOWN, self._redis_failed, max_s=MAX_RETRY_DELAY_S)(self.writer.write, rows)
 
     async def _write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows off the event loop, retrying while Redis is unavailable.
@@ -164,17 +157,14 @@ class FeatureOutputs:
         The batch is not acknowledged until this returns, so an outage holds the stream (the
         consumer keeps its heartbeats) instead of crashing the agent and skipping its bars.
         """
-        loop, delay = asyncio.get_running_loop(), 0.2
-        while True:
-            try:
-                await loop.run_in_executor(None, self.writer.write, rows)
-                return
-            except REDIS_DOWN as exc:
-                self._redis_failed(exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+        loop = asyncio.get_running_loop()
 
-    def _redis_failed(self, exc: Exception, delay: float = 0.0) -> None:
+        async def write() -> None:
+            await loop.run_in_executor(None, self.writer.write, rows)
+
+        await async_retrying(REDIS_DOWN, self._redis_failed, max_s=MAX_RETRY_DELAY_S)(write)
+
+    def _redis_failed(self, exc: BaseException, delay: float = 0.0) -> None:
         ERRORS.labels(self.stage, "redis").inc()
         log.warning("Feast online write failed (%s); retrying in %.1fs", exc, delay)
 

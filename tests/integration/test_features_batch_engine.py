@@ -7,6 +7,7 @@ import time
 
 import pytest
 from api_support import free_port
+from confluent_kafka import KafkaError, KafkaException
 from features_support import (
     FeatureReader,
     assert_hop_observed,
@@ -22,6 +23,8 @@ from features_support import (
 
 from feature_repo.feature_services import ALL_SERVICE
 from feature_repo.store import get_store
+from stream_processors.batch_worker import BatchFeaturesWorker
+from stream_processors.feast_push import OnlineWriter
 from tickwatch.features import FEATURE_NAMES
 from tickwatch.settings import Settings
 
@@ -122,3 +125,50 @@ def test_two_batch_workers_split_the_partitions(settings: Settings, tmp_path) ->
     owned = [_recovered(log.read_text())[-1][1] for log in logs]
     assert owned[0] and owned[1] and not owned[0] & owned[1]
     assert owned[0] | owned[1] == set(range(settings.kafka.default_partitions))
+
+
+class _CommitFailsOnce:
+    """The worker's transactional producer, whose `at`-th commit fails as an abortable error
+    would (a broker restart that outlasts the retries, a transaction the coordinator aborted)."""
+
+    def __init__(self, producer, at: int) -> None:  # type: ignore[no-untyped-def]
+        self.producer, self.at, self.commits, self.failed = producer, at, 0, False
+
+    def commit_transaction(self, *args) -> None:  # type: ignore[no-untyped-def]
+        self.commits += 1
+        if self.commits == self.at:
+            self.failed = True
+            raise KafkaException(KafkaError(KafkaError._STATE, "test", txn_requires_abort=True))
+        self.producer.commit_transaction(*args)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.producer, name)
+
+
+@pytest.mark.timeout(240)
+def test_batch_engine_rewinds_a_step_whose_commit_failed(settings: Settings, tmp_path) -> None:
+    """The stage loop aborts the step, seeks back to the committed offsets and reloads the
+    committed state; the running worker goes on and every vector is emitted exactly once."""
+    s = settings.model_copy(
+        update={"features": settings.features.model_copy(update={"step_bars": 100})}
+    )
+    bars = recent_bars(SYMBOLS, 600, seed=4)
+    expected = expected_features(s, bars)
+    send_bars(s, bars)
+    worker = BatchFeaturesWorker(s, OnlineWriter(get_store(s), s), "rewind")
+    failing = _CommitFailsOnce(worker.producer, at=3)
+    worker.loop.producer = failing  # type: ignore[assignment]
+    reader = FeatureReader(s, "check")
+    try:
+        deadline = time.monotonic() + 120
+        while len(reader.vectors) < len(expected):
+            assert time.monotonic() < deadline, "the worker did not catch up"
+            worker.step()
+            reader.read_until(len(expected), 0.2)
+        reader.read_until(len(expected) + 1, 3)  # nothing more may come
+    finally:
+        worker.close()
+        reader.close()
+    assert failing.failed and failing.commits > 3
+    _assert_exact(reader, expected)
+    _assert_online(s, expected, SYMBOLS)

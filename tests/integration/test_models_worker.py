@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from metrics_support import grown, histogram
 from model_support import (
     committed_total,
@@ -132,6 +133,53 @@ def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, 
     assert max(Counter(ids["uninterrupted"]).values()) == 1
     # the same events down to each model's score and the threshold each bar was held to
     assert _content(runs["killed"]) == _content(runs["uninterrupted"]) == _content(expected)
+
+
+class _CommitFailsOnce:
+    """The worker's transactional producer, whose `at`-th commit fails as an abortable error
+    would (a broker restart that outlasts the retries, a transaction the coordinator aborted)."""
+
+    def __init__(self, producer, at: int) -> None:
+        self.producer, self.at, self.commits, self.failed = producer, at, 0, False
+
+    def commit_transaction(self, *args) -> None:
+        self.commits += 1
+        if self.commits == self.at:
+            self.failed = True
+            raise KafkaException(KafkaError(KafkaError._STATE, "test", txn_requires_abort=True))
+        self.producer.commit_transaction(*args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.producer, name)
+
+
+def test_a_failed_commit_is_aborted_and_rewound_in_the_running_worker(settings, tmp_path):
+    # the stage loop aborts the batch, seeks back to the committed offsets and rebuilds the state
+    # as on an assignment; the worker goes on and the events are those of an undisturbed run
+    base = with_models(settings, tmp_path)
+    s = base.model_copy(update={"kafka": base.kafka.model_copy(update={"consume_batch": 150})})
+    _, vectors = _days(1)
+    expected = [
+        e
+        for e in score_bars(
+            Scorer.from_registry(s),
+            [b for b in held_out().bars if b.start_ms <= vectors[-1].bar_start_ms],
+        )
+        if e is not None
+    ]
+    send_vectors(s, vectors)
+    worker = ScoreWorker(s, "rewind")
+    failing = _CommitFailsOnce(worker.producer, at=3)
+    worker.loop.producer = failing  # type: ignore[assignment]
+    try:
+        _run_until(worker, s, len(vectors), timeout_s=120)
+    finally:
+        worker.close()
+    assert failing.failed and failing.commits > 3
+    events = read_events(s)
+    ids = [e.event_id for e in events]
+    assert ids and max(Counter(ids).values()) == 1
+    assert _content(events) == _content(expected)
 
 
 def _hop_seconds() -> tuple[float, float]:

@@ -1,0 +1,76 @@
+"""One retry helper (tenacity) for the stages' waits on a dependency that is down.
+
+`retrying` retries a call while it raises one of the given errors: first after `first_s`, then
+twice as long each time up to `max_s`, forever (a stage holds its batch until the dependency is
+back rather than lose it), calling `on_retry(error, seconds)` before each wait. With a `stop`
+event the wait ends as soon as it is set, with `Stopped`. `async_retrying` is the same for a
+coroutine (the Faust agent's writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import tenacity
+
+FIRST_S = 0.2
+MAX_S = 2.0
+
+OnRetry = Callable[[BaseException, float], None]
+Errors = type[BaseException] | tuple[type[BaseException], ...]
+
+
+class Stopped(Exception):
+    """The stop event was set while waiting to retry."""
+
+
+def _before_sleep(on_retry: OnRetry) -> Callable[[tenacity.RetryCallState], None]:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        if exc is not None:
+            on_retry(exc, wait)
+
+    return before_sleep
+
+
+def retrying(
+    errors: Errors,
+    on_retry: OnRetry,
+    *,
+    first_s: float = FIRST_S,
+    max_s: float = MAX_S,
+    stop: threading.Event | None = None,
+) -> tenacity.Retrying:
+    """`retrying(...)(fn, *args)` calls fn until it returns, retrying while it raises `errors`
+    (anything else is raised at once)."""
+
+    def sleep(seconds: float) -> None:
+        if stop is None:
+            time.sleep(seconds)
+        elif stop.wait(seconds):
+            raise Stopped
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(errors),
+        wait=tenacity.wait_exponential(multiplier=first_s, max=max_s),
+        sleep=sleep,
+        before_sleep=_before_sleep(on_retry),
+        reraise=True,
+    )
+
+
+def async_retrying(
+    errors: Errors, on_retry: OnRetry, *, first_s: float = FIRST_S, max_s: float = MAX_S
+) -> tenacity.AsyncRetrying:
+    """`await async_retrying(...)(coroutine_function, *args)`: `retrying` for coroutines."""
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(errors),
+        wait=tenacity.wait_exponential(multiplier=first_s, max=max_s),
+        sleep=asyncio.sleep,
+        before_sleep=_before_sleep(on_retry),
+        reraise=True,
+    )
