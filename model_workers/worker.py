@@ -45,6 +45,7 @@ from tickwatch.metrics import (
 from tickwatch.schemas import FeatureVector, SchemaError, decode, encode
 from tickwatch.settings import Settings
 from tickwatch.stage import (
+    BURST_LINGER_S,
     Outcome,
     TransactionalLoop,
     ingest_headers,
@@ -105,6 +106,7 @@ class ScoreWorker:
             batch=settings.kafka.consume_batch,
             poll_s=0.5,
             record_type="FeatureVector",
+            linger_s=BURST_LINGER_S,
             rewind=self._on_assign,
         )
 

@@ -35,6 +35,7 @@ from tickwatch.metrics import LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
 from tickwatch.stage import (
+    BURST_LINGER_S,
     Outcome,
     TransactionalLoop,
     run_steps,
@@ -102,6 +103,7 @@ class BatchFeaturesWorker:
             batch=self.step_bars,
             poll_s=0.2,
             record_type="MinuteBar",
+            linger_s=BURST_LINGER_S,
             rewind=self._on_assign,
         )
         self._stall_at = 0.0

@@ -159,20 +159,35 @@ def flush_or_raise(producer: Producer, timeout_s: float = 60.0) -> None:
         raise KafkaException(f"{left} messages still undelivered after {timeout_s}s")
 
 
-def consume_batch(consumer: _Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+def consume_batch(
+    consumer: _Consumer,
+    max_messages: int,
+    timeout_s: float,
+    linger_s: float = 0.0,
+    gap_s: float = 0.005,
+) -> list[Message]:
     """Up to `max_messages` good messages: those the client already holds, else the first to
     arrive within `timeout_s` and whatever came with it; partition-EOF events skipped, fatal
     errors raised.
 
     It never waits to fill a batch: librdkafka's `consume(n, timeout)` returns early only with
     n messages, so under a light load every record waited out the whole timeout (half a second
-    in the score worker: the `features_to_anomalies` hop's median). Under a backlog the client
-    holds full batches and they come back at once, as before."""
+    in the score worker: the `features_to_anomalies` hop's median). With `linger_s`, a batch
+    that has begun goes on taking records while they keep coming (none for `gap_s` ends it), for
+    at most `linger_s`: a burst (a whole market's minute) is one batch, not dozens of small ones
+    each paying a transaction, and a lone record waits `gap_s` more, not the linger."""
     msgs = consumer.consume(max_messages, 0)
     if not msgs and timeout_s > 0:
         first = consumer.poll(timeout_s)
         if first is not None:
             msgs = [first, *(consumer.consume(max_messages - 1, 0) if max_messages > 1 else [])]
+    if msgs and linger_s > 0:
+        end = time.monotonic() + linger_s
+        while len(msgs) < max_messages and (left := end - time.monotonic()) > 0:
+            more = consumer.consume(max_messages - len(msgs), min(gap_s, left))
+            if not more:
+                break
+            msgs += more
     out = []
     for m in msgs:
         err = m.error()

@@ -60,6 +60,9 @@ from tickwatch.metrics import (
 from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
+# a burst (a whole market's minute) is read as one batch while its records keep coming, for at
+# most this long; a lone record waits consume_batch's 5 ms gap more, not this
+BURST_LINGER_S = 0.2
 
 TXN_TIMEOUT_MS = 120_000  # the broker aborts a transaction left open longer (a dead worker's)
 TXN_CALL_S = 15.0  # timeout of one send_offsets / commit call (retried while retriable)
@@ -130,6 +133,7 @@ class TransactionalLoop:
         poll_s: float,
         record_type: str,
         rewind: Rewind,
+        linger_s: float = 0.0,
     ) -> None:
         self.stage = stage
         self.producer = producer
@@ -137,14 +141,16 @@ class TransactionalLoop:
         self.topic = topic
         self.batch = max(1, batch)
         self.poll_s = poll_s
+        self.linger_s = linger_s
         self.record_type = record_type
         self.rewind = rewind
         self.lag = LagGauge(stage, consumer)
         self.stopping = False
 
     def consume(self) -> list[Message]:
-        """Up to `batch` messages, waiting up to `poll_s` for the first."""
-        return consume_batch(self.consumer, self.batch, self.poll_s)
+        """Up to `batch` messages, waiting up to `poll_s` for the first; a batch that has begun
+        takes records while they keep coming, for at most `linger_s` (`consume_batch`)."""
+        return consume_batch(self.consumer, self.batch, self.poll_s, self.linger_s)
 
     def step(self, process: Process) -> int:
         """Consume a batch and, if there is one, transact it; update the lag gauges.

@@ -53,3 +53,24 @@ def test_nothing_within_the_timeout_is_an_empty_batch() -> None:
     client = _Client([], arriving=None)
     assert consume_batch(client, 10, 0.25) == []  # type: ignore[arg-type]
     assert client.calls == [("consume", 10, 0), ("poll", 0.25)]
+
+
+def test_a_begun_batch_takes_records_while_they_keep_coming_then_stops_at_a_gap() -> None:
+    # a burst arriving in three chunks, then nothing: one batch of all of it, and the call that
+    # found the gap is the last (the linger is a cap, not a wait)
+    chunks = [[_Msg(b"a")], [_Msg(b"b"), _Msg(b"c")], [_Msg(b"d")], []]
+    client = _Client(chunks, arriving=None)
+    got = consume_batch(client, 100, 0.5, linger_s=10.0, gap_s=0.005)  # type: ignore[arg-type]
+    assert [m.value() for m in got] == [b"a", b"b", b"c", b"d"]
+    assert client.calls == [
+        ("consume", 100, 0),
+        ("consume", 99, 0.005),
+        ("consume", 97, 0.005),
+        ("consume", 96, 0.005),
+    ]
+
+
+def test_a_full_batch_does_not_linger() -> None:
+    client = _Client([[_Msg(b"a"), _Msg(b"b")]], arriving=None)
+    got = consume_batch(client, 2, 0.5, linger_s=10.0)  # type: ignore[arg-type]
+    assert len(got) == 2 and client.calls == [("consume", 2, 0)]
