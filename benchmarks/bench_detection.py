@@ -289,19 +289,13 @@ def main() -> None:
         within = [r for r in results if r["alerts/symbol-day"] <= budget]
         # few symbol-days cannot tell a rate from the budget: a series is over it beyond chance
         # when so many alerts are unlikely (one-sided Poisson, 5%) at the budget's rate
-        over = [
-            r
-            for r in results
-            if poisson.sf(int(r["alerts"]) - 1, budget * int(r["symbol-days"])) < OVER_P
+        chance = [
+            float(poisson.sf(int(r["alerts"]) - 1, budget * int(r["symbol-days"]))) for r in results
         ]
+        over = [r for r, p in zip(results, chance, strict=True) if p < OVER_P]
         results = tuple(
-            {
-                **r,
-                "P(as many at the budget)": round(
-                    float(poisson.sf(int(r["alerts"]) - 1, budget * int(r["symbol-days"]))), 3
-                ),
-            }
-            for r in results
+            {**r, "P(as many at the budget)": round(p, 3)}
+            for r, p in zip(results, chance, strict=True)
         )
         body += [
             "",

@@ -35,22 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer as KafkaProducer
 from websockets.asyncio.client import connect
 
-from benchmarks.bench_ingest import EVENTS_PER_FRAME, make_frames
-from benchmarks.common import Timer
-from ops.drill_stack import PrivateStack, child_env, private_settings
+from benchmarks.bench_ingest import EVENTS_PER_FRAME, make_frames, run_bare
+from ops.drill_stack import PrivateStack, private_settings
 from ops.results import Verdict, met, table, write_section
-from ops.stack.processes import ManagedProcess, port_open, wait_until
+from ops.stack.processes import ManagedProcess, child_env, port_open, wait_until
 from producers.parsing import ParsedFrame, parse_frame
 from producers.polygon_ws import Producer, handshake, subscription
 from producers.publisher import Publisher
 from producers.replay_server import write_frames
 from producers.upstream import REPLAY_COMPLETE, upstream_for
-from tickwatch.kafka import DeliveryFailed, ensure_topics, flush_or_raise, producer_config
+from tickwatch.kafka import DeliveryFailed, ensure_topics
 from tickwatch.settings import Settings
-from tickwatch.topics import TRADES, topic_name
 
 TRADES_TOTAL = int(os.environ.get("BENCH_FEED_TRADES", 600_000))
 ROUNDS = int(os.environ.get("BENCH_FEED_ROUNDS", 5))  # best of: the machine is shared
@@ -114,28 +111,6 @@ def run_server_alone(settings: Settings) -> tuple[float, int]:
     return asyncio.run(_server_alone(settings))
 
 
-def run_bare(settings: Settings, payloads: list[tuple[str, int, bytes]]) -> float:
-    """Seconds for a bare producer to send the payloads and get them acknowledged, from the
-    first send to the last ack. One record is sent and acknowledged before the clock starts, so
-    its connection and idempotent producer id are not timed (the stage's producer gets them
-    while the WebSocket handshake runs)."""
-    producer = KafkaProducer(producer_config(settings))
-    topic = topic_name(TRADES, settings)
-    key, ts, value = payloads[0]
-    producer.produce(topic, value, key, timestamp=ts)
-    flush_or_raise(producer)
-    with Timer() as t:
-        for key, ts, value in payloads:
-            while True:
-                try:
-                    producer.produce(topic, value, key, timestamp=ts)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        flush_or_raise(producer)
-    return t.seconds
-
-
 def run_stage(settings: Settings) -> tuple[float, int]:
     """Seconds from the first trade frame received to the last trade acknowledged, through
     `Producer` + `Publisher` (what `tickwatch produce --exit-at-end` runs), and its errors."""
@@ -168,7 +143,7 @@ def start_server(settings: Settings, frames_file: Path) -> ManagedProcess:
     """`tickwatch replay-server --frames FILE` in its own process, once its port is open."""
     proc = ManagedProcess("bench-feed-replay", settings.run_dir)
     argv = [sys.executable, "-m", "tickwatch", "replay-server", "--frames", str(frames_file)]
-    proc.start(argv, env=child_env(settings))
+    proc.start(argv, env=child_env(settings, "INFO"))
     port = settings.replay.port
     if not wait_until(lambda: port_open("127.0.0.1", port) or proc.pid() is None, 120):
         raise RuntimeError(f"the replay server did not open port {port}; see {proc.log_file}")
@@ -202,7 +177,7 @@ def measure(work: Path) -> list[Round]:
         server = start_server(settings, frames_file)
         for i in range(ROUNDS):
             server_s, server_frames = run_server_alone(settings)
-            bare_s = run_bare(settings, payloads)
+            bare_s = run_bare(settings, payloads, warm=True)  # the stage's producer connects first
             stage_s, errors = run_stage(settings)
             rounds.append(Round(server_s, bare_s, stage_s, errors, server_frames))
             print(

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 
-from ops.stack.processes import ManagedProcess, port_open, wait_until
-from tickwatch.settings import Settings, settings_to_env
+from ops.stack.processes import (
+    ManagedProcess,
+    child_env,
+    port_open,
+    tickwatch_command,
+    wait_until,
+)
+from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _tickwatch() -> list[str]:
-    exe = shutil.which("tickwatch")
-    return [exe] if exe else [sys.executable, "-m", "tickwatch"]
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Pipeline:
                 f"{name}: port {ready_port} is already in use by another process "
                 "(a demo or test still running?); stop it or change the port"
             )
-        proc.start([*_tickwatch(), *args], env=_child_env(self.settings))
+        proc.start([*tickwatch_command(), *args], env=child_env(self.settings))
         self.started.append(proc)
         if ready_port and not wait_until(
             lambda: port_open("127.0.0.1", ready_port) or proc.pid() is None, timeout_s
@@ -71,18 +70,6 @@ class Pipeline:
         self.started.clear()
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
-    """The settings as TICKWATCH_* variables, so every service sees exactly the same ones."""
-    return {
-        **settings_to_env(settings),
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "MLFLOW_DISABLE_TELEMETRY": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
-    }
-
-
 def champion_exists(settings: Settings) -> bool:
     """True if both models have a version under the champion alias and the forest carries a
     detector fitted by this version on this deployment's calendar and is stored with skops (a
@@ -110,7 +97,9 @@ def champion_exists(settings: Settings) -> bool:
 
 def _run_step(settings: Settings, title: str, *args: str) -> None:
     print(f"==> {title}", flush=True)
-    subprocess.run([*_tickwatch(), *args], check=True, env={**os.environ, **_child_env(settings)})
+    subprocess.run(
+        [*tickwatch_command(), *args], check=True, env={**os.environ, **child_env(settings)}
+    )
 
 
 def run(

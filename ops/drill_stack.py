@@ -9,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.stack.processes import ManagedProcess, port_open, wait_until
+from ops.stack.processes import (
+    ManagedProcess,
+    child_env,
+    port_open,
+    tickwatch_command,
+    wait_until,
+)
 from ops.stack.services import Kafka, Redis
-from tickwatch.settings import Settings, settings_to_env
+from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
 WATCHDOG_SINCE = re.compile(r"WATCHDOG: .* hung for \d+s \(since (\d+) ms")
@@ -146,24 +150,6 @@ class PrivateStack:
             svc.proc.stop(timeout_s=30)
 
 
-def _tickwatch() -> list[str]:
-    exe = shutil.which("tickwatch")
-    return [exe] if exe else [sys.executable, "-m", "tickwatch"]
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The settings as TICKWATCH_* variables plus the runtime variables the services expect."""
-    return {
-        **settings_to_env(settings),
-        "PYTHONUNBUFFERED": "1",
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "MLFLOW_DISABLE_TELEMETRY": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
-        "TICKWATCH_LOG_LEVEL": "INFO",
-    }
-
-
 @dataclass
 class Services:
     """The replay server and the four workers of one run, as background processes."""
@@ -186,7 +172,7 @@ class Services:
         proc = self.procs.get(name) or ManagedProcess(f"drill-{name}", self.settings.run_dir)
         self.procs[name] = proc
         args = ["score", "--instance", "drill"] if name == "score" else [name]
-        proc.start([*_tickwatch(), *args], env=child_env(self.settings))
+        proc.start([*tickwatch_command(), *args], env=child_env(self.settings, "INFO"))
         port = self.ready_port(name)
         if not wait_until(lambda: port_open("127.0.0.1", port) or proc.pid() is None, timeout_s):
             raise RuntimeError(f"{name} did not open port {port}; see {proc.log_file}")

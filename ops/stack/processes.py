@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tickwatch.settings import Settings, settings_to_env
+
+
+def tickwatch_command() -> list[str]:
+    """How to run `tickwatch`: the installed script, else this interpreter's module."""
+    exe = shutil.which("tickwatch")
+    return [exe] if exe else [sys.executable, "-m", "tickwatch"]
+
+
+def child_env(settings: Settings, log_level: str | None = None) -> dict[str, str]:
+    """The settings as TICKWATCH_* variables plus the runtime variables the services expect, so
+    every service a command starts sees exactly the same ones."""
+    env = {
+        **settings_to_env(settings),
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TICKWATCH_RUN_DIR": str(settings.run_dir.resolve()),
+    }
+    if log_level:
+        env["TICKWATCH_LOG_LEVEL"] = log_level
+    return env
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
