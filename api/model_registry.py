@@ -19,7 +19,7 @@ def _missing(exc: MlflowException) -> bool:
     return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
-def champion_versions(settings: Settings) -> list[ModelVersionInfo]:
+def champion_model_versions(settings: Settings) -> list[ModelVersionInfo]:
     """Each configured model's champion version (None if no version holds the alias) and metrics."""
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     alias = settings.mlflow.champion_alias

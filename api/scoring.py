@@ -32,13 +32,13 @@ class ChampionScorer:
 
     def get(self) -> Any:
         """The Scorer for the champion versions, loading or reloading it when they change."""
-        from detection.registry import champion_versions
+        from detection.registry import champion_pair
         from detection.scorer import Scorer
 
         with self._lock:
             if self._scorer is not None and time.monotonic() - self._checked < RECHECK_S:
                 return self._scorer
-            versions = champion_versions(self.settings)
+            versions = champion_pair(self.settings)
             if versions is None:
                 raise NoChampion("no champion model loaded")
             if self._scorer is None or self._scorer.versions != versions:

@@ -122,7 +122,7 @@ def log_lstm(
     return str(info.registered_model_version)
 
 
-def champion_versions(settings: Settings) -> tuple[str, str] | None:
+def champion_pair(settings: Settings) -> tuple[str, str] | None:
     """(forest version, autoencoder version) the champion alias points at, or None if unset."""
     from mlflow.exceptions import MlflowException
 

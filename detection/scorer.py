@@ -29,7 +29,7 @@ from detection.models.iforest import NAME as IFOREST
 from detection.models.iforest import iforest_scores
 from detection.models.lstm_ae import NAME as LSTM
 from detection.models.lstm_ae import autoencoder_errors, autoencoder_scores, tail_errors
-from detection.registry import LoadedModel, champion_versions, load_pair
+from detection.registry import LoadedModel, champion_pair, load_pair
 from detection.rules import fired_rules
 from tickwatch.features import (
     MODEL_FEATURES,
@@ -191,7 +191,7 @@ class Scorer:
     @classmethod
     def from_registry(cls, settings: Settings) -> Scorer:
         """Load the versions the champion alias points at (raises if none is registered)."""
-        versions = champion_versions(settings)
+        versions = champion_pair(settings)
         if versions is None:
             raise LookupError("no champion registered yet: run `tickwatch train` first")
         return cls.from_versions(settings, versions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from detection.registry import champion_versions
+from detection.registry import champion_pair
 from detection.scorer import Scorer
 from tickwatch.metrics import ERRORS, MODEL_INFO
 from tickwatch.settings import Settings
@@ -41,7 +41,7 @@ class ModelWatcher:
 
     def check(self) -> bool:
         """Poll once; load the new champion pair if the alias moved. True if one was loaded."""
-        versions = champion_versions(self.settings)
+        versions = champion_pair(self.settings)
         if versions is None or versions == self._current:
             return False
         log.info("champion moved %s -> %s: loading", self._current, versions)

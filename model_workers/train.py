@@ -234,7 +234,7 @@ def promote_if_no_worse(
         new_f1 = result.metrics["ensemble"].f1
     else:
         new_f1 = injected.injected.f1 if injected is not None else float("nan")
-    current = registry.champion_versions(settings)
+    current = registry.champion_pair(settings)
     champion_f1 = None
     if current is not None and (labelled or (injected is not None and held_out)):
         from detection.scorer import Scorer

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import RedisDep, SettingsDep
-from api.model_registry import champion_versions
+from api.model_registry import champion_model_versions
 from api.online_features import online_store
 from api.responses import Check, Readiness
 from tickwatch.kafka import admin
@@ -40,7 +40,7 @@ def _kafka(request: Request, settings: Settings) -> str:
 
 def _models(settings: Settings) -> str:
     """The registry answers; a missing champion is reported, not fatal (only scoring needs it)."""
-    versions = champion_versions(settings)
+    versions = champion_model_versions(settings)
     loaded = [f"{m.name} v{m.version}" for m in versions if m.version]
     if not loaded:
         return (

@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException
 
 from api.deps import API_PREFIX, ApiKey, SettingsDep
 from api.errors import DependencyUnavailable
-from api.model_registry import champion_versions
+from api.model_registry import champion_model_versions
 from api.responses import DependencyDown, ModelsResponse
 from tickwatch.settings import Settings
 
@@ -26,7 +26,7 @@ def _champions(settings: Settings) -> ModelsResponse:
     if hit and time.monotonic() - hit[0] < settings.api.cache_ttl_s:
         return hit[1]
     try:
-        body = ModelsResponse(models=champion_versions(settings))
+        body = ModelsResponse(models=champion_model_versions(settings))
     except (MlflowException, OSError) as exc:
         raise DependencyUnavailable("mlflow", f"{type(exc).__name__}: {exc}"[:300]) from exc
     _cache[key] = (time.monotonic(), body)

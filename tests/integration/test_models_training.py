@@ -37,7 +37,7 @@ def test_training_registers_both_models_as_champion_with_their_metadata(settings
     s = with_models(settings, tmp_path)
     outcome = trained_registry().outcome
     assert outcome.promoted and outcome.champion_f1 is None
-    assert registry.champion_versions(s) == ("1", "1")
+    assert registry.champion_pair(s) == ("1", "1")
     client = registry.use_tracking(s)
     run = client.get_run(outcome.run_id)
     assert run.data.params["sequence_length"] == str(s.model.sequence_length)
@@ -101,7 +101,7 @@ def test_champion_alias_moves_only_to_a_pair_at_least_as_good(settings, tmp_path
             v_ae = registry.log_lstm(lstm.model, lstm.calibration, scale, s, windows[valid][:3])
             outcome = promote_if_no_worse(s, result, frame, labels, run.info.run_id, v_if, v_ae)
         assert outcome.promoted is expect_promoted
-        assert registry.champion_versions(s) == expect
+        assert registry.champion_pair(s) == expect
 
 
 def test_without_labels_the_injected_validation_decides(settings, tmp_path):
@@ -142,7 +142,7 @@ def test_without_labels_the_injected_validation_decides(settings, tmp_path):
             )
         assert outcome.gate == "injected F1" and outcome.champion_f1 is not None
         assert outcome.promoted is expect_promoted
-        assert registry.champion_versions(s) == expect
+        assert registry.champion_pair(s) == expect
         seen.append((injected.injected.f1, injected.injected.events, injected.row()))
     (blind_f1, events, _), (fitted_f1, _, row) = seen
     assert events >= 20 and blind_f1 == 0.0 and fitted_f1 > 0.5
