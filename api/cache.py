@@ -12,7 +12,7 @@ import hashlib
 
 from redis.asyncio import Redis
 
-from api.store import ALL_SYMBOLS, CACHE_VERSION, PREFIX
+from api.anomaly_store import ALL_SYMBOLS, CACHE_VERSION, PREFIX
 
 PAGE = PREFIX + "cache:page:"
 

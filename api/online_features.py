@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class OnlineFeatures:
-    """Tickwatch's FeatureStore (feature_repo.store), opened on first use (Feast loads slowly)."""
+    """Tickwatch's FeatureStore (feature_repo.feature_store), opened on first use (Feast loads
+    slowly)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -33,7 +34,7 @@ class OnlineFeatures:
         """The FeatureStore for the app's settings, opened once."""
         with self._lock:
             if self._store is None:
-                from feature_repo.store import get_store
+                from feature_repo.feature_store import get_store
 
                 self._store = get_store(self.settings)
             return self._store

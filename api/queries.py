@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from api.store import ALL, BY_SYMBOL, RECORD
+from api.anomaly_store import ALL, BY_SYMBOL, RECORD
 from tickwatch.schemas import SEVERITY_RANK
 
 SCAN_CHUNK = 200

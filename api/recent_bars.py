@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from api.store import CACHE_VERSION, PREFIX
+from api.anomaly_store import CACHE_VERSION, PREFIX
 from tickwatch.schemas import MinuteBar, encode
 
 BARS = PREFIX + "bars:"  # + SYMBOL -> zset(bar JSON, start_ms)

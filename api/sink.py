@@ -16,9 +16,9 @@ import threading
 import redis
 from confluent_kafka import Consumer, KafkaException, Message
 
+from api.anomaly_store import AnomalyStore, WriteResult
 from api.bar_sink import BarSink
 from api.explanation_metrics import LatestExplanations
-from api.store import AnomalyStore, WriteResult
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import consume_batch, hang_watchdog, make_consumer, make_producer
 from tickwatch.metrics import (

@@ -25,8 +25,8 @@ import httpx
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from api.anomaly_store import AnomalyStore
 from api.cache import PAGE
-from api.store import AnomalyStore
 from benchmarks.common import tail, tail_cell, tail_text
 from ops.results import Verdict, met, table, write_section
 from tickwatch.schemas import AnomalyEvent, ModelScore, Reason, make_event_id

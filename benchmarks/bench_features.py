@@ -21,7 +21,7 @@ import msgspec
 import redis
 
 from benchmarks.common import Timer
-from feature_repo.store import get_store
+from feature_repo.feature_store import get_store
 from ops.results import Verdict, met, table, write_section
 from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from stream_processors.feast_push import FeatureRow, OnlineWriter

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from feature_repo.feature_store import features_dir
 from feature_repo.sources import OFFLINE_DIR, TIMESTAMP_FIELD
-from feature_repo.store import features_dir
 from tickwatch.features import FEATURE_NAMES, Bar, compute_features_batch
 from tickwatch.settings import Settings
 

@@ -12,7 +12,7 @@ OFFLINE_DIR = "offline"  # relative to the repo path get_store sets: settings.da
 # training reads them point-in-time correct with get_historical_features.
 bar_features_file = FileSource(
     name="bar_features_file",
-    path=OFFLINE_DIR,  # made absolute per store by feature_repo.store.apply_definitions
+    path=OFFLINE_DIR,  # made absolute per store by feature_repo.feature_store.apply_definitions
     file_format=ParquetFormat(),
     timestamp_field=TIMESTAMP_FIELD,
     description="Offline bar features (Parquet, one file per symbol)",

@@ -46,7 +46,7 @@ def load_training_frame(
 def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
     """MODEL_FEATURES joined point-in-time onto every stored bar; None if the store has none."""
     from feature_repo.feature_services import MODEL_SERVICE
-    from feature_repo.store import features_dir, get_store
+    from feature_repo.feature_store import features_dir, get_store
 
     if not any((features_dir(settings) / "offline").glob("*.parquet")):
         return None

@@ -7,7 +7,7 @@ import logging
 
 import faust
 
-from feature_repo.store import get_store
+from feature_repo.feature_store import get_store
 from stream_processors.agents import STAGE, register
 from stream_processors.app import create_app
 from stream_processors.feast_push import OnlineWriter

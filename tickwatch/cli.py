@@ -320,7 +320,7 @@ def features(
 @features_app.command("apply")
 def features_apply() -> None:
     """Register the Feast definitions (entity, sources, views, services) in the registry."""
-    from feature_repo.store import apply_definitions, get_store
+    from feature_repo.feature_store import apply_definitions, get_store
 
     settings = _setup()
     apply_definitions(get_store(settings))

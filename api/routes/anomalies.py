@@ -14,10 +14,10 @@ from fastapi.responses import Response, StreamingResponse
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from api.anomaly_store import LIVE_CHANNEL, RECORD
 from api.deps import API_PREFIX, ApiKey, RedisDep
 from api.queries import AnomalyQuery, Cursor, CursorError, list_anomalies, page_json
 from api.responses import AnomalyPage, Problem
-from api.store import LIVE_CHANNEL, RECORD
 from tickwatch.schemas import AnomalyEvent, Severity
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import redis
 from api_support import BASE_MS, MINUTE, api_server, drain, make_event, produce_events
 from pydantic import SecretStr
 
-from api.store import RECORD
+from api.anomaly_store import RECORD
 from tickwatch.schemas import AnomalyEvent, encode
 from tickwatch.settings import Settings
 

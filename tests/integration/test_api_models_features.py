@@ -45,8 +45,8 @@ def register_champion(settings: Settings, tmp_path) -> str:
 
 def write_online_features(settings: Settings, symbol: str) -> dict[str, float]:
     """One feature row for `symbol` in the online store, through Feast's own write API."""
+    from feature_repo.feature_store import get_store
     from feature_repo.feature_views import FEATURE_VIEW
-    from feature_repo.store import get_store
 
     values = {name: float(i) / 4 for i, name in enumerate(FEATURE_NAMES)}
     row = {

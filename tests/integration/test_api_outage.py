@@ -14,8 +14,8 @@ import redis
 from api_support import RedisServer, api_server, make_event, produce_events
 from prometheus_client import REGISTRY
 
+from api.anomaly_store import ALL, AnomalyStore
 from api.sink import AnomalySink
-from api.store import ALL, AnomalyStore
 from tickwatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from model_support import with_models
 
+from api.anomaly_store import AnomalyStore
 from api.main import create_app
-from api.store import AnomalyStore
 from tickwatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -10,7 +10,7 @@ from api_support import drain, make_event, produce_events, produce_raw
 from metrics_support import grown, histogram
 from prometheus_client import REGISTRY
 
-from api.store import ALL, BY_SYMBOL, CACHE_VERSION, RECORD, SYMBOLS
+from api.anomaly_store import ALL, BY_SYMBOL, CACHE_VERSION, RECORD, SYMBOLS
 from tickwatch.kafka import consume_batch, make_consumer
 from tickwatch.schemas import DeadLetter, decode, encode
 from tickwatch.settings import Settings

@@ -12,7 +12,7 @@ from api_support import RedisServer
 from prometheus_client import REGISTRY
 
 from feature_repo.feature_services import ALL_SERVICE
-from feature_repo.store import get_store
+from feature_repo.feature_store import get_store
 from stream_processors.feast_push import FeatureRow, OnlineWriter
 from stream_processors.outputs import FeatureOutputs
 from tickwatch.features import FEATURE_NAMES

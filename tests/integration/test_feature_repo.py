@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from feature_repo.feature_services import MODEL_SERVICE
+from feature_repo.feature_store import features_dir, get_store
 from feature_repo.materialize import materialize_bars
-from feature_repo.store import features_dir, get_store
 from producers.market_sim import simulate
 from tickwatch.bar_store import bars_to_frame
 from tickwatch.features import MODEL_FEATURES, compute_features_batch

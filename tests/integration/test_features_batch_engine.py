@@ -22,7 +22,7 @@ from features_support import (
 )
 
 from feature_repo.feature_services import ALL_SERVICE
-from feature_repo.store import get_store
+from feature_repo.feature_store import get_store
 from stream_processors.batch_worker import BatchFeaturesWorker
 from stream_processors.feast_push import OnlineWriter
 from tickwatch.features import FEATURE_NAMES

@@ -21,7 +21,7 @@ from features_support import (
 )
 
 from feature_repo.feature_services import ALL_SERVICE
-from feature_repo.store import get_store
+from feature_repo.feature_store import get_store
 from tickwatch.features import FEATURE_NAMES
 from tickwatch.settings import Settings
 

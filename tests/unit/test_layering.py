@@ -128,10 +128,10 @@ def test_the_checker_reports_each_kind_of_violation(tmp_path: Path) -> None:
             "    return importlib.import_module(f'model_workers.{name}')\n"
         ),
         "detection/__init__.py": "",
-        "detection/scorer.py": "from . import models\nfrom feature_repo import store\n",
+        "detection/scorer.py": "from . import models\nfrom feature_repo import feature_store\n",
         "detection/models.py": "from model_workers import train\n",
         "feature_repo/__init__.py": "",
-        "feature_repo/store.py": "from tickwatch.settings import X\n",
+        "feature_repo/feature_store.py": "from tickwatch.settings import X\n",
         "producers/__init__.py": "",
         "producers/parsing.py": "from .publisher import p\nfrom detection.scorer import S\n",
         "producers/publisher.py": "import stream_processors.app\n",

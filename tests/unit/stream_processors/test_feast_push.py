@@ -23,7 +23,7 @@ def test_hset_command_is_what_redis_py_sends(tmp_path) -> None:
     from google.protobuf.timestamp_pb2 import Timestamp
     from redis.connection import Connection
 
-    from feature_repo.store import get_store
+    from feature_repo.feature_store import get_store
     from stream_processors.feast_push import FeatureRow, OnlineWriter
     from tickwatch.features import FEATURE_NAMES
     from tickwatch.settings import Settings
