@@ -11,7 +11,6 @@ the partitioning or consumption speed. The market proxy itself never waits: its 
 from __future__ import annotations
 
 import base64
-import math
 import time
 from array import array
 from collections import deque
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_processors.feast_push import FeatureRow
-from tickwatch.features import PERSISTED_WINDOWS, Bar, SymbolState, session_slot
+from tickwatch.features import PERSISTED_WINDOWS, Bar, MarketState, SymbolState, session_slot
 
 RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them is a duplicate
 MARKET_HISTORY_MS = 7 * 86_400_000
@@ -196,8 +195,7 @@ class MarketAligner:
     def _market_return(self, symbol: str, slot: Slot, bar: Bar, now: float) -> Any:
         start = bar.start_ms
         if symbol == self.market_symbol:  # its own return; its own volume surprise (None)
-            st = slot.state
-            return (0.0 if st.bars_seen == 0 else math.log(float(bar.close) / st.last_close), None)
+            return MarketState.of(slot.state).update(bar), None
         m = self.market_returns.get(start)
         if m is not None:
             return m

@@ -15,8 +15,8 @@ from operator import mul
 from typing import Any, NamedTuple
 
 from tickwatch.calendar import DEFAULT_CALENDAR, Calendar, calendar
+from tickwatch.schemas import MINUTE_MS
 
-MINUTE_MS = 60_000
 Z_CLIP = 50.0
 SIGMA_FLOOR = 1e-5  # 0.1 bp per minute: keeps z-scores finite on a frozen price
 VOLUME_WINDOW = 20
@@ -148,6 +148,17 @@ def session_slot(start_ms: int) -> tuple[int, int]:
     return active_calendar().slot(start_ms)
 
 
+def log_return(close: float, last_close: float, first: bool) -> float:
+    """A bar's log return, ln(close / the previous close); 0 for a series' first bar."""
+    return 0.0 if first else math.log(close / last_close)
+
+
+def opens_session(features: Mapping[str, float]) -> bool:
+    """True when a feature vector is its symbol's first bar of a trading day (the
+    `session_open` feature: its return spans the overnight gap)."""
+    return features["session_open"] > 0
+
+
 def volume_surprise(volume_z_tod: float, volume_z_20: float) -> float:
     """How unusual a bar's volume is: the mean of its z-scores against the same minute on
     earlier days and against the last 20 bars (the latter alone before there is a profile)."""
@@ -251,7 +262,7 @@ class SymbolState:
         close = float(bar.close)
         day, minute = session_slot(start)
         first = self.bars_seen == 0
-        r = 0.0 if first else math.log(close / self.last_close)
+        r = log_return(close, self.last_close, first)
 
         # the previous returns (the base sigma), then the last 4, 14 and 59 of them with r: each
         # window summed left to right, so the figures do not depend on how they are computed
@@ -431,16 +442,22 @@ class SymbolState:
 class MarketState:
     """The market proxy's last close, to turn its bars into market returns by minute."""
 
-    def __init__(self) -> None:
-        self.last_start_ms = -1
-        self.last_close = 0.0
+    def __init__(self, last_start_ms: int = -1, last_close: float = 0.0) -> None:
+        self.last_start_ms = last_start_ms
+        self.last_close = last_close
+
+    @classmethod
+    def of(cls, proxy: SymbolState) -> MarketState:
+        """The market state the proxy's own SymbolState holds (its last bar and close): the
+        features stage keeps that state only."""
+        return cls(proxy.last_start_ms, proxy.last_close)
 
     def update(self, bar: Any) -> float | None:
         """The proxy's log return for this bar (0 for the first); None if not newer."""
         start = int(bar.start_ms)
         if start <= self.last_start_ms:
             return None
-        r = 0.0 if self.last_start_ms < 0 else math.log(float(bar.close) / self.last_close)
+        r = log_return(float(bar.close), self.last_close, self.last_start_ms < 0)
         self.last_start_ms, self.last_close = start, float(bar.close)
         return r
 

@@ -19,6 +19,8 @@ from tickwatch.features import (
     MarketState,
     SymbolState,
     compute_features_batch,
+    opens_session,
+    session_slot,
 )
 
 DAY_MS = 86_400_000
@@ -147,6 +149,28 @@ def test_duplicates_and_late_bars_change_nothing() -> None:
     assert state.to_dict() == clean_state.to_dict()
     assert batch(noisy) == batch(bars)  # the first copy of each (symbol, start) wins
     assert MarketState().update(bars[0]) == 0.0
+
+
+def test_the_proxys_market_return_is_its_own_states_log_return() -> None:
+    """The features stage reads the proxy's market return off its SymbolState
+    (MarketState.of): the same return a MarketState fed every proxy bar gives."""
+    proxy = [b for b in make_bars(4, days=2, minutes=30) if b.symbol == "VOO"]
+    market, state = MarketState(), SymbolState()
+    for bar in proxy:
+        want = market.update(bar)
+        got = MarketState.of(state).update(bar)
+        assert got == want
+        assert state.update(bar, got) is not None
+    assert MarketState.of(state).update(proxy[-1]) is None  # not newer
+
+
+def test_session_open_marks_each_symbols_first_bar_of_a_trading_day() -> None:
+    bars = make_bars(5, days=3, minutes=30, drop=0.2)
+    seen: set[tuple[str, int]] = set()
+    for bar, feats, _ in compute_features_batch(bars):
+        day = (bar.symbol, session_slot(bar.start_ms)[0])
+        assert opens_session(feats) == (day not in seen)
+        seen.add(day)
 
 
 @settings(max_examples=15, deadline=None)
