@@ -35,6 +35,7 @@ from tickwatch.features import (
     MODEL_FEATURES,
     active_calendar,
     compute_features_batch,
+    opens_session,
     session_slot,
 )
 from tickwatch.schemas import (
@@ -62,27 +63,25 @@ def _minute(bar_start_ms: int) -> int:
 
 class SequenceBuffer:
     """Per symbol: the last N model-feature vectors (the LSTM's window), the last
-    detector.WINDOW detector inputs (the evidence channels' window), the trading day of its
-    newest bar and its online alert threshold."""
+    detector.WINDOW detector inputs (the evidence channels' window), its newest bar's start and
+    its online alert threshold."""
 
     def __init__(self, length: int) -> None:
         self.length = length
         self.rows: dict[str, np.ndarray] = {}  # symbol -> (length, features), newest last
         self.inputs: dict[str, np.ndarray] = {}  # symbol -> (WINDOW, INPUTS), newest last
         self.filled: dict[str, int] = {}
-        self.last: dict[str, tuple[int, int]] = {}  # symbol -> (bar_start_ms, trading day)
+        self.last: dict[str, int] = {}  # symbol -> its newest bar_start_ms
         self.thresholds: dict[str, OnlineThreshold] = {}
         self.detector: Detector | None = None  # whose surprises the thresholds count
 
     def push(
         self, symbol: str, bar_start_ms: int, x: np.ndarray, inputs: np.ndarray | None = None
-    ) -> tuple[np.ndarray | None, bool]:
-        """Append one vector; (full window ending here or None, is it the session's first bar).
+    ) -> np.ndarray | None:
+        """Append one vector; the full window ending here, or None while it fills.
 
         `inputs` (the detector inputs of the same bar) go to the symbol's channel window,
         `self.inputs[symbol]`."""
-        day = _trading_day(bar_start_ms)
-        prev = self.last.get(symbol)
         rows = self.rows.get(symbol)
         if rows is None:
             rows = self.rows[symbol] = np.zeros((self.length, len(x)), dtype=np.float32)
@@ -95,8 +94,8 @@ class SequenceBuffer:
             win[:-1] = win[1:]
             win[-1] = inputs
         filled = self.filled[symbol] = min(self.filled.get(symbol, 0) + 1, self.length)
-        self.last[symbol] = (bar_start_ms, day)
-        return (rows.copy() if filled == self.length else None), prev is None or prev[1] != day
+        self.last[symbol] = bar_start_ms
+        return rows.copy() if filled == self.length else None
 
     def threshold(self, symbol: str, detector: Detector) -> OnlineThreshold:
         """The symbol's online threshold (a new model pair starts every symbol afresh)."""
@@ -111,7 +110,7 @@ class SequenceBuffer:
     def is_new(self, symbol: str, bar_start_ms: int) -> bool:
         """False for a duplicate or late vector (not after the symbol's newest)."""
         prev = self.last.get(symbol)
-        return prev is None or bar_start_ms > prev[0]
+        return prev is None or bar_start_ms > prev
 
     def forget(self, symbol: str) -> None:
         """Drop a symbol's history (its partition moved to another worker)."""
@@ -224,9 +223,9 @@ class Scorer:
         inputs = input_matrix(vectors)
         windows = np.empty((n, self.length, x.shape[1]), dtype=np.float32)
         in_windows = np.empty((n, WINDOW, inputs.shape[1]), dtype=np.float32)
-        has_window, opens = np.zeros(n, bool), np.zeros(n, bool)
+        has_window = np.zeros(n, bool)
         for i, v in enumerate(vectors):
-            window, opens[i] = buffer.push(v.symbol, v.bar_start_ms, x[i], inputs[i])
+            window = buffer.push(v.symbol, v.bar_start_ms, x[i], inputs[i])
             in_windows[i] = buffer.inputs[v.symbol]
             if window is not None:
                 windows[i] = window
@@ -242,8 +241,9 @@ class Scorer:
         surprise = det.surprises(
             in_windows, symbols, minutes, np.column_stack([if_scores, ae_scores])
         )
-        warm = np.array([v.warm for v in vectors])
-        eligible = warm & ~opens if det.skip_open else warm
+        eligible = np.array([v.warm for v in vectors], dtype=bool)
+        if det.skip_open:  # not a session's first bar: its `session_open` feature, as in training
+            eligible &= ~np.array([opens_session(v.features) for v in vectors], dtype=bool)
         best = np.where(eligible, combine(surprise), 0.0)
         kinds = evidence_kinds(surprise)
         thresholds = np.array(

@@ -1,7 +1,7 @@
 """Batch job: historical bars -> the shared feature functions -> the Parquet offline store.
 
 Training then reads point-in-time correct rows with
-`store.get_historical_features(entity_df, features=store.get_feature_service("tickwatch_model"))`.
+`store.get_historical_features(entity_df, features=list(feature_services.TRAINING_REFS))`.
 Rolling state starts empty, so pass the whole history (the default reads every stored bar);
 re-running with the same bars rewrites the same rows (one file per symbol, keyed by timestamp).
 """
@@ -15,21 +15,11 @@ import pandas as pd
 
 from feature_repo.feature_store import features_dir
 from feature_repo.sources import OFFLINE_DIR, TIMESTAMP_FIELD
-from tickwatch.features import FEATURE_NAMES, Bar, compute_features_batch
+from tickwatch.bar_store import bars_from_frame
+from tickwatch.features import FEATURE_NAMES, compute_features_batch
 from tickwatch.settings import Settings
 
 OFFLINE_COLUMNS = ["symbol", TIMESTAMP_FIELD, *FEATURE_NAMES, "close", "volume", "warm"]
-
-
-def bars_from_frame(frame: pd.DataFrame) -> list[Bar]:
-    """Bar tuples from a bar_store frame (`timestamp` = bar start, Unix ms)."""
-    cols = frame[
-        ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap", "transactions"]
-    ]
-    return [
-        Bar(str(s), int(t), float(o), float(h), float(lo), float(c), float(v), float(w), int(n))
-        for s, t, o, h, lo, c, v, w, n in cols.itertuples(index=False)
-    ]
 
 
 def features_frame(settings: Settings, bars_frame: pd.DataFrame) -> pd.DataFrame:

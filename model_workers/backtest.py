@@ -15,7 +15,7 @@ from model_workers import dataset
 from model_workers.evaluation import EventMetrics
 from model_workers.fit import evaluate_frame
 from tickwatch.bar_files import is_iso_file, read_bars, read_labels_csv
-from tickwatch.features import MODEL_FEATURES, session_slot
+from tickwatch.features import MODEL_FEATURES, opens_session, session_slot
 from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def scored_frame(
             "warm": [v.warm for v in vectors],
             "log_return": [v.features["log_return"] for v in vectors],
             **{k: [v.features[k] for v in vectors] for k in MODEL_FEATURES},
-            "session_open": [v.features["session_open"] > 0 for v in vectors],
+            "session_open": [opens_session(v.features) for v in vectors],
             "score": [r.best for r in rows],
             "threshold": [r.threshold for r in rows],
             "is_anomaly": [r.flagged for r in rows],

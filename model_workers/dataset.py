@@ -15,7 +15,7 @@ from tickwatch.schemas import MINUTE_MS, FeatureVector
 # Rolling features stay disturbed for a while after an anomaly: keep those rows out of training and
 # threshold calibration too.
 LABEL_TAIL_MINUTES = 20
-CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm", "log_return", "session_open")
+CONTEXT = ("symbol", "bar_start_ms", "close", "volume", "warm")
 # what a frame holds beside its context: the models' features and the detector's inputs
 COLUMNS = tuple(dict.fromkeys((*MODEL_FEATURES, *INPUTS, "log_return")))
 
@@ -24,31 +24,21 @@ def frame_from_bars(
     bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
 ) -> pd.DataFrame:
     """One row per bar: context columns and MODEL_FEATURES, computed by tickwatch.features."""
-    rows = []
-    for bar, feats, warm in compute_features_batch(bars, market_symbol, beta_window):
-        rows.append(
-            (
-                bar.symbol,
-                int(bar.start_ms),
-                float(bar.close),
-                float(bar.volume),
-                warm,
-                *(feats[k] for k in COLUMNS),
-            )
-        )
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", *COLUMNS]
-    df = pd.DataFrame(rows, columns=cols)
-    return add_session_open(df.sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True))
+    rows = [
+        (bar.symbol, int(bar.start_ms), float(bar.close), float(bar.volume), warm)
+        + tuple(feats[k] for k in COLUMNS)
+        for bar, feats, warm in compute_features_batch(bars, market_symbol, beta_window)
+    ]
+    return training_frame(pd.DataFrame(rows, columns=[*CONTEXT, *COLUMNS]))
 
 
-def add_session_open(df: pd.DataFrame) -> pd.DataFrame:
-    """The `session_open` context column (bool) from the feature of that name, which
-    tickwatch.features computes (a frame without it gets it from the bar times)."""
-    if "session_open" in df and df["session_open"].dtype != bool:
-        df["session_open"] = df["session_open"].to_numpy() > 0
-        return df
-    day = df["bar_start_ms"].map(lambda t: session_slot(int(t))[0])
-    df["session_open"] = day.ne(day.groupby(df["symbol"]).shift()).to_numpy()
+def training_frame(features: pd.DataFrame) -> pd.DataFrame:
+    """The frame training reads, from rows of computed features (the batch functions' or the
+    offline store's): CONTEXT and COLUMNS as they were computed, sorted by symbol then time,
+    `session_open` (the feature) as a bool."""
+    df = features[[*CONTEXT, *COLUMNS]].sort_values(["symbol", "bar_start_ms"])
+    df = df.reset_index(drop=True).astype({"warm": bool})
+    df["session_open"] = df["session_open"].to_numpy() > 0
     return df
 
 

@@ -6,21 +6,12 @@ import logging
 
 import pandas as pd
 
-from model_workers.dataset import COLUMNS, add_session_open, frame_from_bars
-from tickwatch.bar_store import bars_root, labels_path, read_bars, read_labels
-from tickwatch.features import WARM_BARS, Bar
+from model_workers.dataset import COLUMNS, frame_from_bars, training_frame
+from tickwatch.bar_store import bars_from_frame, bars_root, labels_path, read_bars, read_labels
+from tickwatch.features import Bar
 from tickwatch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def bars_from_frame(bars: pd.DataFrame) -> list[Bar]:
-    """Bar tuples (what tickwatch.features reads) from a bar-store frame."""
-    cols = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap", "transactions"]
-    return [
-        Bar(s, int(t), o, h, lo, c, v, w, int(n))
-        for s, t, o, h, lo, c, v, w, n in bars[cols].itertuples(index=False, name=None)
-    ]
 
 
 def load_training_frame(
@@ -44,8 +35,9 @@ def load_training_frame(
 
 
 def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
-    """MODEL_FEATURES joined point-in-time onto every stored bar; None if the store has none."""
-    from feature_repo.feature_services import MODEL_SERVICE
+    """The features and warm flags the offline store holds, joined point-in-time onto every
+    stored bar; None if the store has none."""
+    from feature_repo.feature_services import TRAINING_REFS
     from feature_repo.feature_store import features_dir, get_store
 
     if not any((features_dir(settings) / "offline").glob("*.parquet")):
@@ -60,15 +52,10 @@ def feast_frame(settings: Settings, bars: pd.DataFrame) -> pd.DataFrame | None:
             "volume": bars["volume"].to_numpy(),
         }
     )
-    hist = store.get_historical_features(
-        entity_df=entity, features=store.get_feature_service(MODEL_SERVICE)
-    ).to_df()
-    missing = hist[list(COLUMNS)].isna().any(axis=1)
+    hist = store.get_historical_features(entity_df=entity, features=list(TRAINING_REFS)).to_df()
+    missing = hist[[*COLUMNS, "warm"]].isna().any(axis=1)
     if missing.all():
         return None
     if missing.any():
         log.warning("%d bars have no offline features; left out of training", int(missing.sum()))
-    df = hist[~missing].sort_values(["symbol", "bar_start_ms"]).reset_index(drop=True)
-    df["warm"] = df.groupby("symbol").cumcount().to_numpy() >= WARM_BARS - 1
-    cols = ["symbol", "bar_start_ms", "close", "volume", "warm", *COLUMNS]
-    return add_session_open(df[cols].copy())
+    return training_frame(hist[~missing])

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from tickwatch.features import Bar
 from tickwatch.schemas import AnomalyLabel, MinuteBar
 from tickwatch.settings import Settings
 
@@ -60,6 +61,14 @@ def bars_to_frame(bars: Iterable[MinuteBar]) -> pd.DataFrame:
         for b in bars
     ]
     return pd.DataFrame(rows, columns=BAR_COLUMNS).astype(_DTYPES)
+
+
+def bars_from_frame(frame: pd.DataFrame) -> list[Bar]:
+    """The bars of a BAR_COLUMNS frame as the Bar tuples tickwatch.features reads."""
+    return [
+        Bar(str(s), int(t), float(o), float(h), float(lo), float(c), float(v), float(w), int(n))
+        for s, t, o, h, lo, c, v, w, n in frame[BAR_COLUMNS].itertuples(index=False, name=None)
+    ]
 
 
 def labels_to_frame(labels: Iterable[AnomalyLabel]) -> pd.DataFrame:

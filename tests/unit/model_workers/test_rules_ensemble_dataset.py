@@ -44,11 +44,10 @@ def test_sequences_are_per_symbol_windows_ending_at_each_row():
     assert list(windows[3, :, 0]) == [10, 20, 30] and list(windows[6, :, 0]) == [40, 50, 60]
 
 
-def test_split_keeps_the_last_days_for_validation_and_marks_session_opens():
+def test_split_keeps_the_last_days_for_validation():
     day = 86_400_000
     df = pd.DataFrame(
         {"symbol": "A", "bar_start_ms": [T0, T0 + M, T0 + day, T0 + 2 * day, T0 + 3 * day]}
     )
     train, val = dataset.split_by_day(df, 0.5)
     assert list(val) == [False, False, False, True, True] and list(train) == list(~val)
-    assert list(dataset.add_session_open(df)["session_open"]) == [True, False, True, True, True]
