@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from tickwatch.bar_files import typical_price
 from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
 def _row_to_bar(symbol: str, row: dict[str, Any]) -> MinuteBar:
     """REST aggregates carry the bar start as `t`; `vw` may be absent (typical price then)."""
     start = row["t"]
-    vwap = row.get("vw", (row["h"] + row["l"] + row["c"]) / 3)
+    vwap = row["vw"] if "vw" in row else typical_price(row["h"], row["l"], row["c"])
     return MinuteBar.model_validate(
         {
             "symbol": symbol,

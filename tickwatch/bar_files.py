@@ -32,6 +32,11 @@ class CsvRowError:
     reason: str
 
 
+def typical_price(high: float, low: float, close: float) -> float:
+    """(high + low + close) / 3: a bar's VWAP where its source gives none."""
+    return (high + low + close) / 3
+
+
 def parse_timestamp(text: str) -> int:
     """Unix ms from Unix ms digits or an ISO-8601 time (UTC unless an offset is given)."""
     text = text.strip()
@@ -152,7 +157,7 @@ def _row_to_bar(row: dict[str, str]) -> tuple[MinuteBar, bool]:
     lo2, h2 = _clamp_noise(o, h, lo, c)
     clamped = (lo2, h2) != (lo, h)
     lo, h = lo2, h2
-    vwap = float(row["vwap"]) if row.get("vwap") else (h + lo + c) / 3
+    vwap = float(row["vwap"]) if row.get("vwap") else typical_price(h, lo, c)
     tx = int(float(row["transactions"])) if row.get("transactions") else 0
     bar = MinuteBar(
         symbol=(row["symbol"] or "").strip(),
