@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import signal
 import time
 
@@ -24,6 +23,7 @@ from producers.publisher import Publisher
 from producers.rest import RestError, fetch_minute_bars
 from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
 from tickwatch.metrics import RECONNECTS, serve_metrics
+from tickwatch.retry import backoff_s
 from tickwatch.schemas import MINUTE_MS, MinuteBar
 from tickwatch.settings import Settings
 from tickwatch.topic_check import require_topics
@@ -31,7 +31,8 @@ from tickwatch.topics import BARS, DEAD_LETTER, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 FATAL_STATUSES = {"auth_failed", "max_connections", "auth_timeout"}
-MAX_BACKOFF_S = 30.0
+RECONNECT_FIRST_S = 0.5  # jittered backoff (tickwatch.retry.backoff_s) between reconnects
+RECONNECT_MAX_S = 30.0
 MAX_GAP_DAYS = 5  # live frames are held while a Polygon gap is filled: keep the gap bounded
 FENCE_WAIT_S = 90.0  # a live minute bar comes every minute while the market is open
 MAX_GAP_MS = MAX_GAP_DAYS * 86_400_000
@@ -45,11 +46,6 @@ def subscription(settings: Settings) -> str:
     """`EV.SYM` channel list for every configured channel and symbol (`*` = all symbols)."""
     symbols = ["*"] if "*" in settings.symbols else settings.symbols
     return ",".join(f"{ch}.{sym}" for ch in settings.polygon.channels for sym in symbols)
-
-
-def backoff_s(attempt: int) -> float:
-    """Exponential backoff with jitter: about 0.5, 1, 2, 4 ... seconds, capped."""
-    return min(MAX_BACKOFF_S, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
 
 
 async def handshake(ws: ClientConnection, api_key: str, channels: str) -> None:
@@ -147,7 +143,7 @@ class Producer:
             except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, RestError) as exc:
                 self.reconnects += 1
                 RECONNECTS.labels("producer").inc()
-                delay = backoff_s(attempt)
+                delay = backoff_s(attempt, RECONNECT_FIRST_S, RECONNECT_MAX_S)
                 attempt += 1
                 hint = (
                     " (is `tickwatch replay-server` running?)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,10 +17,13 @@ import httpx
 from pydantic import ValidationError
 
 from tickwatch.bar_files import typical_price
+from tickwatch.retry import backoff_s
 from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
 
 log = logging.getLogger(__name__)
 PAGE_LIMIT = 50_000
+RETRY_FIRST_S = 1.0  # jittered backoff (tickwatch.retry.backoff_s) when no Retry-After is given
+RETRY_MAX_S = 60.0  # the free tier needs minute-long waits
 
 
 class RestError(RuntimeError):
@@ -80,12 +82,12 @@ def _get_json(
         except httpx.TransportError as exc:
             if attempt == max_retries:
                 raise RestError(f"GET {url} failed: {exc}") from exc
-            sleep(_backoff(attempt))
+            sleep(backoff_s(attempt, RETRY_FIRST_S, RETRY_MAX_S))
             continue
         if resp.status_code == 429 or resp.status_code >= 500:
             if attempt == max_retries:
                 raise RestError(f"GET {url}: HTTP {resp.status_code} after {attempt} retries")
-            wait = _retry_after(resp) or _backoff(attempt)
+            wait = _retry_after(resp) or backoff_s(attempt, RETRY_FIRST_S, RETRY_MAX_S)
             log.warning("HTTP %d from %s; retrying in %.1fs", resp.status_code, url, wait)
             sleep(wait)
             continue
@@ -99,11 +101,6 @@ def _get_json(
             raise RestError(f"GET {url}: unexpected response {str(body)[:300]}")
         return body
     raise AssertionError("unreachable")
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter, capped at a minute."""
-    return random.uniform(0.5, 1.0) * min(60.0, 2.0**attempt)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

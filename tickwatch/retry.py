@@ -1,15 +1,21 @@
-"""One retry helper (tenacity) for the stages' waits on a dependency that is down.
+"""One retry helper (tenacity) for the stages' waits on a dependency that is down, and the one
+jittered backoff.
 
 `retrying` retries a call while it raises one of the given errors: first after `first_s`, then
 twice as long each time up to `max_s`, forever (a stage holds its batch until the dependency is
 back rather than lose it), calling `on_retry(error, seconds)` before each wait. With a `stop`
 event the wait ends as soon as it is set, with `Stopped`. `async_retrying` is the same for a
 coroutine (the Faust agent's writes).
+
+`backoff_s` is the same doubling wait with jitter, for the loops that count their own attempts:
+the producer's reconnect (the count starts again after a good connection) and its REST retries
+(a server's Retry-After comes first). Clients that failed together then do not retry together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +24,17 @@ import tenacity
 
 FIRST_S = 0.2
 MAX_S = 2.0
+JITTER = (0.5, 1.0)  # a jittered wait is the doubling one times a random factor in this range
 
 OnRetry = Callable[[BaseException, float], None]
 Errors = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def backoff_s(attempt: int, first_s: float = FIRST_S, max_s: float = MAX_S) -> float:
+    """The jittered wait before retry `attempt` (0 for the first): `first_s` doubled per
+    attempt up to `max_s`, times a random factor in JITTER (never above `max_s`, never below
+    half the step)."""
+    return random.uniform(*JITTER) * min(max_s, first_s * 2.0 ** min(attempt, 64))
 
 
 class Stopped(Exception):

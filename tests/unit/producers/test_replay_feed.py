@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from producers.market_sim import simulate, trading_day_of
-from producers.polygon_ws import _first_bar_start, backoff_s, subscription
+from producers.polygon_ws import (
+    RECONNECT_FIRST_S,
+    RECONNECT_MAX_S,
+    _first_bar_start,
+    subscription,
+)
 from producers.replay_feed import (
     load_replay_data,
     minute_slots,
@@ -12,6 +17,7 @@ from producers.replay_feed import (
     split_history,
 )
 from producers.replay_server import ReplayServer
+from tickwatch.retry import backoff_s
 from tickwatch.settings import Settings
 
 
@@ -69,9 +75,9 @@ def test_subscription_backoff_and_fence() -> None:
     s = Settings(_env_file=None, symbols=["AAPL", "VOO"])
     assert subscription(s) == "AM.AAPL,AM.VOO,T.AAPL,T.VOO"
     assert subscription(s.model_copy(update={"symbols": ["*"]})) == "AM.*,T.*"
-    waits = [backoff_s(a) for a in range(12)]
-    assert 0.25 <= waits[0] <= 0.75 and max(waits) <= 45
-    assert backoff_s(3) > backoff_s(0) * 2  # grows (jitter is +-50%)
+    waits = [backoff_s(a, RECONNECT_FIRST_S, RECONNECT_MAX_S) for a in range(12)]
+    assert 0.25 <= waits[0] <= 0.5 and max(waits) <= RECONNECT_MAX_S
+    assert waits[3] > waits[0] * 2  # grows (jitter is 0.5-1x)
     frame = '[{"ev":"T","sym":"A"},{"ev":"AM","s":120000},{"ev":"AM","s":60000}]'
     assert _first_bar_start(frame) == 60000
     assert _first_bar_start('[{"ev":"T"}]') is None and _first_bar_start('"AM" [') is None

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import tickwatch.retry as retry_mod
-from tickwatch.retry import Stopped, async_retrying, retrying
+from tickwatch.retry import JITTER, Stopped, async_retrying, backoff_s, retrying
 
 
 class Flaky:
@@ -58,3 +58,11 @@ def test_the_coroutine_version_retries_too() -> None:
         async_retrying(ConnectionError, lambda e, s: waits.append(s), first_s=0.001)(call)
     )
     assert got == 10 and waits == pytest.approx([0.001, 0.002])
+
+
+def test_the_jittered_backoff_doubles_within_its_jitter_up_to_the_cap() -> None:
+    for attempt in range(12):
+        step = min(30.0, 0.5 * 2**attempt)
+        waits = [backoff_s(attempt, 0.5, 30.0) for _ in range(50)]
+        assert all(JITTER[0] * step <= w <= JITTER[1] * step for w in waits)
+    assert backoff_s(5_000, 0.5, 30.0) <= 30.0  # no overflow however long it keeps failing
