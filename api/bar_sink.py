@@ -12,23 +12,31 @@ import logging
 import threading
 
 import redis
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, Message
 
 from api.recent_bars import RecentBars
-from tickwatch.kafka import consume_batch, hang_watchdog, make_consumer
+from tickwatch.kafka import consume_batch, make_consumer
 from tickwatch.metrics import ERRORS, EVENTS_IN, EVENTS_OUT
-from tickwatch.retry import Stopped, retrying
+from tickwatch.retry import REDIS_DOWN, Stopped, retrying
 from tickwatch.schemas import MinuteBar, SchemaError, decode
 from tickwatch.settings import Settings
-from tickwatch.stage import run_steps
+from tickwatch.stage import commit_consumed, run_steps
 from tickwatch.topics import BARS, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "bar-sink"
 GROUP = "tickwatch-bar-sink"
-MAX_RETRY_DELAY_S = 2.0
-COMMIT_WATCHDOG_S = 100.0  # a commit blocked this long (no coordinator) exits 75 for a restart
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def sink_redis(settings: Settings) -> redis.Redis:
+    """The sinks' Redis client: a write waits 5 s at most, a connection 2 s (then retried)."""
+    return redis.Redis(
+        settings.redis.host,
+        settings.redis.port,
+        db=settings.redis.db,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+    )
 
 
 def _redis_failed(exc: BaseException, delay: float) -> None:
@@ -43,14 +51,7 @@ class BarSink:
         self.settings = settings
         self.topic = topic_name(BARS, settings)
         self.consumer = consumer or make_consumer(settings, f"{settings.topic_prefix}{GROUP}")
-        client = redis.Redis(
-            settings.redis.host,
-            settings.redis.port,
-            db=settings.redis.db,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-        )
-        self.store = RecentBars(client, settings.api.bars_kept)
+        self.store = RecentBars(sink_redis(settings), settings.api.bars_kept)
         self.symbols = frozenset(settings.symbols)
         self.stop_event = threading.Event()
 
@@ -72,17 +73,12 @@ class BarSink:
     def process(self, msgs: list[Message]) -> int | None:
         """Store the batch (retrying while Redis is down), then commit; None if stopped first."""
         bars = self.decode_batch(msgs)
-        retry = retrying(REDIS_DOWN, _redis_failed, max_s=MAX_RETRY_DELAY_S, stop=self.stop_event)
+        retry = retrying(REDIS_DOWN, _redis_failed, stop=self.stop_event)
         try:
             new = retry(self.store.write_batch, bars)
         except Stopped:
             return None
-        try:
-            with hang_watchdog(COMMIT_WATCHDOG_S, "offset commit"):
-                self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            ERRORS.labels(STAGE, "commit").inc()
-            log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
+        commit_consumed(self.consumer, STAGE)
         EVENTS_OUT.labels(STAGE, "MinuteBar").inc(len(bars))
         return new
 

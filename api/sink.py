@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 
-import redis
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, Message
 
 from api.anomaly_store import AnomalyStore, WriteResult
-from api.bar_sink import BarSink
+from api.bar_sink import BarSink, sink_redis
 from api.explanation_metrics import LatestExplanations
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.kafka import consume_batch, hang_watchdog, make_consumer, make_producer
+from tickwatch.kafka import consume_batch, make_consumer, make_producer
 from tickwatch.metrics import (
     DUPLICATES,
     ERRORS,
@@ -30,19 +29,22 @@ from tickwatch.metrics import (
     Hop,
     serve_metrics,
 )
-from tickwatch.retry import Stopped, retrying
+from tickwatch.retry import REDIS_DOWN, Stopped, retrying
 from tickwatch.schemas import AnomalyEvent, SchemaError, decode
 from tickwatch.settings import Settings
-from tickwatch.stage import LagGauge, observe_latencies, run_steps, stop_on_signals
+from tickwatch.stage import (
+    LagGauge,
+    commit_consumed,
+    observe_latencies,
+    run_steps,
+    stop_on_signals,
+)
 from tickwatch.topic_check import require_topics
 from tickwatch.topics import ANOMALIES, BARS, DEAD_LETTER, topic_name
 
 log = logging.getLogger(__name__)
 STAGE = "sink"
 GROUP = "tickwatch-sink"
-MAX_RETRY_DELAY_S = 2.0
-COMMIT_WATCHDOG_S = 100.0  # a commit blocked this long (no coordinator) exits 75 for a restart
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _redis_failed(exc: BaseException, delay: float) -> None:
@@ -59,14 +61,7 @@ class AnomalySink:
         self.consumer = consumer or make_consumer(settings, f"{settings.topic_prefix}{GROUP}")
         self.producer = make_producer(settings)
         self.dead_letters = DeadLetterSink(self.producer, settings, STAGE)
-        client = redis.Redis(
-            settings.redis.host,
-            settings.redis.port,
-            db=settings.redis.db,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-        )
-        self.store = AnomalyStore(client, settings.api.anomaly_retention_days)
+        self.store = AnomalyStore(sink_redis(settings), settings.api.anomaly_retention_days)
         self.symbols = frozenset(settings.symbols)
         self.latest = LatestExplanations()
         self.stop_event = threading.Event()
@@ -102,7 +97,7 @@ class AnomalySink:
 
     def write(self, events: list[AnomalyEvent]) -> WriteResult | None:
         """Store the batch, retrying with backoff while Redis is unavailable; None if stopped."""
-        retry = retrying(REDIS_DOWN, _redis_failed, max_s=MAX_RETRY_DELAY_S, stop=self.stop_event)
+        retry = retrying(REDIS_DOWN, _redis_failed, stop=self.stop_event)
         try:
             return retry(self.store.write_batch, events)
         except Stopped:
@@ -123,12 +118,7 @@ class AnomalySink:
         while self.producer.flush(30):  # dead letters acknowledged before the offsets move
             ERRORS.labels(STAGE, "dead_letter_flush").inc()
             log.warning("dead letters not acknowledged yet; holding the commit")
-        try:
-            with hang_watchdog(COMMIT_WATCHDOG_S, "offset commit"):
-                self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:  # e.g. the group rebalanced during a long Redis outage
-            ERRORS.labels(STAGE, "commit").inc()
-            log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
+        commit_consumed(self.consumer, STAGE)
         repeats = len(decoded) - result.added - len(result.expired)
         if repeats:
             DUPLICATES.labels(STAGE, "already_stored").inc(repeats)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable
 
 import msgspec
-import redis
 from confluent_kafka import Producer
 
 from stream_processors.alignment import MarketMinute, Released
@@ -22,14 +21,12 @@ from stream_processors.intake import BarStamps
 from tickwatch.dead_letter import DeadLetterSink
 from tickwatch.kafka import INGEST_HEADER, flush_or_raise, make_producer, produce
 from tickwatch.metrics import ERRORS, EVENT_TO_EMIT, EVENTS_OUT, HOP_LATENCY, Hop, observe_since
-from tickwatch.retry import async_retrying, retrying
+from tickwatch.retry import REDIS_DOWN, async_retrying, retrying
 from tickwatch.schemas import MarketReturn, encode
 from tickwatch.settings import Settings
 from tickwatch.topics import FEATURES, MARKET_RETURNS, topic_name
 
 log = logging.getLogger(__name__)
-MAX_RETRY_DELAY_S = 2.0
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)  # retried: the write is held, not lost
 Stamps = dict[tuple[str, int], BarStamps]  # (symbol, bar start) -> the bar's stamps
 Starts = tuple[list[int], list[int]]  # emitted rows' ingest ms and bar append ms
 NO_STAMPS = BarStamps(None, None)
@@ -149,7 +146,7 @@ class FeatureOutputs:
 
     def write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows, retrying while Redis is unavailable (blocking; see _write_online)."""
-        retrying(REDIS_DOWN, self._redis_failed, max_s=MAX_RETRY_DELAY_S)(self.writer.write, rows)
+        retrying(REDIS_DOWN, self._redis_failed)(self.writer.write, rows)
 
     async def _write_online(self, rows: list[FeatureRow]) -> None:
         """Write Feast rows off the event loop, retrying while Redis is unavailable.
@@ -162,7 +159,7 @@ class FeatureOutputs:
         async def write() -> None:
             await loop.run_in_executor(None, self.writer.write, rows)
 
-        await async_retrying(REDIS_DOWN, self._redis_failed, max_s=MAX_RETRY_DELAY_S)(write)
+        await async_retrying(REDIS_DOWN, self._redis_failed)(write)
 
     def _redis_failed(self, exc: BaseException, delay: float = 0.0) -> None:
         ERRORS.labels(self.stage, "redis").inc()

@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
 import tenacity
 
 FIRST_S = 0.2
 MAX_S = 2.0
 JITTER = (0.5, 1.0)  # a jittered wait is the doubling one times a random factor in this range
+# a Redis that is down or unreachable: retried, the write is held rather than lost
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 OnRetry = Callable[[BaseException, float], None]
 Errors = type[BaseException] | tuple[type[BaseException], ...]

@@ -72,6 +72,7 @@ TXN_RETRY_PAUSE_S = 0.5
 ABORT_S = 60.0
 EXIT_RESTART = EXIT_HUNG  # EX_TEMPFAIL: restart from what Kafka committed
 LAG_EVERY_S = 5.0
+COMMIT_WATCHDOG_S = 100.0  # a sink's commit blocked this long (no coordinator) exits 75
 
 Rewind = Callable[[Consumer, list[TopicPartition]], None]
 
@@ -275,6 +276,18 @@ class LagGauge:
                 CONSUMER_LAG.labels(self.stage, tp.topic, str(tp.partition)).set(max(0, high - pos))
         except KafkaException as exc:  # e.g. no leader while the broker restarts: lag can wait
             log.debug("%s: consumer lag unavailable: %s", self.stage, exc)
+
+
+def commit_consumed(consumer: Consumer, stage: str) -> None:
+    """Commit a sink's consumed offsets (its writes are idempotent) under the hang watchdog; a
+    failed commit (the group rebalanced during a long outage) is counted and logged: the batch
+    is read again, harmlessly."""
+    try:
+        with hang_watchdog(COMMIT_WATCHDOG_S, "offset commit"):
+            consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        ERRORS.labels(stage, "commit").inc()
+        log.warning("offset commit failed (%s); the batch will be read again, harmlessly", exc)
 
 
 def ingest_ms(msg: Message) -> int | None:
