@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from tickwatch.schemas import AnomalyEvent, encode
+from tickwatch.schemas import DAY_MS, AnomalyEvent, encode
 
 PREFIX = "tw:"
 RECORD = PREFIX + "anomaly:"  # + event_id -> JSON
@@ -23,7 +23,6 @@ SYMBOLS = PREFIX + "anomalies:symbols"  # set of symbols with anomalies
 CACHE_VERSION = PREFIX + "cache:version:"  # + SYMBOL or ALL_SYMBOLS -> int
 ALL_SYMBOLS = "*"
 LIVE_CHANNEL = PREFIX + "anomalies:live"  # pub/sub: one JSON AnomalyEvent per new event
-DAY_MS = 86_400_000
 
 # ARGV: retention_ms, then (event_id, symbol, bar_start_ms, json) per event.
 # Retention is by bar time relative to the newest bar stored, so a replay of old data is kept

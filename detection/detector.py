@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from tickwatch.schemas import MINUTE_MS
+
 INPUTS: tuple[str, ...] = (
     "return_z",
     "relative_return_z",
@@ -720,7 +722,7 @@ def bar_interval_minutes(symbols: np.ndarray, ts: np.ndarray) -> float:
     if not len(gaps):
         return 1.0
     values, counts = np.unique(gaps, return_counts=True)
-    return float(values[np.argmax(counts)]) / 60_000
+    return float(values[np.argmax(counts)]) / MINUTE_MS
 
 
 def _codes(symbols: np.ndarray) -> np.ndarray:

@@ -1,13 +1,8 @@
-"""Severity names and the registry's per-model calibration record (the decision itself:
-detection.detector)."""
+"""The registry's per-model calibration record (the decision itself: detection.detector)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from tickwatch.schemas import Severity
-
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,14 @@ import numpy as np
 import pandas as pd
 
 PROTOTYPE_VOLUME_MULTIPLE = 3.0
+PROTOTYPE_VOLUME_BARS = 20  # the previous bars whose mean volume the prototype compares with
 PROTOTYPE_MOVE = 0.05
 ZSCORE_LIMIT = 4.0
 BIG_MOVE_LOG = math.log1p(PROTOTYPE_MOVE)
+# the names events report, from the limits above: move_over_5pct, return_z_over_4, ...
+BIG_MOVE_RULE = f"move_over_{PROTOTYPE_MOVE * 100:g}pct"
+RETURN_Z_RULE = f"return_z_over_{ZSCORE_LIMIT:g}"
+VOLUME_Z_RULE = f"volume_z_over_{ZSCORE_LIMIT:g}"
 
 
 def prototype_rule(bars: pd.DataFrame) -> np.ndarray:
@@ -19,7 +24,8 @@ def prototype_rule(bars: pd.DataFrame) -> np.ndarray:
     `bars` has symbol, close, volume in time order per symbol; returns a bool per row.
     """
     g = bars.groupby("symbol", sort=False)
-    prev_mean = g["volume"].transform(lambda v: v.shift().rolling(20, min_periods=20).mean())
+    n = PROTOTYPE_VOLUME_BARS
+    prev_mean = g["volume"].transform(lambda v: v.shift().rolling(n, min_periods=n).mean())
     move = g["close"].pct_change().abs()
     return (
         ((bars["volume"] > PROTOTYPE_VOLUME_MULTIPLE * prev_mean) | (move > PROTOTYPE_MOVE))
@@ -37,9 +43,9 @@ def fired_rules(feats: dict[str, float]) -> list[str]:
     """The rule baselines one feature vector trips (reported beside the models' verdict)."""
     out = []
     if abs(feats.get("log_return", 0.0)) > BIG_MOVE_LOG:
-        out.append("move_over_5pct")
+        out.append(BIG_MOVE_RULE)
     if abs(feats.get("return_z", 0.0)) > ZSCORE_LIMIT:
-        out.append("return_z_over_4")
+        out.append(RETURN_Z_RULE)
     if feats.get("volume_z_20", 0.0) > ZSCORE_LIMIT:
-        out.append("volume_z_over_4")
+        out.append(VOLUME_Z_RULE)
     return out

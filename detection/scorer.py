@@ -23,7 +23,6 @@ from detection.detector import (
     evidence_kinds,
     severity_index,
 )
-from detection.ensemble import SEVERITIES
 from detection.explain import ForestExplainer, top_reasons
 from detection.models.iforest import NAME as IFOREST
 from detection.models.iforest import iforest_scores
@@ -39,6 +38,8 @@ from tickwatch.features import (
     session_slot,
 )
 from tickwatch.schemas import (
+    MINUTE_MS,
+    SEVERITIES,
     AnomalyEvent,
     FeatureVector,
     ModelScore,
@@ -46,7 +47,7 @@ from tickwatch.schemas import (
     Severity,
     make_event_id,
 )
-from tickwatch.settings import Settings
+from tickwatch.settings import BETA_WINDOW, COOLDOWN_MINUTES, MARKET_SYMBOL, TOP_FEATURES, Settings
 
 EVIDENCE = "evidence"  # the statistical channels, as an ensemble member
 
@@ -165,7 +166,7 @@ class Scorer:
         self,
         iforest: LoadedModel,
         lstm: LoadedModel,
-        top_k: int = 3,
+        top_k: int = TOP_FEATURES,
         detector: Detector | None = None,
     ) -> None:
         self.iforest, self.lstm, self.top_k = iforest, lstm, top_k
@@ -363,7 +364,7 @@ class Cooldown:
     """One event per ongoing anomaly: a flag fires only if the symbol's previous flag is older."""
 
     def __init__(self, minutes: int) -> None:
-        self.window_ms = minutes * 60_000
+        self.window_ms = minutes * MINUTE_MS
         self.last_flag: dict[str, int] = {}
 
     def admit(self, symbol: str, bar_start_ms: int) -> bool:
@@ -374,7 +375,7 @@ class Cooldown:
 
 
 def vectors_from_bars(
-    bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
+    bars: Iterable[Any], market_symbol: str = MARKET_SYMBOL, beta_window: int = BETA_WINDOW
 ) -> list[FeatureVector]:
     """Feature vectors for bars, computed exactly as the streaming agents do."""
     return [
@@ -393,8 +394,8 @@ def vectors_from_bars(
 def score_bars(
     scorer: Scorer,
     bars: Iterable[Any],
-    cooldown_minutes: int = 5,
-    market_symbol: str = "VOO",
+    cooldown_minutes: int = COOLDOWN_MINUTES,
+    market_symbol: str = MARKET_SYMBOL,
     detected_at_ms: int = 0,
 ) -> list[AnomalyEvent | None]:
     """One entry per scored bar (feature order): its event if it opens one, else None."""

@@ -11,6 +11,7 @@ import pandas as pd
 from detection.detector import INPUTS
 from tickwatch.features import MODEL_FEATURES, compute_features_batch, session_slot
 from tickwatch.schemas import MINUTE_MS, FeatureVector
+from tickwatch.settings import BETA_WINDOW, MARKET_SYMBOL
 
 # Rolling features stay disturbed for a while after an anomaly: keep those rows out of training and
 # threshold calibration too.
@@ -21,7 +22,7 @@ COLUMNS = tuple(dict.fromkeys((*MODEL_FEATURES, *INPUTS, "log_return")))
 
 
 def frame_from_bars(
-    bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
+    bars: Iterable[Any], market_symbol: str = MARKET_SYMBOL, beta_window: int = BETA_WINDOW
 ) -> pd.DataFrame:
     """One row per bar: context columns and MODEL_FEATURES, computed by tickwatch.features."""
     rows = [

@@ -24,6 +24,8 @@ from detection.registry import LoadedModel
 from detection.scorer import Scorer
 from model_workers import dataset
 from model_workers.evaluation import EventMetrics, alerts_from_flags, evaluate_alerts
+from tickwatch.schemas import MINUTE_MS
+from tickwatch.settings import MARKET_SYMBOL, TOP_FEATURES
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.3
@@ -45,7 +47,7 @@ class FitResult:
     n_validation: int = 0
 
     def scorer(
-        self, length: int, top_k: int = 3, versions: tuple[str, str] = ("new", "new")
+        self, length: int, top_k: int = TOP_FEATURES, versions: tuple[str, str] = ("new", "new")
     ) -> Scorer:
         """A Scorer over these in-memory models (the registry is not touched)."""
         forest = LoadedModel(IFOREST, versions[0], self.iforest, self.iforest_cal, {})
@@ -103,7 +105,7 @@ def fit_models(
     settings_model: Any,
     cooldown_minutes: int,
     seed: int = 0,
-    market_symbol: str = "VOO",
+    market_symbol: str = MARKET_SYMBOL,
 ) -> FitResult:
     """Train on the early days' normal rows, fit the detector on the history, evaluate on the
     last days as the stream would score them (the earlier days warm its state)."""
@@ -185,7 +187,7 @@ def fit_frame_detector(
         ok & clean,
         ok,
         budget=m.alerts_per_day,
-        cooldown_ms=cooldown_minutes * 60_000,
+        cooldown_ms=cooldown_minutes * MINUTE_MS,
         sessions=m.threshold_sessions,
         market_symbol=market_symbol,
         calendar=active_calendar().name,

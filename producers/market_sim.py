@@ -25,11 +25,11 @@ import numpy as np
 from producers import anomaly_injection as inj
 from tickwatch.bar_store import bars_to_frame, labels_to_frame
 from tickwatch.schemas import MINUTE_MS, AnomalyLabel, MinuteBar, Trade
+from tickwatch.settings import MARKET_SYMBOL
 
 NEW_YORK = ZoneInfo("America/New_York")
 BARS_PER_DAY = inj.BARS_PER_DAY
 DEFAULT_START_DAY = dt.date(2025, 3, 3)  # a Monday; fixed so every run is reproducible
-MARKET_SYMBOL = "VOO"
 _MINUTES_PER_YEAR = 252 * BARS_PER_DAY
 _DF = 5  # Student-t degrees of freedom for fat tails
 __all__ = [

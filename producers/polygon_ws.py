@@ -24,7 +24,7 @@ from producers.rest import RestError, fetch_minute_bars
 from producers.upstream import REPLAY_COMPLETE, Upstream, upstream_for
 from tickwatch.metrics import RECONNECTS, serve_metrics
 from tickwatch.retry import backoff_s
-from tickwatch.schemas import MINUTE_MS, MinuteBar
+from tickwatch.schemas import DAY_MS, MINUTE_MS, MinuteBar
 from tickwatch.settings import Settings
 from tickwatch.topic_check import require_topics
 from tickwatch.topics import BARS, DEAD_LETTER, QUOTES, TRADES
@@ -35,7 +35,7 @@ RECONNECT_FIRST_S = 0.5  # jittered backoff (tickwatch.retry.backoff_s) between 
 RECONNECT_MAX_S = 30.0
 MAX_GAP_DAYS = 5  # live frames are held while a Polygon gap is filled: keep the gap bounded
 FENCE_WAIT_S = 90.0  # a live minute bar comes every minute while the market is open
-MAX_GAP_MS = MAX_GAP_DAYS * 86_400_000
+MAX_GAP_MS = MAX_GAP_DAYS * DAY_MS
 
 
 class UpstreamRefused(RuntimeError):

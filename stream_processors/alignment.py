@@ -20,9 +20,10 @@ from typing import Any
 
 from stream_processors.feast_push import FeatureRow
 from tickwatch.features import PERSISTED_WINDOWS, Bar, MarketState, SymbolState, session_slot
+from tickwatch.schemas import DAY_MS
 
 RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them is a duplicate
-MARKET_HISTORY_MS = 7 * 86_400_000
+MARKET_HISTORY_MS = 7 * DAY_MS
 
 ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_order", "replayed"
 MarketMinute = tuple[int, float, float]  # bar start, the proxy's log return, volume surprise

@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from tickwatch.schemas import MINUTE_MS, MinuteBar, describe_error
+from tickwatch.schemas import DAY_MS, MINUTE_MS, MinuteBar, describe_error
 
 log = logging.getLogger(__name__)
 REQUIRED = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 FLOAT_NOISE = 1e-9  # relative: a low above the open/close by less than this is clamped, not refused
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from tickwatch.calendar import DEFAULT_CALENDAR, Calendar, calendar
 from tickwatch.schemas import MINUTE_MS
+from tickwatch.settings import BETA_WINDOW, MARKET_SYMBOL
 
 Z_CLIP = 50.0
 SIGMA_FLOOR = 1e-5  # 0.1 bp per minute: keeps z-scores finite on a frozen price
@@ -194,7 +195,7 @@ class SymbolState:
         "pair_rm",
     )
 
-    def __init__(self, beta_window: int = 60) -> None:
+    def __init__(self, beta_window: int = BETA_WINDOW) -> None:
         self.last_start_ms = -1
         self.last_close = 0.0
         self.last_day = 0
@@ -463,7 +464,7 @@ class MarketState:
 
 
 def compute_features_batch(
-    bars: Iterable[Any], market_symbol: str = "VOO", beta_window: int = 60
+    bars: Iterable[Any], market_symbol: str = MARKET_SYMBOL, beta_window: int = BETA_WINDOW
 ) -> Iterator[tuple[Any, dict[str, float], bool]]:
     """(bar, features, warm) for every bar in order, exactly as the streaming agents compute them.
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MINUTE_MS = 60_000
+DAY_MS = 86_400_000
 SCHEMA_VERSION = 1
 
 # as markets write them: BRK.A, futures with digits (6EH4), Polygon's prefixed tickers (X:BTCUSD)
@@ -17,7 +18,8 @@ Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 TimestampMs = Annotated[int, Field(ge=946_684_800_000, le=4_102_444_800_000)]  # 2000..2100, in ms
 Severity = Literal["low", "medium", "high", "critical"]
-SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)  # lowest first
+SEVERITY_RANK: dict[str, int] = {s: rank for rank, s in enumerate(SEVERITIES, start=1)}
 
 
 class WireModel(BaseModel):

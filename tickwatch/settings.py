@@ -10,7 +10,12 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SYMBOLS = ["AAPL", "GOOGL", "MSFT", "TSLA", "VOO"]
+# defaults that functions taking them one by one (the batch features, the scorer) share
+MARKET_SYMBOL = "VOO"  # the market proxy the relative features are against
+BETA_WINDOW = 60  # bars of the rolling beta to the market proxy
+COOLDOWN_MINUTES = 5  # flags of one symbol closer than this are one event
+TOP_FEATURES = 3  # reasons per model an event reports
+DEFAULT_SYMBOLS = ["AAPL", "GOOGL", "MSFT", "TSLA", MARKET_SYMBOL]
 
 
 class KafkaSettings(BaseModel):
@@ -116,10 +121,10 @@ class ReplaySettings(BaseModel):
 class FeatureSettings(BaseModel):
     """Streaming feature computation."""
 
-    market_symbol: str = "VOO"
+    market_symbol: str = MARKET_SYMBOL
     # exchange calendar of the bars' sessions (exchange_calendars: XNYS, CMES, 24/7, ...)
     calendar: str = "XNYS"
-    beta_window: int = 60
+    beta_window: int = BETA_WINDOW
     allowed_lateness_s: int = 120
     push_batch: int = 500
     engine: Literal["faust", "batch"] = "faust"
@@ -133,8 +138,8 @@ class ModelSettings(BaseModel):
     # alert events per symbol per trading day on normal behaviour: sets every threshold
     alerts_per_day: float = Field(default=1.0, gt=0)
     threshold_sessions: int = Field(default=20, ge=1)  # trailing sessions a threshold follows
-    cooldown_minutes: int = 5
-    top_features: int = 3
+    cooldown_minutes: int = COOLDOWN_MINUTES
+    top_features: int = TOP_FEATURES
     epochs: int = 8
     # feature vectors per partition a restarted score worker re-scores before its commit point
     # (the LSTM sequences and cooldowns); the thresholds come from their own changelog

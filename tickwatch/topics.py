@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tickwatch.schemas import DAY_MS
 from tickwatch.settings import Settings
 
-DAY_MS = 86_400_000
 # Retention counts from arrival, not from event time: the broker stamps every record with the
 # time it appended it, so a backfill or replay of history older than a topic's retention is kept
 # for the whole retention (with the producers' event-time stamps the broker's next retention
