@@ -70,7 +70,7 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
         yield c
 
 
-def test_models_lists_champion_versions_with_metrics(
+def test_models_lists_champion_model_versions_with_metrics(
     settings: Settings, client: httpx.Client, tmp_path
 ) -> None:
     before = client.get("/v1/models")
