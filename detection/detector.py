@@ -12,9 +12,7 @@ low on it:
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
-  so is half of the market proxy's own volume surprise in the same minute, and the volume the
-  bar's own move brings (busy bars move more: the coupling is fitted on the user's history; the
-  move channels judge the move).
+  so is half of the market proxy's own volume surprise in the same minute.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
@@ -82,7 +80,6 @@ MARKET_VOLUME = 2.0  # volume z explained by each market-return z beyond MARKET_
 MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_BARS) it starts at
 MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
 MARKET_VOLUME_SHARE = 0.5  # a stock's volume z explained per unit of the market's volume surprise
-VOLUME_COUPLING_MAX = 1.5  # the most volume z a unit of the bar's own |return z| may explain
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
@@ -142,58 +139,8 @@ def _residuals(w: np.ndarray) -> np.ndarray:
     return np.where(known, r - before * m, 0.0)
 
 
-def _volume(w: np.ndarray, linked: np.ndarray) -> np.ndarray:
-    """The last bar's volume surprise before its own move is accounted for: the smaller of the
-    volume and trade-count z-scores, less what the market's move and volume explain."""
-    vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
-    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)  # features.volume_surprise
-    tz = w[:, -1, _I["transactions_z_20"]]
-    volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
-    # a market-wide move brings market-wide volume: what the market's move explains is normal,
-    # and so is what the market's own volume surge explains
-    market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
-    volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
-    market_volume = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
-    return volume - np.where(linked, MARKET_VOLUME_SHARE * market_volume, 0.0)
-
-
-def _own_move(w: np.ndarray, skip_open: bool, interval_minutes: float) -> np.ndarray:
-    """Each window's return z-scores (the first bar of a session zeroed where it carries the
-    overnight gap), a move across missing bars scaled down by the root of the bars it spans."""
-    bars = w[:, :, _I["minutes_since_last_bar"]] / interval_minutes
-    keep = 1.0 - w[:, :, _I["session_open"]] if skip_open else np.ones(w.shape[:2])
-    return w[:, :, _I["return_z"]] / np.sqrt(np.maximum(bars, 1.0)) * keep
-
-
-def fit_volume_coupling(
-    windows: np.ndarray, proxy: np.ndarray, skip_open: bool, interval_minutes: float
-) -> float:
-    """How much volume surprise each unit of the bar's own |return z| brings in this market
-    (least squares over the history's bars outside market-wide moves, 0 to
-    VOLUME_COUPLING_MAX)."""
-    w = np.asarray(windows, dtype=np.float64)
-    if not len(w):
-        return 0.0
-    linked = (w[:, -1, _I["market_known"]] > 0) & ~proxy
-    x = np.abs(_own_move(w, skip_open, interval_minutes)[:, -1])
-    y = _volume(w, linked)
-    # bars of a market-wide move are left out: their volume is the market's (taken off above)
-    calm = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
-    ok = np.isfinite(x) & np.isfinite(y) & (calm <= MARKET_VOLUME_FROM)
-    x, y = x[ok], y[ok]
-    var = float(np.var(x)) if len(x) > 1 else 0.0
-    if var <= 1e-12:
-        return 0.0
-    slope = float(np.mean((x - x.mean()) * (y - y.mean()))) / var
-    return float(np.clip(slope, 0.0, VOLUME_COUPLING_MAX))
-
-
 def channel_values(
-    windows: np.ndarray,
-    proxy: np.ndarray,
-    skip_open: bool,
-    interval_minutes: float = 1.0,
-    volume_coupling: float = 0.0,
+    windows: np.ndarray, proxy: np.ndarray, skip_open: bool, interval_minutes: float = 1.0
 ) -> np.ndarray:
     """(n, CHANNELS) evidence from (n, WINDOW, INPUTS) windows, newest bar last.
 
@@ -206,7 +153,7 @@ def channel_values(
     bars = w[:, :, _I["minutes_since_last_bar"]] / interval_minutes
     gap = np.sqrt(np.maximum(bars, 1.0))
     keep = 1.0 - w[:, :, _I["session_open"]] if skip_open else np.ones(w.shape[:2])
-    rz = _own_move(w, skip_open, interval_minutes)
+    rz = w[:, :, _I["return_z"]] / gap * keep
     rr = w[:, :, _I["relative_return_z"]] / gap * keep
     linked = (w[:, -1, _I["market_known"]] > 0) & ~proxy
 
@@ -235,9 +182,16 @@ def channel_values(
     widening = np.median(ranges[:, -RECENT:], axis=1) / _robust_scale(ranges[:, ref], 0.5)
     burst = np.minimum(size, widening)
 
-    # the volume the bar's own price move explains (busy bars move more) is normal too: the
-    # move channels judge the move
-    volume = _volume(w, linked) - volume_coupling * np.abs(rz[:, -1])
+    vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
+    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)  # features.volume_surprise
+    tz = w[:, -1, _I["transactions_z_20"]]
+    volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
+    # a market-wide move brings market-wide volume: what the market's move explains is normal,
+    # and so is what the market's own volume surge explains
+    market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
+    volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
+    market_volume = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
+    volume = volume - np.where(linked, MARKET_VOLUME_SHARE * market_volume, 0.0)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -535,7 +489,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 6  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 5  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
@@ -554,7 +508,6 @@ class Detector:
     calendar: str = "XNYS"  # the exchange calendar the history's sessions came from
     interval_minutes: float = 1.0  # the bars' interval (1 min, 5 min, 1 h, 1 day, ...)
     prior_weight: float = PRIOR_EVENTS  # sessions the prior counts as (see fit_detector)
-    volume_coupling: float = 0.0  # volume z a unit of the bar's own |return z| explains
     _start: tuple[tuple[bytes, float], float] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -589,9 +542,7 @@ class Detector:
         """(n, MEMBERS) surprises: channels from input windows, then the two models' scores
         (NaN where a model has no score: read as ordinary)."""
         proxy = np.asarray(symbols) == self.market_symbol
-        raw = channel_values(
-            windows, proxy, self.skip_open, self.interval_minutes, self.volume_coupling
-        )
+        raw = channel_values(windows, proxy, self.skip_open, self.interval_minutes)
         ch = self.season.apply(raw, bucket_of(minutes))
         return self.tail.surprise(_members(ch, model_scores))
 
@@ -608,7 +559,6 @@ class Detector:
             "calendar": self.calendar,
             "interval_minutes": self.interval_minutes,
             "prior_weight": self.prior_weight,
-            "volume_coupling": self.volume_coupling,
             "members": list(MEMBERS),
             "grid": GRID.tolist(),
             "version": DETECTOR_VERSION,
@@ -633,7 +583,6 @@ class Detector:
             str(d["calendar"]),
             float(d["interval_minutes"]),
             float(d["prior_weight"]),
-            float(d["volume_coupling"]),
         )
 
 
@@ -721,10 +670,7 @@ def fit_detector(
     # sessions at one alert a day, years of daily bars)
     sessions = max(sessions, math.ceil(WINDOW_EVENTS / budget))
     proxy = np.asarray(symbols) == market_symbol
-    coupling = fit_volume_coupling(
-        np.asarray(windows)[fit_rows], proxy[fit_rows], skip_open, interval
-    )
-    raw = channel_values(windows, proxy, skip_open, interval, coupling)
+    raw = channel_values(windows, proxy, skip_open, interval)
     buckets = bucket_of(minutes)
     season = Season.fit(raw[fit_rows], buckets[fit_rows])
     ch = season.apply(raw, buckets)
@@ -750,7 +696,6 @@ def fit_detector(
         market_symbol,
         calendar,
         interval,
-        volume_coupling=coupling,
     )
     best = np.where(eligible, combine(tail.surprise(_members(ch, scores))), 0.0)
     total, n_sessions = np.zeros(len(GRID)), 0

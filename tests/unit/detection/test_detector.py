@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from detection.detector import (
-    CHANNELS,
     EVIDENCE_KINDS,
     GRID,
-    INPUTS,
     MEMBERS,
-    WINDOW,
     OnlineThreshold,
     Tail,
-    channel_values,
     event_counts,
     evidence_kinds,
-    fit_volume_coupling,
     solve_threshold,
 )
 
@@ -160,33 +155,3 @@ def test_the_evidence_kind_is_the_kind_of_the_member_the_score_comes_from() -> N
     surprise[2, MEMBERS.index("iforest")] = surprise[2, MEMBERS.index("lstm_ae")] = 2.5
     kinds = [EVIDENCE_KINDS[k] for k in evidence_kinds(surprise)]
     assert kinds == ["volume", "decoupling", "models"]
-
-
-def _volume_windows(rz: np.ndarray, vz: np.ndarray) -> np.ndarray:
-    """Windows of unlinked bars (no market), the last bar with return z `rz` and volume and
-    trade-count z `vz`, every earlier bar ordinary."""
-    w = np.zeros((len(rz), WINDOW, len(INPUTS)))
-    w[:, :, INPUTS.index("minutes_since_last_bar")] = 1.0
-    w[:, :, INPUTS.index("log_return")] = 1e-3
-    w[:, :, INPUTS.index("bar_range")] = 1e-3
-    for name in ("volume_z_20", "volume_z_tod", "transactions_z_20"):
-        w[:, -1, INPUTS.index(name)] = vz
-    w[:, -1, INPUTS.index("return_z")] = rz
-    return w
-
-
-def test_the_volume_a_bars_own_move_explains_is_fitted_and_taken_off() -> None:
-    rng = np.random.default_rng(7)
-    rz = rng.standard_t(3, 5000)
-    noise = rng.standard_normal(5000)
-    proxy = np.zeros(5000, dtype=bool)
-    coupled = fit_volume_coupling(_volume_windows(rz, 0.6 * np.abs(rz) + noise), proxy, True, 1.0)
-    assert abs(coupled - 0.6) < 0.05
-    # volume that does not follow the move: nothing to take off
-    assert fit_volume_coupling(_volume_windows(rz, noise), proxy, True, 1.0) < 0.05
-    # a busy bar that moved a lot is explained; the same volume without a move is not
-    w = _volume_windows(np.array([8.0, 0.0]), np.array([5.0, 5.0]))
-    volume = channel_values(w, np.zeros(2, dtype=bool), True, 1.0, coupled)[
-        :, CHANNELS.index("volume")
-    ]
-    assert volume[0] < 1.0 < 4.5 < volume[1]
