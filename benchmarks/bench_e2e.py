@@ -28,13 +28,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Prod
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks.common import tail
-from benchmarks.e2e_report import Step, plot, section, verdict
+from benchmarks.e2e_report import DECISION, Step, decision_verdict, plot, section, verdict
 from ops.drill_compare import topic_size
 from ops.drill_stack import PrivateStack, Services, ensure_champion, private_settings
-from ops.hops import hop_stats, scrape_all
+from ops.hops import hop_stats, scrape, scrape_all, window_stat
 from ops.results import write_section
 from ops.stack.processes import wait_until
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
+from tickwatch.metrics import EVENT_TO_EMIT_NAME
 from tickwatch.settings import Settings
 from tickwatch.topics import ANOMALIES, BARS, FEATURES, TRADES, topic_name
 
@@ -148,7 +149,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         if not wait_until(lambda: topic_size(run, BARS) > 0, 60, 0.2):
             raise RuntimeError(f"speed {step.speed:g}: no bar reached Kafka within 60 s")
         hop_ports = [services.ready_port(n) for n in ("produce", "features", "score")]
-        hops0 = scrape_all(hop_ports)
+        hops0, decisions0 = scrape_all(hop_ports), _decisions(hop_ports[-1])
         t0, bars0, trades0 = time.monotonic(), topic_size(run, BARS), topic_size(run, TRADES)
         n0 = len(timings.ms[names[FEATURES]])
         time.sleep(WINDOW_S)
@@ -160,6 +161,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         step.scored = committed(run, f"{run.topic_prefix}tickwatch-score", names[FEATURES])
         step.vectors_total = topic_size(run, FEATURES)
         step.hops = hop_stats(hops0, scrape_all(hop_ports))  # the window's records, every hop
+        step.decision = window_stat(decisions0, _decisions(hop_ports[-1]))
         for name in ("produce", "replay-server"):
             services.procs[name].stop(timeout_s=15)
         time.sleep(DRAIN_S)
@@ -171,6 +173,12 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         timings.thread.join(timeout=10)
     step.features_ms = timings.ms[names[FEATURES]]
     step.anomalies_ms = timings.ms[names[ANOMALIES]]
+
+
+def _decisions(score_port: int) -> dict[float, float]:
+    """The score worker's ingest -> decision histogram (every vector it scored: its ingest
+    header to the scoring transaction's commit, where an anomaly event of it becomes readable)."""
+    return scrape(score_port, histogram=EVENT_TO_EMIT_NAME, label="stage").get("score", {})
 
 
 def measure_bare(run: Settings, rate: float, seconds: float = BARE_S) -> list[float]:
@@ -229,6 +237,10 @@ def run_steps(base: Settings, work: Path) -> list[Step]:
             for hop, h in step.hops.items():
                 p50 = "-" if h.p50_s is None else f"{h.p50_s * 1000:.1f} ms"
                 print(f"  {hop:<22} n {h.n:>6}  p50 {p50:>9}  p99 {h.p99_text()}", flush=True)
+            d = step.decision
+            if d is not None:
+                p50 = "-" if d.p50_s is None else f"{d.p50_s * 1000:.1f} ms"
+                print(f"  {DECISION:<22} n {d.n:>6}  p50 {p50:>9}  p99 {d.p99_text()}")
             bare, bare_stat = tail(step.bare_ms)
             print(f"  {'bare round trip':<22} n {len(step.bare_ms):>6}  {bare_stat} {bare:.1f} ms")
             if step.broke:
@@ -249,7 +261,12 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     plot(steps)
     text = section(steps, WINDOW_S, DRAIN_S, BARE_S, Settings().kafka.linger_ms)
-    write_section("e2e", "End to end: replay to anomaly event, rising load", text, [verdict(steps)])
+    write_section(
+        "e2e",
+        "End to end: replay to anomaly event, rising load",
+        text,
+        [verdict(steps), decision_verdict(steps)],
+    )
 
 
 if __name__ == "__main__":

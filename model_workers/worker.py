@@ -157,7 +157,9 @@ class ScoreWorker:
         def committed() -> None:
             now = time.time()
             observe_hop(Hop.FEATURES_TO_SCORES, sources, now)  # every vector scored
-            observe_latencies(STAGE, Hop.FEATURES_TO_ANOMALIES, events, now_s=now)
+            # ingest -> decision for every vector (an anomaly event of it is committed in the
+            # same transaction), the vector -> event hop for the flagged ones
+            observe_latencies(STAGE, Hop.FEATURES_TO_ANOMALIES, sources, events, now_s=now)
             EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
             if vectors:
                 LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)

@@ -47,15 +47,18 @@ def _ms(s: float) -> str:
     return f"{s * 1000:.1f}"
 
 
-def parse_hop_buckets(text: str) -> dict[str, Buckets]:
-    """Each hop's cumulative bucket counts from a Prometheus text exposition."""
+def parse_hop_buckets(
+    text: str, histogram: str = HISTOGRAM, label: str = "hop"
+) -> dict[str, Buckets]:
+    """Each hop's (each `label` value's, of another histogram) cumulative bucket counts from a
+    Prometheus text exposition."""
     out: dict[str, Buckets] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != HISTOGRAM:
+        if family.name != histogram:
             continue
         for sample in family.samples:
-            if sample.name == f"{HISTOGRAM}_bucket":
-                hop = sample.labels["hop"]
+            if sample.name == f"{histogram}_bucket":
+                hop = sample.labels[label]
                 le = float(sample.labels["le"])
                 out.setdefault(hop, {})[le] = out.get(hop, {}).get(le, 0.0) + sample.value
     return out
@@ -85,23 +88,31 @@ def stat(buckets: Buckets) -> HopStat:
     return HopStat(n, bucket_quantile(0.5, buckets), bucket_quantile(0.99, buckets), top)
 
 
+def window_stat(before: Buckets, after: Buckets) -> HopStat:
+    """One histogram's records between two scrapes (a counter reset reads as a fresh start)."""
+    diff = {le: after[le] - before.get(le, 0.0) for le in after}
+    if any(v < 0 for v in diff.values()):  # the stage restarted between the scrapes
+        diff = dict(after)
+    return stat(diff)
+
+
 def hop_stats(before: dict[str, Buckets], after: dict[str, Buckets]) -> dict[str, HopStat]:
-    """Per hop, the records between two scrapes (a counter reset reads as a fresh start)."""
-    out = {}
-    for hop in Hop:
-        now, then = after.get(hop, {}), before.get(hop, {})
-        diff = {le: now[le] - then.get(le, 0.0) for le in now}
-        if any(v < 0 for v in diff.values()):  # the stage restarted between the scrapes
-            diff = dict(now)
-        out[str(hop)] = stat(diff)
-    return out
+    """Per hop, the records between two scrapes."""
+    return {str(hop): window_stat(before.get(hop, {}), after.get(hop, {})) for hop in Hop}
 
 
-def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict[str, Buckets]:
-    """One stage's hop histograms from its /metrics endpoint (empty if it does not answer)."""
+def scrape(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout_s: float = 5.0,
+    histogram: str = HISTOGRAM,
+    label: str = "hop",
+) -> dict[str, Buckets]:
+    """One stage's hop histograms (or `histogram` by `label`) from its /metrics endpoint (empty
+    if it does not answer)."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as r:
-            return parse_hop_buckets(r.read().decode())
+            return parse_hop_buckets(r.read().decode(), histogram, label)
     except OSError:
         return {}
 

@@ -53,8 +53,9 @@ RECONNECTS = Counter("tickwatch_reconnects_total", "Upstream reconnects", ["stag
 CONSUMER_LAG = Gauge(
     "tickwatch_consumer_lag", "Messages behind the log end", ["stage", "topic", "partition"]
 )
+EVENT_TO_EMIT_NAME = "tickwatch_event_to_emit_seconds"
 EVENT_TO_EMIT = Histogram(
-    "tickwatch_event_to_emit_seconds",
+    EVENT_TO_EMIT_NAME,
     "Ingest (header tw-ingest-ms) to the stage's acknowledged output",
     ["stage"],
     buckets=LATENCY_BUCKETS,

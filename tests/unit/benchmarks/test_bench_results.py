@@ -4,11 +4,13 @@ percentile of fewer than 100 values is the max with its n."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 
 from benchmarks.common import tail, tail_cell, tail_text
-from benchmarks.e2e_report import Step, section, verdict
+from benchmarks.e2e_report import Step, decision_verdict, section, verdict
+from ops.hops import stat
 from ops.readme_tables import MEASURED, NOT_RERUN, README, verdict_table
 from ops.results import ResultFiles, Verdict, write_section
 
@@ -75,3 +77,26 @@ def test_the_e2e_verdict_follows_the_figures_and_quotes_no_other_section() -> No
     text = section([held, broke], 20, 4, 5, 5)
     assert "max 680 (n=2)" in text and "well inside" not in text
     assert "not measured here" in text
+
+
+def _decided(step: Step, under_100ms: int, over: int) -> Step:
+    """`step` with a window's ingest -> decision histogram: `under_100ms` vectors in the
+    50-100 ms bucket and `over` in the 100-250 ms one."""
+    n = under_100ms + over
+    step.decision = stat({0.05: 0.0, 0.1: float(under_100ms), 0.25: float(n), math.inf: float(n)})
+    return step
+
+
+def test_the_decision_goal_reads_each_goal_speeds_p99_and_its_sample_count() -> None:
+    fast = [_decided(_step(60, 1.0, []), 200, 0), _decided(_step(480, 1.0, [50.0]), 995, 5)]
+    row = decision_verdict(fast)
+    assert row.verdict == "met"
+    assert "speed 60: p99" in row.figure and "over 1000 vectors" in row.figure
+    # 2% of the vectors beyond 100 ms: the p99 is in the slower bucket
+    slow = [fast[0], _decided(_step(480, 1.0, []), 980, 20)]
+    assert decision_verdict(slow).verdict == "broke"
+    # fewer than 100 vectors cannot give a p99; a goal speed not run is said
+    few = [_decided(_step(60, 1.0, []), 50, 0), fast[1]]
+    assert decision_verdict(few).verdict == "too few vectors"
+    assert "max <= 100.0 ms (n=50)" in decision_verdict(few).figure
+    assert decision_verdict(fast[:1]).verdict == "not run at every goal speed"
