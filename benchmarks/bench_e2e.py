@@ -1,4 +1,4 @@
-"""End to end: replay -> producer -> features -> score at rising replay speeds, beside bare Kafka.
+"""End to end: replay -> producer -> features -> score -> sink at rising speeds, beside bare Kafka.
 
 Runs on a private stack (own broker, Redis and ports, the fault drills' small champion), so the
 shared stack and its ports are never touched. For each replay speed (simulated minutes per real
@@ -139,8 +139,8 @@ def measure_pipeline(run: Settings, step: Step) -> None:
     timings = Timings(run, list(names.values()))
     services = Services(run)
     try:
-        with ThreadPoolExecutor(3) as pool:  # the slow starters in parallel
-            list(pool.map(services.start, ("replay-server", "features", "score")))
+        with ThreadPoolExecutor(4) as pool:  # the slow starters in parallel
+            list(pool.map(services.start, ("replay-server", "features", "score", "sink")))
         admin = AdminClient({"bootstrap.servers": run.kafka.bootstrap_servers})
         if not wait_until(lambda: groups_ready(run, admin), 90, 0.5):
             raise RuntimeError(f"speed {step.speed:g}: worker groups not assigned within 90 s")
@@ -148,8 +148,8 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         services.start("produce")
         if not wait_until(lambda: topic_size(run, BARS) > 0, 60, 0.2):
             raise RuntimeError(f"speed {step.speed:g}: no bar reached Kafka within 60 s")
-        hop_ports = [services.ready_port(n) for n in ("produce", "features", "score")]
-        hops0, decisions0 = scrape_all(hop_ports), _decisions(hop_ports[-1])
+        hop_ports = [services.ready_port(n) for n in ("produce", "features", "score", "sink")]
+        hops0, decisions0 = scrape_all(hop_ports), _decisions(hop_ports[2])
         t0, bars0, trades0 = time.monotonic(), topic_size(run, BARS), topic_size(run, TRADES)
         n0 = len(timings.ms[names[FEATURES]])
         time.sleep(WINDOW_S)
@@ -161,7 +161,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         step.scored = committed(run, f"{run.topic_prefix}tickwatch-score", names[FEATURES])
         step.vectors_total = topic_size(run, FEATURES)
         step.hops = hop_stats(hops0, scrape_all(hop_ports))  # the window's records, every hop
-        step.decision = window_stat(decisions0, _decisions(hop_ports[-1]))
+        step.decision = window_stat(decisions0, _decisions(hop_ports[2]))
         for name in ("produce", "replay-server"):
             services.procs[name].stop(timeout_s=15)
         time.sleep(DRAIN_S)

@@ -298,7 +298,8 @@ def section(
     return (
         f"Private stack (own broker and Redis), the fault drills' small champion, "
         f"{steps[0].symbols} symbols. Each "
-        f"replay speed runs producer -> features -> score on a fresh topic prefix for a "
+        f"replay speed runs producer -> features -> score -> sink (the API store) on a fresh "
+        f"topic prefix for a "
         f"{window_s:g} s window (then {drain_s:g} s to drain). Rates are bars and trades reaching "
         f"Kafka; latency is from ingest (`tw-ingest-ms`: the producer receiving the replay "
         f"server's frame on loopback) to our consumer reading the feature vector / anomaly event. "
