@@ -224,8 +224,11 @@ class Scorer:
         inputs = input_matrix(vectors)
         windows = np.empty((n, self.length, x.shape[1]), dtype=np.float32)
         in_windows = np.empty((n, WINDOW, inputs.shape[1]), dtype=np.float32)
-        has_window = np.zeros(n, bool)
+        has_window, fresh = np.zeros(n, bool), np.zeros(n, bool)
         for i, v in enumerate(vectors):
+            # a symbol's first vector in this buffer (a start or a restart partway through a
+            # session) has no window behind it: its channels would compare it with nothing
+            fresh[i] = v.symbol not in buffer.last
             window = buffer.push(v.symbol, v.bar_start_ms, x[i], inputs[i])
             in_windows[i] = buffer.inputs[v.symbol]
             if window is not None:
@@ -242,7 +245,7 @@ class Scorer:
         surprise = det.surprises(
             in_windows, symbols, minutes, np.column_stack([if_scores, ae_scores])
         )
-        eligible = np.array([v.warm for v in vectors], dtype=bool)
+        eligible = np.array([v.warm for v in vectors], dtype=bool) & ~fresh
         if det.skip_open:  # not a session's first bar: its `session_open` feature, as in training
             eligible &= ~np.array([opens_session(v.features) for v in vectors], dtype=bool)
         best = np.where(eligible, combine(surprise), 0.0)
