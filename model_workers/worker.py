@@ -49,6 +49,7 @@ from tickwatch.stage import (
     Outcome,
     TransactionalLoop,
     ingest_headers,
+    observe_hop,
     observe_latencies,
     run_steps,
     stop_on_signals,
@@ -154,7 +155,9 @@ class ScoreWorker:
         self._snapshot_thresholds(vectors, offsets)
 
         def committed() -> None:
-            observe_latencies(STAGE, Hop.FEATURES_TO_ANOMALIES, events)
+            now = time.time()
+            observe_hop(Hop.FEATURES_TO_SCORES, sources, now)  # every vector scored
+            observe_latencies(STAGE, Hop.FEATURES_TO_ANOMALIES, events, now_s=now)
             EVENTS_OUT.labels(STAGE, "AnomalyEvent").inc(len(events))
             if vectors:
                 LAST_EVENT_TS.labels(STAGE).set(max(v.bar_start_ms for v in vectors) / 1000)

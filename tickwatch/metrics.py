@@ -27,6 +27,8 @@ class Hop(StrEnum):
 
     FEED_TO_BARS = "feed_to_bars"  # producer: feed frame received -> bar appended to `bars`
     BARS_TO_FEATURES = "bars_to_features"  # features (both engines): -> vector acknowledged
+    # score worker: -> the vector's scoring transaction committed (every vector, flagged or not)
+    FEATURES_TO_SCORES = "features_to_scores"
     FEATURES_TO_ANOMALIES = "features_to_anomalies"  # score worker: -> event committed
     ANOMALIES_TO_STORE = "anomalies_to_store"  # sink: -> event in the Redis store
 

@@ -310,9 +310,15 @@ def observe_latencies(
     observe_since(
         EVENT_TO_EMIT.labels(stage), [ms for m in sources if (ms := ingest_ms(m)) is not None], now
     )
-    hops = sources if hop_sources is None else list(hop_sources)
+    observe_hop(hop, sources if hop_sources is None else hop_sources, now)
+
+
+def observe_hop(hop: Hop, sources: Iterable[Message], now_s: float | None = None) -> None:
+    """The hop latency of `sources` once their outputs are acknowledged: from each one's append
+    to its input topic (records of a topic without LogAppendTime are skipped)."""
+    now = time.time() if now_s is None else now_s
     observe_since(
-        HOP_LATENCY.labels(hop), [ms for m in hops if (ms := appended_ms(m)) is not None], now
+        HOP_LATENCY.labels(hop), [ms for m in sources if (ms := appended_ms(m)) is not None], now
     )
 
 

@@ -182,8 +182,8 @@ def test_a_failed_commit_is_aborted_and_rewound_in_the_running_worker(settings, 
     assert _content(events) == _content(expected)
 
 
-def _hop_seconds() -> tuple[float, float]:
-    return histogram("tickwatch_hop_latency_seconds", hop="features_to_anomalies")
+def _hop_seconds(hop: str = "features_to_anomalies") -> tuple[float, float]:
+    return histogram("tickwatch_hop_latency_seconds", hop=hop)
 
 
 def _ingest_seconds() -> tuple[float, float]:
@@ -243,6 +243,7 @@ def test_moving_the_champion_alias_to_other_weights_changes_the_scores(settings,
     day2 = day2_end[len(day1) :]
     first = Scorer.from_registry(s)
     hop_before, ingest_before = _hop_seconds(), _ingest_seconds()
+    scored_before = _hop_seconds("features_to_scores")
     worker = ScoreWorker(s, "reload", reload_interval_s=0.3)
     worker.watcher.start()
     try:
@@ -270,6 +271,9 @@ def test_moving_the_champion_alias_to_other_weights_changes_the_scores(settings,
     ingest_count, ingest_sum = grown(_ingest_seconds(), ingest_before)
     assert hop_count == ingest_count == len(events)
     assert 0 < hop_sum <= ingest_sum
+    # one vector -> scored hop per vector, flagged or not, each committed once
+    scored_count, scored_sum = grown(_hop_seconds("features_to_scores"), scored_before)
+    assert scored_count == len(day1) + len(day2) and scored_sum > 0
     first_day2 = day2[0].bar_start_ms
     assert {sc.version for e in events if e.bar_start_ms >= first_day2 for sc in e.scores} == {"2"}
     assert {sc.version for e in events if e.bar_start_ms < first_day2 for sc in e.scores} == {"1"}

@@ -179,3 +179,29 @@ def test_next_offsets_and_the_ingest_header() -> None:
     assert ingest_ms(Msg(0, 0, [("tw-ingest-ms", b"123")])) == 123  # type: ignore[arg-type]
     assert ingest_ms(Msg(0, 0, [("tw-ingest-ms", b"x")])) is None  # type: ignore[arg-type]
     assert ingest_ms(Msg(0, 0, None)) is None  # type: ignore[arg-type]
+
+
+class Appended(Msg):
+    def __init__(self, kind: int, ms: int) -> None:
+        super().__init__(0, 0)
+        self._ts = (kind, ms)
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._ts
+
+
+def test_a_hop_counts_each_source_appended_by_the_broker_from_its_append() -> None:
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+
+    from tickwatch.metrics import HOP_LATENCY, Hop
+
+    series = HOP_LATENCY.labels(Hop.FEATURES_TO_SCORES)
+    sum0, count0 = series._sum.get(), sum(b.get() for b in series._buckets)
+    sources = [
+        Appended(TIMESTAMP_LOG_APPEND_TIME, 99_000),
+        Appended(TIMESTAMP_LOG_APPEND_TIME, 100_500),  # after "now" (two clocks): counted as 0
+        Appended(TIMESTAMP_CREATE_TIME, 1),  # event time, not an arrival: no hop
+    ]
+    stage.observe_hop(Hop.FEATURES_TO_SCORES, sources, now_s=100.0)
+    assert sum(b.get() for b in series._buckets) - count0 == 2
+    assert series._sum.get() - sum0 == pytest.approx(1.0)
