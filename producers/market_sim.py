@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import string
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -431,9 +432,17 @@ def _to_bars(
     tx = tx + (prints > 0)
     v = v + prints
     starts = (opens[:, None] + np.arange(BARS_PER_DAY, dtype=np.int64) * MINUTE_MS).ravel()
+    return _minute_bars([symbol] * len(starts), starts, o, h, lo, c, v, vwap, tx)
+
+
+def _minute_bars(
+    symbols: Sequence[str], starts: Sequence[int] | np.ndarray, *columns: np.ndarray
+) -> list[MinuteBar]:
+    """Validated replay bars from parallel columns: open, high, low, close, volume, vwap,
+    transactions."""
     return [
         MinuteBar(
-            symbol=symbol,
+            symbol=sym,
             start_ms=int(s),
             end_ms=int(s) + MINUTE_MS,
             open=float(oo),
@@ -445,7 +454,7 @@ def _to_bars(
             transactions=int(tt),
             source="replay",
         )
-        for s, oo, hh, ll, cc, vv, ww, tt in zip(starts, o, h, lo, c, v, vwap, tx, strict=True)
+        for sym, s, oo, hh, ll, cc, vv, ww, tt in zip(symbols, starts, *columns, strict=True)
     ]
 
 
@@ -586,21 +595,4 @@ class WholeMarket:
         vwap = np.round(np.clip((o + h + lo + 2 * c) / 5, lo, h), 4)
         tx = np.maximum(1, np.round(volume / self.trade_size)).astype(np.int64)
         self.close = c
-        return [
-            MinuteBar(
-                symbol=s,
-                start_ms=start,
-                end_ms=start + MINUTE_MS,
-                open=float(oo),
-                high=float(hh),
-                low=float(ll),
-                close=float(cc),
-                volume=float(vv),
-                vwap=float(ww),
-                transactions=int(tt),
-                source="replay",
-            )
-            for s, oo, hh, ll, cc, vv, ww, tt in zip(
-                self.symbols, o, h, lo, c, volume, vwap, tx, strict=True
-            )
-        ]
+        return _minute_bars(self.symbols, [start] * n, o, h, lo, c, volume, vwap, tx)
