@@ -298,11 +298,10 @@ def run_all(base: Settings, work: Path) -> tuple[list[Run], int]:
             result = measure(run, engine, workers, warm)
             result.bare_s = bare(run_settings(stack_settings, work, f"{name}-bare", i + 1))
             runs.append(result)
-            lat = result.latencies
             print(
-                f"{result.label}: {len(lat)} minutes, max {max(lat, default=float('nan')):.2f} s, "
-                f"min {min(lat, default=float('nan')):.2f} s, errors {result.errors()}, "
-                f"cpu {result.cpu_s}",
+                f"{result.label}: errors {result.errors()}, CPU s {result.cpu_s}; per minute, "
+                f"last bar -> scored (s): {' '.join(f'{x:.2f}' for x in result.latencies)}; "
+                f"-> last vector (s): {' '.join(f'{x:.2f}' for x in result.features_latencies)}",
                 flush=True,
             )
     finally:
