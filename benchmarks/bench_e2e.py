@@ -103,16 +103,16 @@ def step_settings(base: Settings, work: Path, speed: float, db: int) -> Settings
     )
 
 
-def groups_ready(run: Settings, admin: AdminClient) -> bool:
-    """True once the features and score consumer groups are stable with partitions assigned."""
-    groups = [f"{run.topic_prefix}tickwatch-features", f"{run.topic_prefix}tickwatch-score"]
+def groups_ready(admin: AdminClient, groups: list[str], members: int = 1) -> bool:
+    """True once each consumer group is stable with `members` members, each one assigned
+    partitions."""
     try:
         found = [f.result(10) for f in admin.describe_consumer_groups(groups).values()]
     except Exception:  # noqa: BLE001 - a group not there yet
         return False
     return all(
         g.state == ConsumerGroupState.STABLE
-        and g.members
+        and len(g.members) == members
         and all(m.assignment.topic_partitions for m in g.members)
         for g in found
     )
@@ -142,7 +142,8 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         with ThreadPoolExecutor(4) as pool:  # the slow starters in parallel
             list(pool.map(services.start, ("replay-server", "features", "score", "sink")))
         admin = AdminClient({"bootstrap.servers": run.kafka.bootstrap_servers})
-        if not wait_until(lambda: groups_ready(run, admin), 90, 0.5):
+        groups = [f"{run.topic_prefix}tickwatch-features", f"{run.topic_prefix}tickwatch-score"]
+        if not wait_until(lambda: groups_ready(admin, groups), 90, 0.5):
             raise RuntimeError(f"speed {step.speed:g}: worker groups not assigned within 90 s")
         timings.thread.start()
         services.start("produce")

@@ -315,7 +315,7 @@ def section(
         f"shown as their max with n (and a median not at all), and the break rule reads that "
         f"max.\n\n{table(headers, rows(steps))}\n\n{held}{broke_text} Plot: "
         f"`benchmarks/{PLOT.name}`.\n\n{hop_text(steps)}\n\n"
-        "A whole-market minute end to end is not measured here; "
-        "the stages alone are in the sections 'Scoring' and 'Whole-market minute through the "
-        "features stage'."
+        "A whole-market minute end to end is not measured here but in the section 'A "
+        "whole-market minute, end to end'; the stages alone are in 'Scoring' and 'Whole-market "
+        "minute through the features stage'."
     )

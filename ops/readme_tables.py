@@ -27,6 +27,7 @@ MEASURED = {
     "real-trades": "real trades -> minute bars (the T path)",
     "features": "features: bars to Feast + features topic, one worker",
     "market-minute": "features: a whole-market minute through one worker",
+    "market-e2e": "a whole-market minute end to end: producer -> features -> score",
     "scoring": "scoring with explanations",
     "api": "API, cached `GET /v1/anomalies`",
     "e2e": "end to end: replay to feature vector / anomaly event",

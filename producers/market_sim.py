@@ -16,7 +16,9 @@ false alarms a report can count.
 from __future__ import annotations
 
 import datetime as dt
+import string
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -34,11 +36,13 @@ _MINUTES_PER_YEAR = 252 * BARS_PER_DAY
 _DF = 5  # Student-t degrees of freedom for fat tails
 __all__ = [
     "MarketFamily",
+    "WholeMarket",
     "NormalEvent",
     "SimResult",
     "bars_to_frame",
     "labels_to_frame",
     "simulate",
+    "ticker_names",
     "trades_for",
 ]
 
@@ -428,9 +432,17 @@ def _to_bars(
     tx = tx + (prints > 0)
     v = v + prints
     starts = (opens[:, None] + np.arange(BARS_PER_DAY, dtype=np.int64) * MINUTE_MS).ravel()
+    return _minute_bars([symbol] * len(starts), starts, o, h, lo, c, v, vwap, tx)
+
+
+def _minute_bars(
+    symbols: Sequence[str], starts: Sequence[int] | np.ndarray, *columns: np.ndarray
+) -> list[MinuteBar]:
+    """Validated replay bars from parallel columns: open, high, low, close, volume, vwap,
+    transactions."""
     return [
         MinuteBar(
-            symbol=symbol,
+            symbol=sym,
             start_ms=int(s),
             end_ms=int(s) + MINUTE_MS,
             open=float(oo),
@@ -442,7 +454,7 @@ def _to_bars(
             transactions=int(tt),
             source="replay",
         )
-        for s, oo, hh, ll, cc, vv, ww, tt in zip(starts, o, h, lo, c, v, vwap, tx, strict=True)
+        for sym, s, oo, hh, ll, cc, vv, ww, tt in zip(symbols, starts, *columns, strict=True)
     ]
 
 
@@ -485,3 +497,102 @@ def trades_for(bar: MinuteBar) -> list[Trade]:
         )
         for i, (p, sz, t, x) in enumerate(zip(prices, sizes, times, exchanges, strict=True))
     ]
+
+
+# US listings' ticker lengths, roughly: mostly three and four letters
+_TICKER_LENGTHS = ((1, 0.005), (2, 0.045), (3, 0.35), (4, 0.55), (5, 0.05))
+
+
+def ticker_names(count: int, seed: int) -> list[str]:
+    """`count` distinct ticker-like symbols, the same for the same seed: the market proxy and
+    the other known profiles first (VOO, AAPL, ...), then 1-5 capital letters in about the
+    length mix of US listings."""
+    known = [MARKET_SYMBOL, *(s for s in PROFILES if s != MARKET_SYMBOL)]
+    names = known[:count]
+    seen = set(names)
+    rng = np.random.default_rng([seed, 0x71C])
+    lengths, weights = zip(*_TICKER_LENGTHS, strict=True)
+    letters = list(string.ascii_uppercase)
+    while len(names) < count:
+        name = "".join(rng.choice(letters, int(rng.choice(lengths, p=weights))))
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+class WholeMarket:
+    """A whole market's minute bars, one minute at a time: what the replay server streams with
+    `replay.market_symbols` set (the whole-market end-to-end benchmark).
+
+    `count` ticker-like symbols (`ticker_names`), each with its profile (`profile_for`): the
+    market proxy's Student-t moves times the symbol's beta plus its own, the intraday U of
+    volume and volatility, volume rising with the size of the move; from the open of
+    `start_day`, `days` NYSE sessions of 390 minutes. No anomalies are injected and there are no
+    overnight gaps. Vectorised over the symbols (a 10,000-symbol minute in milliseconds,
+    nothing held beyond the last close); the same seed gives the same minutes.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        seed: int,
+        start_day: dt.date,
+        days: int = 1,
+        family: MarketFamily = DEFAULT_FAMILY,
+    ) -> None:
+        self.symbols = ticker_names(count, seed)
+        self.opens = [session_open_ms(d) for d in trading_days(start_day, days)]
+        self.minutes = len(self.opens) * BARS_PER_DAY
+        self.family = family
+        self.shape = _intraday_shape(family)
+        profiles = [profile_for(s) for s in self.symbols]
+        per_minute = family.vol_scale / np.sqrt(_MINUTES_PER_YEAR)
+        self.market_sigma = PROFILES[MARKET_SYMBOL].annual_vol * per_minute
+        self.sigma = np.array([p.annual_vol for p in profiles]) * per_minute
+        is_market = np.array([s == MARKET_SYMBOL for s in self.symbols])
+        self.beta = np.where(is_market, 1.0, [p.beta for p in profiles])
+        self.idio = np.where(
+            is_market,
+            0.15 * self.sigma,
+            np.sqrt(
+                np.maximum(
+                    self.sigma**2 - (self.beta * self.market_sigma) ** 2, (0.3 * self.sigma) ** 2
+                )
+            ),
+        )
+        self.volume = np.array([p.daily_volume for p in profiles]) / BARS_PER_DAY
+        self.trade_size = np.array([p.trade_size for p in profiles])
+        self.close = np.round(np.array([p.price for p in profiles]), 2)
+        self.rng = np.random.default_rng([seed, 0xA11])
+        self.done = 0  # minutes generated so far
+
+    def next_minute(self) -> list[MinuteBar]:
+        """Every symbol's bar of the next minute (IndexError after the last one)."""
+        if self.done >= self.minutes:
+            raise IndexError("no minute left")
+        day, k = divmod(self.done, BARS_PER_DAY)
+        start = self.opens[day] + k * MINUTE_MS
+        self.done += 1
+        f, n, rng = self.family, len(self.symbols), self.rng
+        vol_shape = np.sqrt(self.shape[k])
+        market = float(_t_noise(rng, (1,), f.tail_df)[0]) * self.market_sigma * vol_shape
+        returns = self.beta * market + _t_noise(rng, (n,), f.tail_df) * self.idio * vol_shape
+        sigma = self.sigma * vol_shape
+        volume = np.round(
+            self.volume
+            * self.shape[k]
+            * np.exp(
+                rng.normal(-(f.volume_noise**2) / 2, f.volume_noise, n)
+                + f.volume_return_coupling * np.abs(returns / sigma)
+            )
+        )
+        o = self.close
+        c = np.round(o * np.exp(returns), 2)
+        spread = np.abs(rng.standard_normal((2, n))) * 0.6 * sigma
+        h = np.round(np.maximum(o, c) * np.exp(spread[0]), 2)
+        lo = np.round(np.minimum(o, c) * np.exp(-spread[1]), 2)
+        vwap = np.round(np.clip((o + h + lo + 2 * c) / 5, lo, h), 4)
+        tx = np.maximum(1, np.round(volume / self.trade_size)).astype(np.int64)
+        self.close = c
+        return _minute_bars(self.symbols, [start] * n, o, h, lo, c, volume, vwap, tx)

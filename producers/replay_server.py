@@ -8,6 +8,10 @@ With a frames file (`tickwatch replay-server --frames PATH`) it serves pre-encod
 of a market: every client that subscribes gets the whole file, frame after frame as fast as its
 socket takes them, then the `replay_complete` status. That is the feed at its peak for the
 benchmark of the producer over a real socket (`benchmarks/bench_feed.py`).
+
+With `replay.market_symbols` set it streams a synthetic whole market instead (`WholeMarket`):
+every symbol's `AM` bar of a minute together, a minute every 60 / speed seconds, no trades; the
+whole-market end-to-end benchmark's feed (`benchmarks/bench_market_e2e.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from producers.hostile_frames import hostile_frames
+from producers.market_sim import WholeMarket, recent_start_day
 from producers.replay_feed import (
     AggregateState,
     ReplayData,
@@ -88,7 +93,7 @@ class ReplayServer:
     """Serves `data` over the Polygon protocol; `drop_after_frames` aborts one connection once.
 
     With `frames`, it serves those pre-encoded frames to each subscribed client instead of the
-    market clock (`data` then only answers REST)."""
+    market clock (`data` then only answers REST); with `market`, that whole market's minutes."""
 
     def __init__(
         self,
@@ -98,8 +103,10 @@ class ReplayServer:
         drop_after_frames: int | None = None,
         rest_fail_first: int = 0,
         frames: Sequence[bytes] | None = None,
+        market: WholeMarket | None = None,
     ) -> None:
         self.settings = settings
+        self.market = market
         self.data = data
         self.speed = settings.replay.speed
         self.required_key = settings.replay.required_key
@@ -138,7 +145,8 @@ class ReplayServer:
                     port,
                     len(self.data.live),
                 )
-                clock: asyncio.Task[None] | None = asyncio.create_task(self._clock())
+                ticks = self._clock() if self.market is None else self._market_clock(self.market)
+                clock: asyncio.Task[None] | None = asyncio.create_task(ticks)
             else:
                 log.info(
                     "replay server on ws://%s:%d: %d pre-encoded frames to each subscriber",
@@ -318,6 +326,21 @@ class ReplayServer:
         self.finished.set()
         log.info("replay complete: %d minutes streamed", len(slots))
 
+    async def _market_clock(self, market: WholeMarket) -> None:
+        """Stream the whole market: every symbol's AM bar of a minute at once, a minute every
+        60 / speed seconds (back to back at speed 0), each prepared while the previous waits."""
+        await self.subscribed.wait()
+        state = AggregateState()
+        spacing = 60.0 / self.speed if self.speed > 0 else 0.0
+        t0 = time.monotonic()
+        for k in range(market.minutes):
+            events = [state.am_event(b) for b in market.next_minute()]
+            await asyncio.sleep(max(0.0, t0 + k * spacing - time.monotonic()))
+            await self._broadcast(events)
+        await self._broadcast_text(_status(REPLAY_COMPLETE, "end of the synthetic market"))
+        self.finished.set()
+        log.info("replay complete: %d minutes of %d symbols", market.minutes, len(market.symbols))
+
     async def _broadcast(self, events: list[dict]) -> None:
         if not events:
             return
@@ -389,6 +412,9 @@ def run(settings: Settings, frames_path: Path | None = None) -> None:
         )
         _serve(settings, ReplayData([], []), frames)
         return
+    if settings.replay.market_symbols:
+        _serve_market(settings)
+        return
     # bars: where a resume starts. The replay server stands in for the market feed and starts
     # before `tickwatch stack init` (compose and Kubernetes run init once it serves), so it
     # creates the two topics it needs rather than wait for init
@@ -411,12 +437,33 @@ def run(settings: Settings, frames_path: Path | None = None) -> None:
     _serve(settings, data)
 
 
-def _serve(settings: Settings, data: ReplayData, frames: Sequence[bytes] | None = None) -> None:
+def _serve_market(settings: Settings) -> None:
+    """The synthetic whole market (`replay.market_symbols`): `replay.days` sessions from the
+    most recent ones, from their first minute each run (no resume, labels or REST history)."""
+    r = settings.replay
+    require_topics(settings, (BARS,), "replay-server", create=True)
+    serve_metrics(settings.prometheus.replay_metrics_port, "replay")
+    market = WholeMarket(r.market_symbols, r.seed, recent_start_day(r.days), r.days)
+    log.info(
+        "synthetic market: %d symbols, %d minutes at speed %s",
+        len(market.symbols),
+        market.minutes,
+        r.speed,
+    )
+    _serve(settings, ReplayData([], []), market=market)
+
+
+def _serve(
+    settings: Settings,
+    data: ReplayData,
+    frames: Sequence[bytes] | None = None,
+    market: WholeMarket | None = None,
+) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await ReplayServer(settings, data, frames=frames).serve(stop)
+        await ReplayServer(settings, data, frames=frames, market=market).serve(stop)
 
     asyncio.run(main())

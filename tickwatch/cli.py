@@ -237,11 +237,21 @@ def replay_server(
         help="serve this file of pre-encoded frames (one JSON array a line) to each subscriber, "
         "as fast as its socket takes them, then replay_complete (no market, no Kafka)",
     ),
+    market_symbols: int = typer.Option(
+        None,
+        min=0,
+        help="stream a synthetic whole market of this many symbols instead: every symbol's AM "
+        "bar of a minute together, a minute every 60 / replay.speed s (replay.market_symbols)",
+    ),
 ) -> None:
     """Serve the simulated (or CSV) market over the Polygon protocol: WebSocket + REST."""
     from producers.replay_server import run
 
-    run(_setup(), frames_path=frames)
+    settings = _setup()
+    if market_symbols is not None:
+        replay = settings.replay.model_copy(update={"market_symbols": market_symbols})
+        settings = settings.model_copy(update={"replay": replay})
+    run(settings, frames_path=frames)
 
 
 @app.command()

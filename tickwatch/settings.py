@@ -116,6 +116,9 @@ class ReplaySettings(BaseModel):
     # continue after the bars already in Kafka (a rerun streams the minutes not yet seen);
     # false: stream every live minute again (the producer dead-letters the repeats)
     resume: bool = True
+    # N > 0: stream a synthetic whole market instead, N symbols' AM bars per minute together,
+    # no trades, labels or REST history (producers.market_sim.WholeMarket); 0: off
+    market_symbols: int = Field(default=0, ge=0)
 
 
 class FeatureSettings(BaseModel):
