@@ -9,8 +9,28 @@ from enum import StrEnum
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-# finer under 100 ms, where a single hop should be
-HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 5, 30, 120)
+# finer under 100 ms, where a single hop should be, and through the seconds a whole market's minute
+# takes
+HOP_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1,
+    1.5,
+    2,
+    3,
+    5,
+    30,
+    120,
+)
 
 
 def hop_quantile_query(q: float, window: str) -> str:
