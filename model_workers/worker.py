@@ -317,16 +317,17 @@ class ScoreWorker:
             self.cooldown.last_flag.pop(sym, None)
 
     def _replay(self, committed: list[TopicPartition], snapshots: dict[int, int]) -> int:
-        """Re-score, silently, `replay_messages` per partition before the committed offsets, or
-        from the partition's oldest threshold snapshot if that is earlier (a replayed bar the
-        snapshot already counted is not counted again)."""
+        """Re-score, silently, `replay_messages` per partition before the committed offsets or
+        before the partition's oldest threshold snapshot, whichever is earlier: the bars after
+        a snapshot are counted into its threshold again with the windows they had the first
+        time (a replayed bar the snapshot already counted is not counted again)."""
         reader = make_consumer(
             self.settings, f"{self.group}-rebuild", **{"isolation.level": "read_committed"}
         )
         ends, starts = {}, []
         for tp in committed:
             low, _high = reader.get_watermark_offsets(tp, timeout=30)
-            since = min(tp.offset - self.replay_messages, snapshots.get(tp.partition, tp.offset))
+            since = min(tp.offset, snapshots.get(tp.partition, tp.offset)) - self.replay_messages
             start = max(low, since)
             if start < tp.offset:
                 ends[tp.partition] = tp.offset

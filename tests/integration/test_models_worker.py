@@ -72,13 +72,14 @@ def _content(events) -> list[tuple]:
 
 def test_killed_worker_restarts_with_exactly_the_uninterrupted_events(settings, tmp_path):
     # three sessions; the kill lands in the second, after its threshold re-solve, and the
-    # restart re-scores only 40 vectors per partition: each symbol's online threshold (sessions
-    # of counts) must come back from its changelog, the rest from the replay since the snapshot
+    # restart re-scores only 200 vectors per partition before its snapshot (a few windows per
+    # symbol, not sessions): each symbol's online threshold (sessions of counts) must come back
+    # from its changelog, the rest from the replay since the snapshot
     base = with_models(settings, tmp_path)
     base = base.model_copy(
         update={
             "kafka": base.kafka.model_copy(update={"consume_batch": 150}),
-            "model": base.model.model_copy(update={"replay_messages": 40}),
+            "model": base.model.model_copy(update={"replay_messages": 200}),
         }
     )
     _, vectors = _days(3)
