@@ -28,7 +28,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Prod
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks.common import tail
-from benchmarks.e2e_report import DECISION, Step, decision_verdict, plot, section, verdict
+from benchmarks.e2e_report import (
+    DECISION,
+    WARM_S,
+    Step,
+    decision_verdict,
+    plot,
+    section,
+    verdict,
+)
 from ops.drill_compare import topic_size
 from ops.drill_stack import PrivateStack, Services, ensure_champion, private_settings
 from ops.hops import hop_stats, scrape, scrape_all, window_stat
@@ -149,6 +157,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         services.start("produce")
         if not wait_until(lambda: topic_size(run, BARS) > 0, 60, 0.2):
             raise RuntimeError(f"speed {step.speed:g}: no bar reached Kafka within 60 s")
+        time.sleep(WARM_S)  # past the fresh pipeline's one-time costs
         hop_ports = [services.ready_port(n) for n in ("produce", "features", "score", "sink")]
         hops0, decisions0 = scrape_all(hop_ports), _decisions(hop_ports[2])
         t0, bars0, trades0 = time.monotonic(), topic_size(run, BARS), topic_size(run, TRADES)
@@ -183,7 +192,8 @@ def _decisions(score_port: int) -> dict[float, float]:
 
 
 def measure_bare(run: Settings, rate: float, seconds: float = BARE_S) -> list[float]:
-    """Bare confluent-kafka round trip at `rate` messages/s: send time to consume time (ms)."""
+    """Bare confluent-kafka round trip at `rate` messages/s: send time to consume time (ms), of
+    the messages after the first WARM_S s (as the pipeline's window starts after its own)."""
     topic = f"{run.topic_prefix}bare"
     admin = AdminClient({"bootstrap.servers": run.kafka.bootstrap_servers})
     admin.create_topics([NewTopic(topic, run.kafka.default_partitions, 1)])[topic].result(30)
@@ -192,7 +202,7 @@ def measure_bare(run: Settings, rate: float, seconds: float = BARE_S) -> list[fl
     time.sleep(1.0)  # the consumer is assigned before the first send
     producer = Producer(producer_config(run))
     pad, sent, t0 = b"x" * 180, 0, time.monotonic()
-    while (elapsed := time.monotonic() - t0) < seconds:
+    while (elapsed := time.monotonic() - t0) < WARM_S + seconds:
         for _ in range(int(rate * elapsed) - sent):
             producer.produce(
                 topic,
@@ -207,7 +217,7 @@ def measure_bare(run: Settings, rate: float, seconds: float = BARE_S) -> list[fl
     wait_until(lambda: len(timings.ms[topic]) >= sent, 10, 0.05)
     timings.stop.set()
     timings.thread.join(timeout=10)
-    return timings.ms[topic]
+    return timings.ms[topic][int(rate * WARM_S) :]  # sent in rate order: the warm-up's first
 
 
 def run_steps(base: Settings, work: Path) -> list[Step]:
