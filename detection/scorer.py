@@ -50,7 +50,6 @@ from tickwatch.schemas import (
 from tickwatch.settings import BETA_WINDOW, COOLDOWN_MINUTES, MARKET_SYMBOL, TOP_FEATURES, Settings
 
 EVIDENCE = "evidence"  # the statistical channels, as an ensemble member
-WARM_UP_BATCHES = (1, 2)  # two batch shapes: Keras then traces one function for any size
 
 
 @lru_cache(maxsize=8192)
@@ -199,20 +198,8 @@ class Scorer:
 
     @classmethod
     def from_versions(cls, settings: Settings, versions: tuple[str, str]) -> Scorer:
-        """Load a given (forest, autoencoder) version pair, warmed up to serve."""
-        scorer = cls(*load_pair(settings, versions), top_k=settings.model.top_features)
-        scorer.warm_up()
-        return scorer
-
-    def warm_up(self) -> None:
-        """Run both models and the explainer once on empty rows before the first batch: Keras
-        traces its predict function for the first two batch shapes it meets (then one for any
-        size), a few hundred ms each that would otherwise land on the first live batches."""
-        width = len(MODEL_FEATURES)
-        for n in WARM_UP_BATCHES:
-            autoencoder_errors(self.lstm.model, np.zeros((n, self.length, width), np.float32))
-        iforest_scores(self.iforest.model, np.zeros((1, width), np.float32))
-        self.explainer.contributions(np.zeros((1, width), np.float32))
+        """Load a given (forest, autoencoder) version pair."""
+        return cls(*load_pair(settings, versions), top_k=settings.model.top_features)
 
     @property
     def versions(self) -> tuple[str, str]:
