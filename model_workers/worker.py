@@ -48,6 +48,8 @@ from tickwatch.stage import (
     BURST_LINGER_S,
     Outcome,
     TransactionalLoop,
+    collect_rarely,
+    freeze_long_lived,
     ingest_headers,
     observe_hop,
     observe_latencies,
@@ -114,6 +116,8 @@ class ScoreWorker:
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped (SIGTERM/SIGINT) or idle for `max_idle_s`."""
         self.watcher.start()
+        collect_rarely()
+        freeze_long_lived()  # the loaded models (see tickwatch.stage.GC_THRESHOLDS)
         try:
             run_steps(self.step, lambda: self.loop.stopping, max_idle_s)
         finally:
@@ -145,14 +149,18 @@ class ScoreWorker:
             )
             self.buffer = SequenceBuffer(new.length)
         self.scorer = new
+        freeze_long_lived()  # the new models out of the collector's walks, the old ones freed
         log.info("scoring with %s", new.version)
 
     def _process(self, msgs: list[Message], offsets: dict[int, int]) -> Outcome:
         """Score one batch into the open transaction: events, dead letters and the thresholds
         to snapshot (the loop adds the offsets and commits)."""
+        symbols_before = len(self.partition_of)
         vectors, sources = self._accept(msgs, live=True)
         events = self._score(vectors, sources, emit=True)
         self._snapshot_thresholds(vectors, offsets)
+        if len(self.partition_of) != symbols_before:
+            freeze_long_lived(collect=False)  # new symbols' sequences and thresholds
 
         def committed() -> None:
             now = time.time()
@@ -305,6 +313,7 @@ class ScoreWorker:
             self.thresholds_loaded,
             replayed,
         )
+        freeze_long_lived()  # the rebuilt sequences and thresholds
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
         self._forget({p.partition for p in partitions})

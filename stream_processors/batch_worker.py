@@ -17,7 +17,6 @@ out like the Faust engine: one worker per partition subset, same consumer group.
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import time
@@ -38,6 +37,8 @@ from tickwatch.stage import (
     BURST_LINGER_S,
     Outcome,
     TransactionalLoop,
+    collect_rarely,
+    freeze_long_lived,
     run_steps,
     stop_on_signals,
     transactional_producer,
@@ -47,11 +48,6 @@ from tickwatch.topics import BARS, MARKET_RETURNS, topic_name
 log = logging.getLogger(__name__)
 STAGE = "features"
 STALL_CHECK_S = 1.0
-# A step allocates a few container objects per bar; with the default gen-0 threshold (700) the
-# cyclic GC ran every few dozen bars and its older generations walked every symbol's state: a
-# fifth of the step. The state is long-lived and acyclic (reference counting frees it), so it is
-# frozen out of the collector once loaded, and collections run 14x less often.
-GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def batch_group(settings: Settings) -> str:
@@ -110,7 +106,7 @@ class BatchFeaturesWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Steps until SIGTERM/SIGINT (or idle for `max_idle_s`); then close cleanly."""
-        gc.set_threshold(*GC_THRESHOLDS)
+        collect_rarely()
         try:
             run_steps(self.step, lambda: self.loop.stopping, max_idle_s)
         finally:
@@ -144,7 +140,7 @@ class BatchFeaturesWorker:
                 touched,
             )
         if len(self.aligner.slots) != symbols_before:
-            gc.freeze()  # new symbols' state: long-lived, out of the collector's walks
+            freeze_long_lived(collect=False)  # new symbols' state: long-lived
         self.aligner.add_market_returns(self._market_returns(market))
         if stall_due:
             self._stall_at = time.monotonic()
@@ -178,8 +174,7 @@ class BatchFeaturesWorker:
         """Rebuild the slots of exactly the assigned partitions from the committed state."""
         mine = sorted(tp.partition for tp in partitions)
         self.aligner.load(read_slots(self.settings, self.state_topic, mine))
-        gc.collect()  # then freeze the recovered state (see GC_THRESHOLDS)
-        gc.freeze()
+        freeze_long_lived()  # the recovered state (see tickwatch.stage.GC_THRESHOLDS)
         self.aligner.dirty.clear()
         self.intake.stamps.clear()
         self.outputs.writer.forget()

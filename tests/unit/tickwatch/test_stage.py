@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
@@ -205,3 +208,25 @@ def test_a_hop_counts_each_source_appended_by_the_broker_from_its_append() -> No
     stage.observe_hop(Hop.FEATURES_TO_SCORES, sources, now_s=100.0)
     assert sum(b.get() for b in series._buckets) - count0 == 2
     assert series._sum.get() - sum0 == pytest.approx(1.0)
+
+
+def test_freezing_long_lived_state_thaws_and_frees_what_an_earlier_freeze_kept() -> None:
+    """A model swap frees the replaced model's reference cycles (TensorFlow's objects have
+    them): the collector never walks frozen objects, so each freeze thaws the last one first."""
+
+    class Model:
+        pass
+
+    old = Model()
+    old.self_ref = old  # a cycle: reference counting alone never frees it
+    gone = weakref.ref(old)
+    try:
+        stage.freeze_long_lived()
+        assert gc.get_freeze_count() > 0
+        del old
+        gc.collect()
+        assert gone() is not None  # frozen: out of the collector's reach
+        stage.freeze_long_lived()  # the swap: thaw, collect, freeze what is alive now
+        assert gone() is None
+    finally:
+        gc.unfreeze()
