@@ -152,18 +152,21 @@ def hop_rows(steps: list[Step]) -> list[list[object]]:
 
 def decision_verdict(steps: list[Step]) -> Verdict:
     """The goal's row: at real time and 480x, every vector's ingest -> scoring commit (an anomaly
-    event of it is readable from that commit) p99 within DECISION_P99_MS, over at least
-    MIN_PERCENTILE_SAMPLES vectors each."""
+    event of it is readable from that commit) p99 within DECISION_P99_MS (its max over fewer
+    than MIN_PERCENTILE_SAMPLES vectors); the first verdict that is not "met" is the row's."""
     at = [s for s in steps if s.speed in DECISION_SPEEDS and s.decision is not None]
     parts, verdicts = [], []
     for s in at:
         d = s.decision
         assert d is not None
         parts.append(f"speed {s.speed:g}: p99 {d.p99_text()} over {d.n} vectors")
-        if d.n < MIN_PERCENTILE_SAMPLES or d.p99_s is None:
-            verdicts.append("too few vectors")
+        # over fewer than MIN_PERCENTILE_SAMPLES vectors the figure printed is the max: the
+        # verdict compares that figure (a max within the goal holds every vector within it)
+        figure = d.max_s if d.n < MIN_PERCENTILE_SAMPLES else d.p99_s
+        if d.n == 0 or figure is None:
+            verdicts.append("no vectors")
         else:
-            verdicts.append("met" if d.p99_s * 1000 <= DECISION_P99_MS else "broke")
+            verdicts.append("met" if figure * 1000 <= DECISION_P99_MS else "broke")
     if len(at) < len(DECISION_SPEEDS):
         verdicts.append("not run at every goal speed")
     verdict_text = next((v for v in verdicts if v != "met"), "met") if verdicts else "not run"

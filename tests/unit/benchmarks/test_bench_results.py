@@ -95,8 +95,12 @@ def test_the_decision_goal_reads_each_goal_speeds_p99_and_its_sample_count() -> 
     # 2% of the vectors beyond 100 ms: the p99 is in the slower bucket
     slow = [fast[0], _decided(_step(480, 1.0, []), 980, 20)]
     assert decision_verdict(slow).verdict == "broke"
-    # fewer than 100 vectors cannot give a p99; a goal speed not run is said
+    # fewer than 100 vectors give their max, and the verdict reads that figure: within the
+    # goal it holds every vector, beyond it the goal broke; a goal speed not run is said
     few = [_decided(_step(60, 1.0, []), 50, 0), fast[1]]
-    assert decision_verdict(few).verdict == "too few vectors"
+    assert decision_verdict(few).verdict == "met"
     assert "max <= 100.0 ms (n=50)" in decision_verdict(few).figure
+    few_slow = [_decided(_step(60, 1.0, []), 49, 1), fast[1]]
+    assert decision_verdict(few_slow).verdict == "broke"
+    assert "max <= 250.0 ms (n=50)" in decision_verdict(few_slow).figure
     assert decision_verdict(fast[:1]).verdict == "not run at every goal speed"
