@@ -12,7 +12,8 @@ low on it:
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
-  so is half of the market proxy's own volume surprise in the same minute.
+  so is half of the market proxy's own volume surprise in the same minute, all of it beyond
+  MARKET_SURGE_Z (a market-wide surge lifts every stock's volume as much as the proxy's).
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
@@ -80,6 +81,7 @@ MARKET_VOLUME = 2.0  # volume z explained by each market-return z beyond MARKET_
 MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_BARS) it starts at
 MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
 MARKET_VOLUME_SHARE = 0.5  # a stock's volume z explained per unit of the market's volume surprise
+MARKET_SURGE_Z = 2.0  # beyond it the market's volume surprise explains a stock's one for one
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
@@ -190,8 +192,13 @@ def channel_values(
     # and so is what the market's own volume surge explains
     market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
     volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
-    market_volume = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
-    volume = volume - np.where(linked, MARKET_VOLUME_SHARE * market_volume, 0.0)
+    # up to MARKET_SURGE_Z the market's own volume noise mostly (a share explains the stock's);
+    # beyond it a market-wide surge, which lifts every stock's volume as much as the proxy's
+    mv = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
+    explained = np.maximum(
+        MARKET_VOLUME_SHARE * mv, mv - (1.0 - MARKET_VOLUME_SHARE) * MARKET_SURGE_Z
+    )
+    volume = volume - np.where(linked, explained, 0.0)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -489,7 +496,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 5  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 6  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
