@@ -230,3 +230,36 @@ def test_freezing_long_lived_state_thaws_and_frees_what_an_earlier_freeze_kept()
         assert gone() is None
     finally:
         gc.unfreeze()
+
+
+class WatermarkConsumer:
+    """A consumer whose fetches have seen partition 0's log end (12) but not partition 1's."""
+
+    def __init__(self) -> None:
+        self.queries: list[dict] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("t", 0), TopicPartition("t", 1)]
+
+    def position(self, partitions) -> list[TopicPartition]:
+        return [TopicPartition("t", 0, 5), TopicPartition("t", 1, -1001)]
+
+    def get_watermark_offsets(self, tp: TopicPartition, **kwargs) -> tuple[int, int]:
+        self.queries.append(kwargs)
+        return (0, 12) if tp.partition == 0 else (-1001, -1001)
+
+
+def test_the_lag_gauge_reads_the_fetched_log_end_and_never_queries_the_broker() -> None:
+    """A query per partition in the stage's loop held every record behind it; the log end the
+    fetches carried is enough, and a partition not fetched from yet is left unset."""
+    consumer = WatermarkConsumer()
+    stage.LagGauge("lagtest", consumer, every_s=0).update()  # type: ignore[arg-type]
+    assert consumer.queries and all(q.get("cached") is True for q in consumer.queries)
+    assert stage.CONSUMER_LAG.labels("lagtest", "t", "0")._value.get() == 7
+    samples = [
+        s.labels.get("partition")
+        for metric in stage.CONSUMER_LAG.collect()
+        for s in metric.samples
+        if s.labels.get("stage") == "lagtest"
+    ]
+    assert samples == ["0"]
