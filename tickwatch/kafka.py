@@ -92,6 +92,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: object) -> d
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
+        "fetch.wait.max.ms": settings.kafka.fetch_wait_ms,
     }
     cfg.update(overrides)
     return cfg
