@@ -49,6 +49,7 @@ from tickwatch.topics import ANOMALIES, BARS, FEATURES, TRADES, topic_name
 
 SPEEDS = [float(s) for s in os.environ.get("BENCH_E2E_SPEEDS", "60,480,3840,15360").split(",")]
 WINDOW_S = float(os.environ.get("BENCH_E2E_WINDOW_S", 20))
+MIN_WINDOW_VECTORS = 300  # a window offers at least these: a p99 over 100 is their max
 DRAIN_S = 4.0  # after the feed stops: let the messages in flight arrive
 BARE_S = 5.0  # length of each bare round-trip run
 PORT_BASE = 19_190  # broker 19192, controller 19193, Redis 19194, replay 19195, metrics 19201-05
@@ -96,9 +97,15 @@ class Timings:
             consumer.close()
 
 
+def window_for(speed: float, symbols: int) -> float:
+    """WINDOW_S, longer at a speed that offers fewer than MIN_WINDOW_VECTORS vectors in it (60 s
+    at real time for 5 symbols): the p99 of 300 vectors rests on three of them, not on one."""
+    return max(WINDOW_S, MIN_WINDOW_VECTORS / (speed / 60 * symbols))
+
+
 def step_settings(base: Settings, work: Path, speed: float, db: int) -> Settings:
     """One speed's run: fresh prefix, Redis db and run folder; enough replay days for the window."""
-    minutes = speed / 60 * (WINDOW_S + 15)
+    minutes = speed / 60 * (window_for(speed, len(base.symbols)) + 15)
     return base.model_copy(
         update={
             "run_dir": work / f"run-{speed:g}",
@@ -162,7 +169,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         hops0, decisions0 = scrape_all(hop_ports), _decisions(hop_ports[2])
         t0, bars0, trades0 = time.monotonic(), topic_size(run, BARS), topic_size(run, TRADES)
         n0 = len(timings.ms[names[FEATURES]])
-        time.sleep(WINDOW_S)
+        time.sleep(step.window_s)
         elapsed = time.monotonic() - t0
         bars1, trades1 = topic_size(run, BARS), topic_size(run, TRADES)
         step.vectors_out = len(timings.ms[names[FEATURES]]) - n0
@@ -234,7 +241,7 @@ def run_steps(base: Settings, work: Path) -> list[Step]:
         ensure_champion(settings, models)
         for i, speed in enumerate(SPEEDS):
             run = step_settings(settings, work, speed, i + 1)
-            step = Step(speed, len(run.symbols))
+            step = Step(speed, len(run.symbols), window_s=window_for(speed, len(run.symbols)))
             measure_pipeline(run, step)
             step.bare_ms = measure_bare(run, step.msgs_s)
             steps.append(step)

@@ -27,6 +27,7 @@ class Step:
 
     speed: float
     symbols: int
+    window_s: float = 0.0  # the timed window's length
     bars_s: float = 0.0
     trades_s: float = 0.0
     vectors_out: int = 0
@@ -148,6 +149,14 @@ def hop_rows(steps: list[Step]) -> list[list[object]]:
                 ]
             )
     return out
+
+
+def _longer(steps: list[Step], window_s: float) -> str:
+    """Which speeds ran a longer window (to offer enough vectors for a p99), if any."""
+    longer = [f"{s.window_s:g} s at speed {s.speed:g}" for s in steps if s.window_s > window_s]
+    if not longer:
+        return ""
+    return " (longer where that offers too few vectors for a p99: " + ", ".join(longer) + ")"
 
 
 def decision_verdict(steps: list[Step]) -> Verdict:
@@ -307,7 +316,8 @@ def section(
         f"{steps[0].symbols} symbols. Each "
         f"replay speed runs producer -> features -> score -> sink (the API store) on a fresh "
         f"topic prefix for a "
-        f"{window_s:g} s window that starts {WARM_S:g} s after its first bar reached Kafka "
+        f"{window_s:g} s window{_longer(steps, window_s)} that starts {WARM_S:g} s after its "
+        f"first bar reached Kafka "
         f"(then {drain_s:g} s to drain). Rates are bars and trades reaching "
         f"Kafka; latency is from ingest (`tw-ingest-ms`: the producer receiving the replay "
         f"server's frame on loopback) to our consumer reading the feature vector / anomaly event. "
