@@ -13,7 +13,8 @@ low on it:
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
   so is half of the market proxy's own volume surprise in the same minute, all of it beyond
-  MARKET_SURGE_Z (a market-wide surge lifts every stock's volume as much as the proxy's).
+  MARKET_SURGE_Z (a market-wide surge lifts every stock's volume as much as the proxy's); the
+  larger of the two explains it, as both read the same market-wide volume.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
@@ -23,7 +24,8 @@ low on it:
   drags its rolling beta towards zero and would hide its own residual.
 
 Fitted on the user's history (`fit_detector`): each channel's intraday seasonality (per
-half-hour of the exchange day: the open and close are busier) and its normal tail, which turns a
+half-hour of the exchange day: the open and close are busier; `volume` is only damped, its
+z-scores already read the time of day) and its normal tail, which turns a
 value into a surprise `-log10 P(normal >= value)`. The models (Isolation Forest, LSTM
 autoencoder) are calibrated the same way. The bar's score is the largest channel surprise, or
 the models' where both agree (`combine`).
@@ -91,6 +93,11 @@ TREND_BARS = 15  # bars of a decoupling the residual beta is taken before
 BETA_MIN = 0.05  # below it the market return cannot be read back from the residual
 RETURN_SCALE_FLOOR = 1e-6  # robust scale floor (log-return units) for a window of frozen prices
 BUCKET_MINUTES = 30  # intraday seasonality resolution
+# channels whose inputs are already against the same minute on earlier days (volume_z_tod):
+# the seasonality damps their busy buckets but does not amplify their quiet ones (a bucket
+# where volume usually falls against the last 20 bars, after the open, would turn an ordinary
+# rise into a surprise)
+SEASON_DAMPEN_ONLY: tuple[str, ...] = ("volume",)
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
@@ -114,6 +121,7 @@ _KIND_OF_CHANNEL = {
     "against_market": 4,
 }
 _I = {name: i for i, name in enumerate(INPUTS)}
+_DAMPEN_ONLY = np.array([c in SEASON_DAMPEN_ONLY for c in CHANNELS])
 
 
 def _robust_scale(x: np.ndarray, quantile: float = 0.75) -> np.ndarray:
@@ -191,14 +199,16 @@ def channel_values(
     # a market-wide move brings market-wide volume: what the market's move explains is normal,
     # and so is what the market's own volume surge explains
     market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
-    volume = volume - MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
+    by_move = MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
     # up to MARKET_SURGE_Z the market's own volume noise mostly (a share explains the stock's);
     # beyond it a market-wide surge, which lifts every stock's volume as much as the proxy's
     mv = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
-    explained = np.maximum(
+    by_surge = np.maximum(
         MARKET_VOLUME_SHARE * mv, mv - (1.0 - MARKET_VOLUME_SHARE) * MARKET_SURGE_Z
     )
-    volume = volume - np.where(linked, explained, 0.0)
+    # the market's move and its volume surge are two readings of the same market-wide volume:
+    # the larger explains it, they do not add up
+    volume = volume - np.where(linked, np.maximum(by_move, by_surge), by_move)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -230,7 +240,7 @@ def bucket_of(minute_of_day: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Season:
-    """Per intraday bucket, each column's location and spread relative to the whole day."""
+    """Per intraday bucket, each channel's location and spread relative to the whole day."""
 
     loc: np.ndarray  # (buckets, columns)
     scale: np.ndarray
@@ -252,8 +262,10 @@ class Season:
         return cls(loc, scale, loc_all, scale_all)
 
     def apply(self, x: np.ndarray, buckets: np.ndarray) -> np.ndarray:
-        """Values as if every bar were at an average time of day."""
-        floor = np.maximum(0.25 * self.scale_all, 1e-9)
+        """Values as if every bar were at an average time of day. A column already measured
+        against its own time of day (SEASON_DAMPEN_ONLY) is only damped in busy buckets, never
+        amplified in quiet ones."""
+        floor = np.maximum(np.where(_DAMPEN_ONLY, 1.0, 0.25) * self.scale_all, 1e-9)
         scale = np.maximum(self.scale[buckets], floor)
         out = (x - self.loc[buckets]) / scale * self.scale_all + self.loc_all
         flat = self.scale_all <= 1e-9  # a column with no spread (a stale run): left as it is
@@ -496,7 +508,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 6  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 7  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
