@@ -17,7 +17,8 @@ low on it:
   larger of the two explains it, as both read the same market-wide volume.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
-  robust units (one fat-tailed bar is not a trend), capped at twice the stock's own cumulative
+  robust units of the bars before the last 15 (one fat-tailed bar is not a trend, and the
+  event's own bars do not shrink the units), capped at twice the stock's own cumulative
   move (a stock moving against the market, not the proxy moving alone).
 - `against_market`: the stock's cumulative move against a strong market trend. Both decoupling
   channels take the residual with the beta from before the last 15 bars: a decoupling stock
@@ -213,9 +214,12 @@ def channel_values(
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
     # single fat-tailed bar cannot make a trend), capped at twice the stock's own cumulative move
-    # (a stock moving against the market, not the proxy moving alone)
-    e_clip = np.clip(e_units, -HUBER, HUBER)
-    r_clip = np.clip(r_units, -HUBER, HUBER)
+    # (a stock moving against the market, not the proxy moving alone). Its units are a robust
+    # scale of the bars before the last TREND_BARS: a decoupling spans them, and bars of the
+    # event in the reference would shrink the units it is measured in.
+    before = slice(0, WINDOW - TREND_BARS)
+    e_clip = np.clip(res / _robust_scale(res[:, before])[:, None], -HUBER, HUBER)
+    r_clip = np.clip(ret / _robust_scale(ret[:, before])[:, None], -HUBER, HUBER)
     decouple = np.maximum.reduce(
         [np.minimum(cum(e_clip, k), 2.0 * cum(r_clip, k)) for k in DECOUPLE_BARS]
     )
@@ -508,7 +512,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 7  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 8  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
