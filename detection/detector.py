@@ -20,7 +20,8 @@ low on it:
   robust units of the bars before the last 15 (one fat-tailed bar is not a trend, and the
   event's own bars do not shrink the units), capped at twice the stock's own cumulative
   move (a stock moving against the market, not the proxy moving alone).
-- `against_market`: the stock's cumulative move against a strong market trend. Both decoupling
+- `against_market`: the stock's cumulative move against a strong market trend (the market's
+  bars capped like the stock's: one market-wide shock is no trend). Both decoupling
   channels take the residual with the beta from before the last 15 bars: a decoupling stock
   drags its rolling beta towards zero and would hide its own residual.
 
@@ -226,7 +227,9 @@ def channel_values(
     # moving against a market trend: the market's own cumulative move is large and the stock's
     # goes the other way (a move of the proxy alone leaves the stock where it was)
     res15 = cum(e_clip, 15)
-    mz = w[:, :, _I["market_return_z"]] * keep
+    # the market's trend as the stock's: each bar capped at HUBER (one market-wide shock is no
+    # trend, and a stock's earlier drift is not "against" it)
+    mz = np.clip(w[:, :, _I["market_return_z"]] * keep, -HUBER, HUBER)
     mkt15 = mz[:, -15:].sum(axis=1) / math.sqrt(15)
     against = -np.sign(mkt15) * r_clip[:, -15:].sum(axis=1) / math.sqrt(15)
     trend = np.minimum(np.minimum(res15, np.abs(mkt15)), 3.0 * np.maximum(against, 0.0))
@@ -512,7 +515,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 8  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 9  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
