@@ -205,6 +205,21 @@ class Scorer:
     def versions(self) -> tuple[str, str]:
         return self.iforest.version, self.lstm.version
 
+    def warm_up(self) -> None:
+        """Run each model once on zeros before serving.
+
+        Keras traces its predict function on the first batch and once more, shape-relaxed, on
+        the first batch of another size (~300 ms each on 2 cores); without this both traces
+        land on live bars, the first ones a symbol's sequence fills. Two sizes leave the
+        relaxed trace, which every later batch size reuses.
+        """
+        width = len(MODEL_FEATURES)
+        for n in (1, 2):
+            autoencoder_errors(self.lstm.model, np.zeros((n, self.length, width), np.float32))
+        rows = np.zeros((2, width))
+        iforest_scores(self.iforest.model, rows)
+        self.explainer.contributions(rows)
+
     def score(
         self, vectors: Sequence[FeatureVector], buffer: SequenceBuffer | None = None
     ) -> list[RowScore]:

@@ -46,6 +46,7 @@ class ModelWatcher:
             return False
         log.info("champion moved %s -> %s: loading", self._current, versions)
         scorer = Scorer.from_versions(self.settings, versions)
+        scorer.warm_up()  # here, off the hot path, not on the first live batch after the swap
         with self._lock:
             self._ready = scorer
         self._current = versions

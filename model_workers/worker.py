@@ -77,6 +77,7 @@ class ScoreWorker:
     ) -> None:
         self.settings, self.replay_messages = settings, settings.model.replay_messages
         self.scorer = Scorer.from_registry(settings)
+        self.scorer.warm_up()
         self.buffer = SequenceBuffer(self.scorer.length)
         self.cooldown = Cooldown(settings.model.cooldown_minutes)
         self.partition_of: dict[str, int] = {}

@@ -58,6 +58,19 @@ def test_ten_sigma_jump_outscores_a_calm_bar(scorer):
     assert "return_z" in {r.feature for r in results["jump"].reasons}
 
 
+def test_warm_up_leaves_no_model_tracing_to_live_batches(scorer):
+    scorer.warm_up()
+    predict = scorer.lstm.model.predict_function  # Keras's traced predict step
+    traced = predict.experimental_get_tracing_count()
+    vectors = _day_vectors(1)
+    buffer = SequenceBuffer(scorer.length)
+    # batches of sizes the warm-up never used, with full sequences: every one calls the LSTM
+    for part in (vectors[:-10], vectors[-10:-7], vectors[-7:]):
+        scorer.score(part, buffer)
+    assert scorer.lstm.model.predict_function is predict
+    assert predict.experimental_get_tracing_count() == traced
+
+
 def test_batch_scores_equal_row_by_row_scores(scorer):
     vectors = _day_vectors(1)
     label = next(lb for lb in held_out().labels if lb.start_ms > vectors[400].bar_start_ms)
