@@ -34,6 +34,10 @@ STAGE = "features"
 # Events handled per step, in consume batches: two broker round trips (outputs, then state)
 # and two Redis round trips are paid per step, so bigger steps amortise them.
 TAKE_BATCHES = 5
+# Faust's take_events hands over what its buffer holds every `within` seconds (a timer, not a
+# gap after the last event): a live bar waited half of it on average. Under a burst the buffer
+# fills while the previous step runs and is taken at once, so a short timer costs no throughput.
+TAKE_WITHIN_S = 0.005
 # table names; Faust's changelog topics are "<app id>-<table>-changelog"
 STATE_TABLE, PROFILE_TABLE = "symbol-state", "minute-profile"
 
@@ -185,7 +189,8 @@ def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> Featur
     @app.agent(stage.bars_topic, name="bars-to-features")
     async def bars_to_features(stream: faust.StreamT) -> None:
         # take_events is on faust's Stream (what agents get), not on the StreamT protocol
-        async for events in stream.take_events(batch, within=0.02):  # type: ignore[attr-defined]
+        take = stream.take_events  # type: ignore[attr-defined]
+        async for events in take(batch, within=TAKE_WITHIN_S):
             await stage.process(list(events))
 
     # mode's SignalHandlerT alias (VarArg/NamedArg) matches no handler, not even its own shape
