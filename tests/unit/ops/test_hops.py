@@ -22,12 +22,12 @@ def _exposition(observations: dict[str, list[float]]) -> str:
 
 
 def test_quantiles_interpolate_inside_the_bucket_the_rank_falls_in():
-    text = _exposition({Hop.BARS_TO_FEATURES: [0.003] * 90 + [0.2] * 10})
+    text = _exposition({Hop.BARS_TO_FEATURES: [0.003] * 90 + [0.22] * 10})
     buckets = parse_hop_buckets(text)[Hop.BARS_TO_FEATURES]
     assert buckets[0.005] == 90 and buckets[0.25] == 100 and buckets[float("inf")] == 100
-    # rank 50 of 90 inside (0.0025, 0.005]; rank 99 is the 9th of 10 inside (0.15, 0.25]
+    # rank 50 of 90 inside (0.0025, 0.005]; rank 99 is the 9th of 10 inside (0.2, 0.25]
     assert bucket_quantile(0.5, buckets) == pytest.approx(0.0025 + 0.0025 * 50 / 90)
-    assert bucket_quantile(0.99, buckets) == pytest.approx(0.15 + 0.1 * 9 / 10)
+    assert bucket_quantile(0.99, buckets) == pytest.approx(0.2 + 0.05 * 9 / 10)
 
 
 def test_a_window_is_the_difference_of_two_scrapes_and_few_records_print_as_a_max():
