@@ -36,9 +36,9 @@ STAGE = "features"
 TAKE_BATCHES = 5
 # Faust's take_events hands over what its buffer holds every `within` seconds (a timer, not a
 # gap after the last event): a live bar waits half of it on average, and a steady flow is cut
-# into a step per `within` plus the step's own time, each paying its flushes. 20 ms held a
-# 5-symbol minute at real time ~8 ms longer (p50) than 5 ms; 5 ms cost the feed's top speed a
-# fifth (more steps sharing the 2 cores with the broker and the producer).
+# into a step per `within` plus the step's own time, each paying its flushes. With 20 ms a
+# 5-symbol minute at real time took ~8 ms longer to its vectors (p50) than with 5 ms; with 5 ms
+# the stage fell behind at replay speed 15360 (vectors p99 1.6 s, against ~0.2 s at 10 or 20 ms).
 TAKE_WITHIN_S = 0.01
 # table names; Faust's changelog topics are "<app id>-<table>-changelog"
 STATE_TABLE, PROFILE_TABLE = "symbol-state", "minute-profile"
