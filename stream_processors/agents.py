@@ -35,11 +35,11 @@ STAGE = "features"
 # and two Redis round trips are paid per step, so bigger steps amortise them.
 TAKE_BATCHES = 5
 # Faust's take_events hands over what its buffer holds every `within` seconds (a timer, not a
-# gap after the last event): a live bar waits half of it on average, and a steady flow is cut
-# into a step per `within` plus the step's own time, each paying its flushes. With 20 ms a
-# 5-symbol minute at real time took ~8 ms longer to its vectors (p50) than with 5 ms; with 5 ms
-# the stage fell behind at replay speed 15360 (vectors p99 1.6 s, against ~0.2 s at 10 or 20 ms).
-TAKE_WITHIN_S = 0.01
+# gap after the last event): a live bar waits half of it on average, and a flow is cut into a
+# step per `within` plus the step's own time, each paying its flushes. Shorter timers bought a
+# few ms at real time, inside the run-to-run noise, and at 5 ms the stage fell behind at replay
+# speed 15360.
+TAKE_WITHIN_S = 0.02
 # table names; Faust's changelog topics are "<app id>-<table>-changelog"
 STATE_TABLE, PROFILE_TABLE = "symbol-state", "minute-profile"
 

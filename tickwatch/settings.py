@@ -30,9 +30,8 @@ class KafkaSettings(BaseModel):
     compression: str = "lz4"
     consume_batch: int = 1000
     # how long the broker holds a consumer's fetch for data (librdkafka fetch.wait.max.ms, 500 by
-    # default): a read_committed fetch can wait it out although a commit made records readable,
-    # so an idle stage's next record waited up to it
-    fetch_wait_ms: int = Field(10, ge=1, le=500)
+    # default): a read_committed fetch can wait it out although a commit made records readable
+    fetch_wait_ms: int = Field(50, ge=1, le=500)
     default_partitions: int = 6
     # the largest record a producer sends (librdkafka message.max.bytes): at most the broker's
     # message.max.bytes (1 MiB by default); a bigger event is dead-lettered instead
