@@ -110,6 +110,7 @@ PRIOR_EVENTS = 5.0  # the fitted pooled rates weigh as the sessions that expect 
 WINDOW_EVENTS = 20.0  # a symbol's trailing window holds at least the sessions expecting these
 ESCALATION = 1.0  # log10 units: each alert event past a session's budget must be 10x rarer
 ANY_KIND_SHARE = 3  # budgets a session's alerts of every kind together have before escalating
+NEVER_MS = -(2**62)  # the time of a flag or level crossing that never happened
 # the kinds of evidence a session's budget is kept for: each channel's kind, then the models
 EVIDENCE_KINDS: tuple[str, ...] = ("move", "burst", "volume", "stale", "decoupling", "models")
 _KIND_OF_CHANNEL = {
@@ -347,7 +348,7 @@ def event_counts(
     cooldown rule as the decision: a flag opens an event unless the previous flag at that level
     is within the cooldown.
     """
-    last = np.full(len(GRID), -(2**62), dtype=np.int64) if last is None else last.copy()
+    last = np.full(len(GRID), NEVER_MS, dtype=np.int64) if last is None else last.copy()
     counts = np.zeros(len(GRID), dtype=np.int64)
     for s, t in zip(scores.tolist(), ts.tolist(), strict=True):
         flagged = s > GRID
@@ -423,7 +424,7 @@ class OnlineThreshold:
     threshold: float = 0.0
     day: int = -1
     current: np.ndarray = field(default_factory=lambda: np.zeros(len(GRID), dtype=np.int64))
-    last: np.ndarray = field(default_factory=lambda: np.full(len(GRID), -(2**62), dtype=np.int64))
+    last: np.ndarray = field(default_factory=lambda: np.full(len(GRID), NEVER_MS, dtype=np.int64))
     history: deque = field(default_factory=deque)
     last_ms: int = -1  # the newest bar observed
     rolled: bool = False
@@ -434,7 +435,7 @@ class OnlineThreshold:
     )
     # the last flagged bar, the same way (the cooldown joins flags into events)
     flag_ms: np.ndarray = field(
-        default_factory=lambda: np.full(len(EVIDENCE_KINDS) + 1, -(2**62), dtype=np.int64)
+        default_factory=lambda: np.full(len(EVIDENCE_KINDS) + 1, NEVER_MS, dtype=np.int64)
     )
 
     def __post_init__(self) -> None:
@@ -445,6 +446,12 @@ class OnlineThreshold:
     def allowed(self) -> int:
         """Alert events a session has before the threshold escalates."""
         return max(1, math.ceil(self.budget - 1e-9))
+
+    @property
+    def last_flag_ms(self) -> int | None:
+        """The newest bar flagged above the applied threshold (of any kind), None if none."""
+        last = int(self.flag_ms[-1])
+        return None if last == NEVER_MS else last
 
     def applied(self, kind: int = 0) -> float:
         """The threshold that applies now to evidence of `kind`: the session's, escalated past
@@ -508,7 +515,7 @@ class OnlineThreshold:
         self.history = deque(np.asarray(h, dtype=np.int64) for h in d["history"])
         n = len(EVIDENCE_KINDS) + 1  # snapshots from before the escalation: nothing used
         self.used = np.asarray(d.get("used", [0] * n), dtype=np.int64)
-        self.flag_ms = np.asarray(d.get("flag_ms", [-(2**62)] * n), dtype=np.int64)
+        self.flag_ms = np.asarray(d.get("flag_ms", [NEVER_MS] * n), dtype=np.int64)
         self.total = (
             np.sum(self.history, axis=0) if self.history else np.zeros(len(GRID), dtype=np.int64)
         )

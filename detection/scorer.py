@@ -16,6 +16,7 @@ import numpy as np
 from detection.detector import (
     CHANNELS,
     INPUTS,
+    NEVER_MS,
     WINDOW,
     Detector,
     OnlineThreshold,
@@ -384,12 +385,32 @@ class Cooldown:
     def __init__(self, minutes: int) -> None:
         self.window_ms = minutes * MINUTE_MS
         self.last_flag: dict[str, int] = {}
+        self.counted_ms: dict[str, int] = {}  # per symbol: bars up to here are in a snapshot
+
+    def resume(self, symbol: str, threshold: OnlineThreshold) -> None:
+        """Continue a symbol from its threshold's snapshot: the snapshot's last flag is the
+        symbol's, and the bars it already counted are never admitted again. Re-scored after a
+        restart, such a bar meets the session's later threshold (escalated by the flags after
+        it, or re-solved at a new session), not the one it met, so its flag would say nothing
+        about whether the next one continues an event."""
+        self.counted_ms[symbol] = threshold.last_ms
+        last = threshold.last_flag_ms
+        if last is None:
+            self.last_flag.pop(symbol, None)
+        else:
+            self.last_flag[symbol] = last
 
     def admit(self, symbol: str, bar_start_ms: int) -> bool:
         """Record a flagged bar; True if it starts a new event."""
+        if bar_start_ms <= self.counted_ms.get(symbol, NEVER_MS):
+            return False
         prev = self.last_flag.get(symbol)
         self.last_flag[symbol] = bar_start_ms
         return prev is None or bar_start_ms - prev > self.window_ms
+
+    def forget(self, symbol: str) -> None:
+        self.last_flag.pop(symbol, None)
+        self.counted_ms.pop(symbol, None)
 
 
 def vectors_from_bars(

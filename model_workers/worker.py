@@ -3,10 +3,11 @@
 Exactly-once per batch: the events, any dead letters and the consumer offsets go into one Kafka
 transaction, so a restarted worker neither loses an event nor writes one twice. Each symbol's
 online threshold (weeks of sessions) is written to a compacted changelog in the same transaction
-when a session ends and at least hourly in event time; on partition assignment the worker loads
-it, then rebuilds the short-lived state (LSTM sequences, cooldowns, today's threshold counts) by
-re-scoring the messages before the committed offset, from the oldest snapshot at the latest, so a
-restarted worker scores exactly as an uninterrupted one. The loop is tickwatch.stage's
+when a session ends and at least hourly in event time, with the symbol's last flag; on partition
+assignment the worker loads it (the cooldown resumes from that flag), then rebuilds the
+short-lived state (LSTM sequences, the counts and flags since the snapshot) by re-scoring the
+messages before the committed offset, from the oldest snapshot at the latest, so a restarted
+worker scores exactly as an uninterrupted one. The loop is tickwatch.stage's
 TransactionalLoop: a transaction that cannot commit (a broker restart outlasting the retries) is
 aborted and rewound the same way, in the running worker.
 """
@@ -296,6 +297,7 @@ class ScoreWorker:
             t.load(record["state"])
             self.buffer.thresholds[symbol] = t
             self.snapshot_ms[symbol] = t.last_ms
+            self.cooldown.resume(symbol, t)
             p, offset = int(record["partition"]), int(record["offset"])
             starts[p] = min(starts.get(p, offset), offset)
         self.thresholds_loaded = len(self.buffer.thresholds)
@@ -324,13 +326,14 @@ class ScoreWorker:
             del self.partition_of[sym]
             self.buffer.forget(sym)
             self.snapshot_ms.pop(sym, None)
-            self.cooldown.last_flag.pop(sym, None)
+            self.cooldown.forget(sym)
 
     def _replay(self, committed: list[TopicPartition], snapshots: dict[int, int]) -> int:
         """Re-score, silently, `replay_messages` per partition before the committed offsets or
         before the partition's oldest threshold snapshot, whichever is earlier: the bars after
         a snapshot are counted into its threshold again with the windows they had the first
-        time (a replayed bar the snapshot already counted is not counted again)."""
+        time (a replayed bar the snapshot already counted is not counted again, nor admitted
+        to the cooldown: see Cooldown.resume)."""
         reader = make_consumer(
             self.settings, f"{self.group}-rebuild", **{"isolation.level": "read_committed"}
         )

@@ -155,3 +155,49 @@ def test_the_evidence_kind_is_the_kind_of_the_member_the_score_comes_from() -> N
     surprise[2, MEMBERS.index("iforest")] = surprise[2, MEMBERS.index("lstm_ae")] = 2.5
     kinds = [EVIDENCE_KINDS[k] for k in evidence_kinds(surprise)]
     assert kinds == ["volume", "decoupling", "models"]
+
+
+def test_a_restart_from_a_snapshot_joins_flags_into_the_events_an_uninterrupted_run_had() -> None:
+    """A restarted score worker loads a symbol's threshold snapshot and re-scores the bars before
+    it (for their sequences). Those bars meet the session's later, escalated threshold, so they
+    no longer flag: rebuilt from them alone, the cooldown forgets the last event and the next
+    flag inside it opens an extra event. Resumed from the snapshot, it does not."""
+    from detection.scorer import Cooldown
+
+    prior = 10.0 ** (3.0 - GRID)
+    base = OnlineThreshold(prior, 1.0, 20, 5 * MIN).threshold
+    move = EVIDENCE_KINDS.index("move")
+    # (minute, score): an event at 10, another at 20 (past the budget: escalates), a flag at 23
+    # that continues the event of 20
+    bars = [(5, 0.0), (10, base + 0.5), (15, 0.0), (20, base + 1.2), (23, base + 2.5), (40, 0.0)]
+    restart = 4  # the snapshot holds the first four bars; the restart begins with the fifth
+
+    def feed(online: OnlineThreshold, cooldown: Cooldown, part) -> list[int]:
+        opened = []
+        for minute, score in part:
+            t = (1440 + minute) * MIN
+            if score > online.observe(score, t, 1, move) and cooldown.admit("S", t):
+                opened.append(minute)
+        return opened
+
+    def fresh() -> tuple[OnlineThreshold, Cooldown]:
+        return OnlineThreshold(prior, 1.0, 20, 5 * MIN), Cooldown(5)
+
+    uninterrupted = feed(*fresh(), bars)
+    assert uninterrupted == [10, 20]
+
+    before, cooldown = fresh()
+    assert feed(before, cooldown, bars[:restart]) == [10, 20]
+    restarts = {}
+    for name in ("re-scored only", "resumed"):
+        online, cooldown = fresh()
+        online.load(before.to_dict())
+        if name == "resumed":
+            cooldown.resume("S", online)
+        replayed = feed(online, cooldown, bars[:restart])  # silently: the worker emits nothing
+        restarts[name] = feed(online, cooldown, bars[restart:])
+        if name == "resumed":
+            assert replayed == []  # the snapshot counted them; none is admitted again
+    assert restarts["re-scored only"] == [23]  # what the fault drill once caught
+    assert restarts["resumed"] == []
+    assert [m for m in uninterrupted if m >= bars[restart][0]] == restarts["resumed"]
