@@ -86,6 +86,8 @@ MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_B
 MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
 MARKET_VOLUME_SHARE = 0.5  # a stock's volume z explained per unit of the market's volume surprise
 MARKET_SURGE_Z = 2.0  # beyond it the market's volume surprise explains a stock's one for one
+OWN_VOLUME = 1.0  # volume z explained by each unit of the bar's own return z beyond OWN_VOLUME_FROM
+OWN_VOLUME_FROM = 1.5  # the bar's own return z where its move starts to explain its volume
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
 MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
@@ -211,7 +213,12 @@ def channel_values(
     )
     # the market's move and its volume surge are two readings of the same market-wide volume:
     # the larger explains it, they do not add up
-    volume = volume - np.where(linked, np.maximum(by_move, by_surge), by_move)
+    market = np.where(linked, np.maximum(by_move, by_surge), by_move)
+    # a bar's own large move brings volume too (volume and volatility rise together): that
+    # volume is the move's evidence, read by the move channels, not a volume anomaly; the
+    # market's share of the move is in it, so the larger explanation wins here as well
+    by_own = OWN_VOLUME * np.maximum(np.abs(rz[:, -1]) - OWN_VOLUME_FROM, 0.0)
+    volume = volume - np.maximum(market, by_own)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -522,7 +529,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 9  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 10  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
