@@ -25,7 +25,13 @@ from model_workers.evaluation import MATCH_TAIL_MINUTES, alerts_from_flags
 from model_workers.fit import evaluate_frame
 from model_workers.validation import injected_validation, validation_split
 from ops.results import table, write_section
-from producers.market_sim import MARKET_SYMBOL, MarketFamily, labels_to_frame, simulate
+from producers.market_sim import (
+    BARS_PER_DAY,
+    MARKET_SYMBOL,
+    MarketFamily,
+    labels_to_frame,
+    simulate,
+)
 from tickwatch.anomalies import KINDS
 from tickwatch.bar_files import read_bars, read_daily_closes
 from tickwatch.features import active_calendar, session_slot, use_calendar
@@ -131,6 +137,10 @@ def simulated(settings: Settings, seed: int) -> dict[str, float]:
         "events": e.events,
         **{k: e.recall_by_type.get(k, float("nan")) for k in KINDS},
         "market_moves": len(moves),
+        # the stocks' bars inside the moves: where false alarms at the detector's own rate
+        # would put flags by chance alone
+        "move_bars": sum((e.end_ms - e.start_ms) // MINUTE_MS + 1 for e in moves)
+        * len([s for s in SYMBOLS if s != MARKET_SYMBOL]),
         "alerts_on_moves": sum(on_move),
         "alerts_on_moves_proxy_anomalous": sum(
             n for n, hit in zip(on_move, proxy_hit, strict=True) if hit
@@ -255,6 +265,7 @@ def main() -> None:
     }
     moves, on_moves = int(sim["market_moves"].sum()), int(sim["alerts_on_moves"].sum())
     on_proxy = int(sim["alerts_on_moves_proxy_anomalous"].sum())
+    by_chance = float((sim["fa"] * sim["move_bars"]).sum() / BARS_PER_DAY)
     body = [
         f"Held-out simulator families (seeds {seeds[0]}-{seeds[-1]}, `MarketFamily.draw`), "
         f"5 symbols, each fitted without labels on its first {FIT_DAYS} trading days and scored "
@@ -290,6 +301,8 @@ def main() -> None:
         + f"; flags on non-proxy stocks inside the {moves} market-wide moves (a labelled "
         + f"anomaly of the stock explains none of them): {on_moves} "
         + ("(met: zero)" if on_moves == 0 else "(broke: goal zero)")
+        + f" where false alarms at the detector's own rate would put {by_chance:.2f} in their "
+        + f"{int(sim['move_bars'].sum())} stock bars by chance"
         + (
             f", {on_proxy} of them during a labelled anomaly of the market proxy itself (the "
             "market the stocks are read against was the anomaly's)"
