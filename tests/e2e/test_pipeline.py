@@ -27,6 +27,7 @@ from ops.drill_compare import read_values
 from ops.hops import prometheus_hops
 from ops.stack.redis_claim import claim_redis_db, release_redis_db
 from ops.stack.services import REPO_ROOT
+from producers.market_sim import BARS_PER_DAY
 from tickwatch.kafka import delete_prefixed_topics, ensure_topics, make_consumer
 from tickwatch.metrics import Hop
 from tickwatch.schemas import AnomalyEvent, FeatureVector, MinuteBar, decode
@@ -86,7 +87,7 @@ def run(tmp_path_factory) -> Iterator[Run]:
     # the live day lasts four scrape intervals: at full speed it could stream between the
     # producer's start and Prometheus's first scrape of it, whose counters then never rise in
     # any window, and every rate() of its hop is 0 (the dashboard's quantile NaN)
-    live_speed = LIVE_DAYS * 390 / (4 * base.prometheus.scrape_interval_s / 60)
+    live_speed = LIVE_DAYS * BARS_PER_DAY / (4 * base.prometheus.scrape_interval_s / 60)
     db = claim_redis_db(base, prefix)  # never a fixed db another suite or a benchmark flushes
     s = base.model_copy(
         update={
@@ -146,7 +147,7 @@ def test_every_bar_of_the_replay_reaches_kafka_once(run: Run) -> None:
     keys = [(b.symbol, b.start_ms) for b in run.bars]
     assert len(keys) == len(set(keys)), "duplicate bars on the bars topic"
     per_symbol = {sym: sum(1 for k in keys if k[0] == sym) for sym in run.settings.symbols}
-    expected = (HISTORY_DAYS + LIVE_DAYS) * 390
+    expected = (HISTORY_DAYS + LIVE_DAYS) * BARS_PER_DAY
     assert per_symbol == {sym: expected for sym in run.settings.symbols}
     assert run.dead_letters == 0
 
