@@ -14,7 +14,9 @@ low on it:
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
   so is half of the market proxy's own volume surprise in the same minute, all of it beyond
   MARKET_SURGE_Z (a market-wide surge lifts every stock's volume as much as the proxy's); the
-  larger of the two explains it, as both read the same market-wide volume.
+  larger of the two explains it, as both read the same market-wide volume. So does the bar's
+  own move (OWN_VOLUME per return z beyond OWN_VOLUME_FROM: that volume is the move's evidence,
+  read by the move channels); the largest of the three explanations is taken off.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units of the bars before the last 15 (one fat-tailed bar is not a trend, and the
