@@ -55,10 +55,19 @@ class Fault:
     act: Callable[[Drill], None]
 
 
-def _redis_outage(d: Drill) -> None:
-    d.stack.stop_redis()
-    time.sleep(REDIS_DOWN_S)
-    d.stack.start_redis()
+def redis_outage(seconds: float) -> Fault:
+    """Redis stopped for `seconds`, then started again."""
+
+    def act(d: Drill) -> None:
+        d.stack.stop_redis()
+        time.sleep(seconds)
+        d.stack.start_redis()
+
+    return Fault(
+        f"Redis down {seconds:.0f} s",
+        "Feast pushes and the sink retry until Redis is back; no service exits",
+        act,
+    )
 
 
 FAULTS: tuple[Fault, ...] = (
@@ -98,22 +107,20 @@ FAULTS: tuple[Fault, ...] = (
         "nothing else changes",
         lambda d: d.admin(f"/admin/garbage?n={GARBAGE_ROUNDS}"),
     ),
-    Fault(
-        f"Redis down {REDIS_DOWN_S:.0f} s",
-        "Feast pushes and the sink retry until Redis is back; no service exits",
-        _redis_outage,
-    ),
+    redis_outage(REDIS_DOWN_S),
 )
 
 
 @dataclass
 class Mark:
-    """When a fault hit: newest bar start in Kafka, wall clock, how long the action took."""
+    """When a fault hit: newest bar start in Kafka, wall clock, how long the action took, the
+    newest bar start when it ended."""
 
     fault: Fault
     bar_ms: int
     wall_ms: int
     took_s: float = 0.0
+    bar_end_ms: int = 0
     crashed: list[str] = field(default_factory=list)
 
 
@@ -219,6 +226,7 @@ def run_once(
             started = time.monotonic()
             fault.act(drill)
             mark.took_s = time.monotonic() - started
+            mark.bar_end_ms = newest_bar(run)
             time.sleep(gap_s)
             marks.append(mark)
             _charge(marks, services.restart_dead_since())
