@@ -9,7 +9,9 @@ producer received the replay server's frame) to its consumption. The baseline is
 confluent-kafka producer -> consumer round trip at the same message rate on the same broker.
 The speeds rise until latency breaks (features or anomaly p99 above `BREAK_P99_MS`, fewer vectors
 out than bars in, or the score worker's committed offsets behind the features topic) or the list
-ends.
+ends. The features stage runs the configured engine (`features.engine`, Faust by default;
+`TICKWATCH_FEATURES__ENGINE=batch` measures the batch engine), named in the section's text.
+`BENCH_E2E_SPEEDS` (comma-separated) picks the speeds.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from ops.drill_stack import PrivateStack, Services, ensure_champion, private_set
 from ops.hops import hop_stats, scrape, scrape_all, window_stat
 from ops.results import write_section
 from ops.stack.processes import wait_until
+from stream_processors.app import default_app_id
+from stream_processors.batch_worker import batch_group
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
 from tickwatch.metrics import EVENT_TO_EMIT_NAME
 from tickwatch.settings import Settings
@@ -157,7 +161,8 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         with ThreadPoolExecutor(4) as pool:  # the slow starters in parallel
             list(pool.map(services.start, ("replay-server", "features", "score", "sink")))
         admin = AdminClient({"bootstrap.servers": run.kafka.bootstrap_servers})
-        groups = [f"{run.topic_prefix}tickwatch-features", f"{run.topic_prefix}tickwatch-score"]
+        features = batch_group(run) if run.features.engine == "batch" else default_app_id(run)
+        groups = [features, f"{run.topic_prefix}tickwatch-score"]
         if not wait_until(lambda: groups_ready(admin, groups), 90, 0.5):
             raise RuntimeError(f"speed {step.speed:g}: worker groups not assigned within 90 s")
         timings.thread.start()
@@ -272,13 +277,16 @@ def main() -> None:
     """Run the steps on a private stack, print the table, write the plot and the section."""
     work = Path(tempfile.mkdtemp(prefix="tickwatch-bench-e2e-"))
     keep = bool(os.environ.get("BENCH_E2E_KEEP"))
+    settings = Settings()
     try:
-        steps = run_steps(Settings(), work)
+        steps = run_steps(settings, work)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     plot(steps)
-    text = section(steps, WINDOW_S, DRAIN_S, BARE_S, Settings().kafka.linger_ms)
+    text = section(
+        steps, WINDOW_S, DRAIN_S, BARE_S, settings.kafka.linger_ms, settings.features.engine
+    )
     write_section(
         "e2e",
         "End to end: replay to anomaly event, rising load",

@@ -277,9 +277,14 @@ def hop_text(steps: list[Step]) -> str:
 
 
 def section(
-    steps: list[Step], window_s: float, drain_s: float, bare_s: float, linger_ms: int
+    steps: list[Step],
+    window_s: float,
+    drain_s: float,
+    bare_s: float,
+    linger_ms: int,
+    engine: str = "faust",
 ) -> str:
-    """The RESULTS.md section text."""
+    """The RESULTS.md section text; `engine` is the features stage's (features.engine)."""
     headers = [
         "speed (sim min/min)",
         "bars/s",
@@ -314,7 +319,8 @@ def section(
     return (
         f"Private stack (own broker and Redis), the fault drills' small champion, "
         f"{steps[0].symbols} symbols. Each "
-        f"replay speed runs producer -> features -> score -> sink (the API store) on a fresh "
+        f"replay speed runs producer -> features ({engine.capitalize()} engine) -> score -> "
+        f"sink (the API store) on a fresh "
         f"topic prefix for a "
         f"{window_s:g} s window{_longer(steps, window_s)} that starts {WARM_S:g} s after its "
         f"first bar reached Kafka "

@@ -77,6 +77,8 @@ def test_the_e2e_verdict_follows_the_figures_and_quotes_no_other_section() -> No
     text = section([held, broke], 20, 4, 5, 5)
     assert "max 680 (n=2)" in text and "well inside" not in text
     assert "not measured here" in text
+    assert "features (Faust engine)" in text
+    assert "features (Batch engine)" in section([held], 20, 4, 5, 5, engine="batch")
 
 
 def _decided(step: Step, under_100ms: int, over: int) -> Step:
