@@ -172,7 +172,7 @@ class Kafka(Service):
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
-                "log.retention.check.interval.ms=60000",
+                "log.retention.check.interval.ms=10000",
                 "",
             ]
         )
