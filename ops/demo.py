@@ -142,7 +142,7 @@ def run(
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
     finally:
-        pipeline.stop()
+        stop_despite_signals(pipeline)
         print("pipeline stopped; the stack keeps running (`make down` stops it).", flush=True)
 
 
@@ -164,3 +164,18 @@ def _replay_status(settings: Settings) -> None:
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM stops the demo like Ctrl-C does."""
     raise KeyboardInterrupt
+
+
+def _still_stopping(signum: int, frame: object) -> None:
+    print("still stopping the services...", flush=True)
+
+
+def stop_despite_signals(pipeline: Pipeline) -> None:
+    """`pipeline.stop()`, which a second Ctrl-C or SIGTERM does not cut short: one would leave
+    the services it had not stopped yet running. The handlers are restored afterwards."""
+    before = {sig: signal.signal(sig, _still_stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pipeline.stop()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
