@@ -44,8 +44,7 @@ from ops.drill_stack import PrivateStack, Services, ensure_champion, private_set
 from ops.hops import hop_stats, scrape, scrape_all, window_stat
 from ops.results import write_section
 from ops.stack.processes import wait_until
-from stream_processors.app import default_app_id
-from stream_processors.batch_worker import batch_group
+from stream_processors.worker import features_group
 from tickwatch.kafka import INGEST_HEADER, consumer_config, ensure_topics, producer_config
 from tickwatch.metrics import EVENT_TO_EMIT_NAME
 from tickwatch.settings import Settings
@@ -161,8 +160,7 @@ def measure_pipeline(run: Settings, step: Step) -> None:
         with ThreadPoolExecutor(4) as pool:  # the slow starters in parallel
             list(pool.map(services.start, ("replay-server", "features", "score", "sink")))
         admin = AdminClient({"bootstrap.servers": run.kafka.bootstrap_servers})
-        features = batch_group(run) if run.features.engine == "batch" else default_app_id(run)
-        groups = [features, f"{run.topic_prefix}tickwatch-score"]
+        groups = [features_group(run), f"{run.topic_prefix}tickwatch-score"]
         if not wait_until(lambda: groups_ready(admin, groups), 90, 0.5):
             raise RuntimeError(f"speed {step.speed:g}: worker groups not assigned within 90 s")
         timings.thread.start()

@@ -40,8 +40,7 @@ from ops.hops import hop_stats, scrape_all
 from ops.results import write_section
 from ops.stack.processes import ManagedProcess, child_env, port_open, tickwatch_command, wait_until
 from producers.market_sim import WholeMarket, recent_start_day
-from stream_processors.app import default_app_id
-from stream_processors.batch_worker import batch_group
+from stream_processors.worker import features_group
 from tickwatch.kafka import appended_ms, consumer_config, ensure_topics, partition_offset
 from tickwatch.settings import Settings
 from tickwatch.topics import BARS, FEATURES, topic_name
@@ -167,8 +166,7 @@ class Pipeline:
         jobs = [(stage, i) for stage in ("features", "score") for i in range(self.workers)]
         with ThreadPoolExecutor(len(jobs)) as pool:  # the slow starters in parallel
             list(pool.map(lambda job: self.start_worker(*job), jobs))
-        group = batch_group(self.run) if self.engine == "batch" else default_app_id(self.run)
-        groups = [group, f"{self.run.topic_prefix}tickwatch-score"]
+        groups = [features_group(self.run, self.engine), f"{self.run.topic_prefix}tickwatch-score"]
         admin = AdminClient({"bootstrap.servers": self.run.kafka.bootstrap_servers})
         if not wait_until(lambda: groups_ready(admin, groups, self.workers), 120, 0.5):
             raise RuntimeError(f"{groups} not stable with {self.workers} members each")

@@ -9,7 +9,7 @@ import faust
 
 from feature_repo.feature_store import get_store
 from stream_processors.agents import STAGE, register
-from stream_processors.app import create_app
+from stream_processors.app import create_app, default_app_id
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.liveness import register_stall_guard
 from tickwatch.metrics import serve_metrics
@@ -18,6 +18,15 @@ from tickwatch.topic_check import require_topics
 from tickwatch.topics import BARS, DEAD_LETTER, FEATURES, MARKET_RETURNS, TRADES, topic_name
 
 log = logging.getLogger(__name__)
+
+
+def features_group(settings: Settings, engine: str | None = None) -> str:
+    """The features stage's consumer group for `engine` (default: `features.engine`)."""
+    if (engine or settings.features.engine) == "batch":
+        from stream_processors.batch_worker import batch_group
+
+        return batch_group(settings)
+    return default_app_id(settings)
 
 
 def build(
