@@ -2,11 +2,12 @@
 
 State lives in two changelog-backed tables: `symbol-state` (rolling windows, bars waiting for the
 market, last offset) and `minute-profile` (per symbol and minute of day, for volume_z_tod), so a
-restarted worker recovers from Kafka. Each batch of events is handled in one step: decode, queue,
-release ready bars (stream_processors.alignment), write Feast and the features topic, wait for the
-broker's acknowledgement, then write the changelog; Faust commits offsets only after that. A crash
-at any point re-reads bars whose state was not persisted and recomputes identical features.
-"""
+restarted worker recovers from Kafka. Their values are the batch engine's binary records
+(stream_processors.state_codec; the JSON snapshots of earlier versions are still read). Each
+batch of events is handled in one step: decode, queue, release ready bars
+(stream_processors.alignment), write Feast and the features topic, wait for the broker's
+acknowledgement, then write the changelog; Faust commits offsets only after that. A crash at any
+point re-reads bars whose state was not persisted and recomputes identical features."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBase
 from faust.types import TableT
 
-from stream_processors.alignment import MarketAligner, MarketMinute, Released, Slot
+from stream_processors.alignment import MarketAligner, MarketMinute, Released
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
+from stream_processors.state_codec import encode_profile, encode_slot, read_profile, read_slot
 from tickwatch.metrics import CONSUMER_LAG, EVENTS_IN, LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
@@ -53,9 +55,11 @@ class FeaturesAgent:
         fs = settings.features
         self.aligner = MarketAligner(fs.market_symbol, fs.beta_window, fs.allowed_lateness_s)
         self.outputs = FeatureOutputs(settings, writer, STAGE)
-        # JSON keys and values (the app's table serializers): floats round-trip exactly.
-        self.states = app.Table(STATE_TABLE, key_type=str)
-        self.profiles = app.Table(PROFILE_TABLE, key_type=str)
+        # JSON keys; values are binary state records (state_codec), exact and about ten times
+        # cheaper to write than the JSON snapshots (which took ~40% of a whole-market step);
+        # value_type bytes makes Faust's value serializer "raw"
+        self.states = app.Table(STATE_TABLE, key_type=str, value_type=bytes)
+        self.profiles = app.Table(PROFILE_TABLE, key_type=str, value_type=bytes)
         self.bars_topic = app.topic(
             topic_name(BARS, settings),
             key_type=bytes,
@@ -118,17 +122,16 @@ class FeaturesAgent:
             for tp in self.app.consumer.assignment()
             if tp.topic == self.bars_topic.get_topic_name()
         }
-        profiles: dict[str, dict[int, list[float]]] = {}
-        for key, values in self.profiles.data.items():
+        slots = {}
+        for symbol, value in self.states.data.items():
+            slot = read_slot(symbol, value)
+            if slot.partition in mine:
+                slots[symbol] = slot
+        for key, value in self.profiles.data.items():
             symbol, minute = key.rsplit("|", 1)
-            profiles.setdefault(symbol, {})[int(minute)] = values
-        self.aligner.load(
-            {
-                symbol: Slot.from_dicts(core, profiles.get(symbol, {}))
-                for symbol, core in self.states.data.items()
-                if core["partition"] in mine
-            }
-        )
+            if symbol in slots:
+                slots[symbol].state.tod[int(minute)] = read_profile(value)
+        self.aligner.load(slots)
         self.loaded = True
         log.info(
             "features: %d symbols recovered on partitions %s", len(self.aligner.slots), sorted(mine)
@@ -144,14 +147,14 @@ class FeaturesAgent:
         records = []
         for symbol in self.aligner.dirty:
             slot = self.aligner.slots[symbol]
-            records.append(_changelog(self.states, slot.partition, symbol, slot.core_dict()))
+            records.append(_changelog(self.states, slot.partition, symbol, encode_slot(slot)))
             for minute in slot.changed_minutes:
                 records.append(
                     _changelog(
                         self.profiles,
                         slot.partition,
                         f"{symbol}|{minute}",
-                        slot.profile_values(minute),
+                        encode_profile(slot, minute),
                     )
                 )
             slot.changed_minutes.clear()
@@ -171,16 +174,12 @@ class FeaturesAgent:
 
 
 def _changelog(
-    table: TableT, partition: int, key: str, value: Any
+    table: TableT, partition: int, key: str, value: bytes
 ) -> tuple[str, int, bytes, bytes]:
-    """Set a table key in memory; return its changelog record (JSON, as Faust's codec reads it)."""
+    """Set a table key in memory; return its changelog record (a JSON key, as Faust's codec
+    reads it, and the raw value)."""
     table.data[key] = value
-    return (
-        table.changelog_topic.get_topic_name(),
-        partition,
-        json.dumps(key).encode(),
-        json.dumps(value, separators=(",", ":")).encode(),
-    )
+    return table.changelog_topic.get_topic_name(), partition, json.dumps(key).encode(), value
 
 
 def register(app: faust.App, settings: Settings, writer: OnlineWriter) -> FeaturesAgent:

@@ -3,12 +3,15 @@
 The JSON snapshots of the Faust tables cost about 40 us a symbol (dicts, base64, json), which
 alone would cap a worker near 24k bars/s; these records are a fixed header plus the float
 windows as raw little-endian float64 (SymbolState keeps them as arrays: a memory copy), exact
-and about 10x cheaper. Keys: `s|SYMBOL` for the slot and
-`p|SYMBOL|MINUTE` for one minute-of-day volume profile, in one compacted topic.
+and about 10x cheaper. Keys: `s|SYMBOL` for the slot and `p|SYMBOL|MINUTE` for one minute-of-day
+volume profile, in one compacted topic. The Faust engine's tables hold the same records under
+their own keys (`read_slot` and `read_profile` also read the JSON snapshots its earlier
+versions wrote).
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import time
@@ -108,6 +111,24 @@ def encode_profile(slot: Slot, minute: int) -> bytes:
 
 def decode_profile(data: bytes) -> array[float]:
     return _from_le("d", data)[-TOD_DAYS:]
+
+
+def read_slot(symbol: str, value: bytes) -> Slot:
+    """A Faust `symbol-state` table value: a binary record, or the JSON snapshot that versions
+    before the binary records wrote (still in a changelog until compaction replaces it)."""
+    if value[:1] == b"{":
+        return Slot.from_dicts(json.loads(value), {})
+    return decode_slot(symbol, value)
+
+
+def read_profile(value: bytes) -> array[float]:
+    """A Faust `minute-profile` table value: binary float64s, or an earlier version's JSON list.
+
+    A binary record cannot read as "[...]": its last byte is a float64's sign and exponent, and
+    "]" there would be a log volume beyond 1e140."""
+    if value[:1] == b"[" and value[-1:] == b"]":
+        return array("d", json.loads(value)[-TOD_DAYS:])
+    return decode_profile(value)
 
 
 _EMPTY = array("d")

@@ -17,14 +17,15 @@ from stream_processors.alignment import (
     REPLAYED,
     MarketAligner,
     Released,
-    Slot,
 )
+from stream_processors.state_codec import encode_profile, encode_slot, read_profile, read_slot
 from tickwatch.features import compute_features_batch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tickwatch"))
 from test_features import make_bars  # noqa: E402
 
 SYMBOLS = ("AAA", "BBB", "CCC", "VOO")
+_RESTARTS = 0
 
 
 def partition_of(symbol: str, partitions: int) -> int:
@@ -68,12 +69,21 @@ def run_stream(events: list, beta_window: int = 60, restart_every: int = 0) -> R
 
 
 def _restarted(old: MarketAligner) -> MarketAligner:
+    """The aligner a restarted Faust worker rebuilds from its tables: binary records, or (every
+    other restart) the JSON snapshots earlier versions wrote, both read by its readers."""
+    global _RESTARTS
+    _RESTARTS += 1
+    legacy = _RESTARTS % 2 == 0
     new = MarketAligner("VOO", old.beta_window, allowed_lateness_s=120)
     slots = {}
     for symbol, slot in old.slots.items():
-        core = json.loads(json.dumps(slot.core_dict()))
-        profiles = {m: json.loads(json.dumps(slot.profile_values(m))) for m in slot.state.tod}
-        slots[symbol] = Slot.from_dicts(core, profiles)
+        value = json.dumps(slot.core_dict()).encode() if legacy else encode_slot(slot)
+        slots[symbol] = read_slot(symbol, value)
+        for m in slot.state.tod:
+            profile = (
+                json.dumps(slot.profile_values(m)).encode() if legacy else encode_profile(slot, m)
+            )
+            slots[symbol].state.tod[m] = read_profile(profile)
     new.load(slots)
     new.add_market_returns((t, *m) for t, m in old.market_returns.items())  # the topic holds these
     return new

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import struct
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_processors.alignment import ACCEPTED, MarketAligner, Released
-from stream_processors.state_codec import StateCodecError, decode_slot, encode_slot
+from stream_processors.state_codec import (
+    StateCodecError,
+    decode_slot,
+    encode_profile,
+    encode_slot,
+    read_profile,
+    read_slot,
+)
 from stream_processors.state_log import _slots_from, dirty_records
 from tickwatch.features import compute_features_batch
 
@@ -98,3 +108,17 @@ def test_truncated_or_foreign_records_are_refused() -> None:
         decode_slot("AAA", data[:-3])
     with pytest.raises(StateCodecError, match="version"):
         decode_slot("AAA", b'{"json": "state"}')
+
+
+def test_faust_readers_tell_binary_profiles_from_legacy_json() -> None:
+    # a log volume whose first little-endian byte is "[": still binary, not a JSON list
+    odd = struct.unpack("<d", b"[\x00\x00\x00\x00\x00\xf0?")[0]
+    slot = MarketAligner("VOO", 60, allowed_lateness_s=120).new_slot()
+    slot.state.tod[570] = array("d", [odd, 7.25])
+    binary = encode_profile(slot, 570)
+    assert binary[:1] == b"["
+    assert list(read_profile(binary)) == [odd, 7.25]
+    assert list(read_profile(json.dumps([odd, 7.25]).encode())) == [odd, 7.25]
+    assert list(read_profile(b"")) == []
+    with pytest.raises(StateCodecError):
+        read_slot("AAA", b"\x09not a state record")
