@@ -261,8 +261,10 @@ def run_drills(
     speed: float = 150.0,
     baseline_speed: float = 0.0,
     faults: tuple[Fault, ...] = FAULTS,
+    gap_s: float = 6.0,
 ) -> Drills:
-    """Private stack up, champion ready, baseline and faulted runs; stops what it started."""
+    """Private stack up, champion ready, baseline and faulted runs (`gap_s` before and after
+    each fault); stops what it started."""
     from ops.drill_stack import private_settings
 
     models = work_dir / "models"
@@ -275,7 +277,7 @@ def run_drills(
             update={"replay": settings.replay.model_copy(update={"speed": baseline_speed})}
         )
         baseline = run_once(fast, stack, "baseline", 1)
-        faulted = run_once(settings, stack, "faulted", 2, faults)
+        faulted = run_once(settings, stack, "faulted", 2, faults, gap_s=gap_s)
     finally:
         stack.stop()
     burst = any(f.name == "malformed burst" for f in faults)
