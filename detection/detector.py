@@ -7,8 +7,9 @@ low on it:
   beta times the market's: a market-wide move (stock follows its beta) and a move of the proxy
   alone (stock stays put) are both normal for the stock.
 - `burst`: the median size of the last 5 moves, in units of a robust scale of the window's
-  earlier moves (same market logic), against how much their ranges widened: both must be high,
-  and a single fat-tailed bar among the five moves neither.
+  earlier moves (same market logic; at least half the 60-bar standard deviation, so a price
+  that sat pinned at one level does not shrink the units to a tick), against how much their
+  ranges widened: both must be high, and a single fat-tailed bar among the five moves neither.
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
@@ -97,6 +98,8 @@ HUBER = 2.5  # robust units one bar may add to a decoupling sum
 DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
 TREND_BARS = 15  # bars of a decoupling the residual beta is taken before
 BETA_MIN = 0.05  # below it the market return cannot be read back from the residual
+# the burst's units are at least this share of the 60-bar standard deviation (see channel_values)
+SIGMA_60_SHARE = 0.5
 RETURN_SCALE_FLOOR = 1e-6  # robust scale floor (log-return units) for a window of frozen prices
 BUCKET_MINUTES = 30  # intraday seasonality resolution
 # channels whose inputs are already against the same minute on earlier days (volume_z_tod):
@@ -143,6 +146,20 @@ def _robust_scale(x: np.ndarray, quantile: float = 0.75) -> np.ndarray:
     return np.maximum.reduce([q, a.mean(axis=1) / 4.0, tick, np.full(len(a), RETURN_SCALE_FLOOR)])
 
 
+def _sigma_60(w: np.ndarray, value: str, z: str) -> np.ndarray:
+    """Per row, the median over the window of the standard deviation a feature's z-score was
+    taken against (`value / z`, over the previous 60 bars, on bars where both moved); 0 where
+    no bar did."""
+    x, zz = np.abs(w[:, :, _I[value]]), np.abs(w[:, :, _I[z]])
+    moved = (zz > 1e-9) & (x > 0)
+    sig = np.where(moved, x / np.where(moved, zz, 1.0), np.nan)
+    out = np.zeros(len(w))
+    some = moved.any(axis=1)
+    if some.any():
+        out[some] = np.nanmedian(sig[some], axis=1)
+    return out
+
+
 def _residuals(w: np.ndarray) -> np.ndarray:
     """Each bar's market residual, `r - beta * m`, with the beta of the bar before the last
     TREND_BARS: a stock decoupling from the market drags its rolling beta towards zero within
@@ -186,8 +203,14 @@ def channel_values(
     ret = w[:, :, _I["log_return"]] / gap * keep
     res = _residuals(w) / gap * keep
     ref = slice(0, WINDOW - RECENT)
-    r_units = ret / _robust_scale(ret[:, ref])[:, None]
-    e_units = res / _robust_scale(res[:, ref])[:, None]
+    # floored by a share of the features' 60-bar standard deviations (their z-scores carry
+    # them): where a price sat pinned at one level (an order wall, a thin hour) the window's
+    # robust scale shrinks to a tick, and the first moves off the level would read as hundreds
+    # of sigmas; the 60 bars remember the moves before the pin
+    r_floor = SIGMA_60_SHARE * _sigma_60(w, "log_return", "return_z")
+    e_floor = SIGMA_60_SHARE * _sigma_60(w, "relative_return", "relative_return_z")
+    r_units = ret / np.maximum(_robust_scale(ret[:, ref]), r_floor)[:, None]
+    e_units = res / np.maximum(_robust_scale(res[:, ref]), e_floor)[:, None]
 
     # burst: the median size of the last RECENT moves (a single fat-tailed bar is not a burst)
     # and their median range against the window's earlier ranges (their median, at least one
@@ -531,7 +554,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 10  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 11  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from detection.detector import (
+    CHANNELS,
     EVIDENCE_KINDS,
     GRID,
+    INPUTS,
     MEMBERS,
+    RECENT,
+    WINDOW,
     OnlineThreshold,
     Tail,
+    channel_values,
     event_counts,
     evidence_kinds,
     solve_threshold,
@@ -201,3 +206,29 @@ def test_a_restart_from_a_snapshot_joins_flags_into_the_events_an_uninterrupted_
     assert restarts["re-scored only"] == [23]  # what the fault drill once caught
     assert restarts["resumed"] == []
     assert [m for m in uninterrupted if m >= bars[restart][0]] == restarts["resumed"]
+
+
+def _burst_window(rng: np.random.Generator, ref_sigma: float, recent_sigma: float) -> np.ndarray:
+    """One unlinked symbol's 30-bar input window: WINDOW - RECENT bars of moves of `ref_sigma`,
+    then RECENT of `recent_sigma`, every z-score taken against 60 bars of 0.2% moves."""
+    sigma_60 = 0.002
+    w = np.zeros((1, WINDOW, len(INPUTS)))
+    r = np.concatenate(
+        [rng.normal(0, ref_sigma, WINDOW - RECENT), rng.normal(0, recent_sigma, RECENT)]
+    )
+    w[0, :, INPUTS.index("log_return")] = r
+    w[0, :, INPUTS.index("return_z")] = r / sigma_60
+    w[0, :, INPUTS.index("bar_range")] = np.abs(r) + ref_sigma / 10
+    w[0, :, INPUTS.index("minutes_since_last_bar")] = 1.0
+    return w
+
+
+def test_a_price_pinned_at_one_level_does_not_turn_its_next_moves_into_a_burst() -> None:
+    rng = np.random.default_rng(7)
+    burst = CHANNELS.index("burst")
+    # 25 bars held at one level (moves of a tenth of a tick's size), then ordinary 0.2% moves
+    pinned = channel_values(_burst_window(rng, 1e-7, 0.002), np.array([False]), False)
+    # ordinary 0.1% moves, then five of 1%: a burst
+    wild = channel_values(_burst_window(rng, 0.001, 0.01), np.array([False]), False)
+    assert pinned[0, burst] < 3.0  # its 60-bar scale: two sigmas at most, not thousands
+    assert wild[0, burst] > 5.0
