@@ -25,7 +25,7 @@ from stream_processors.alignment import MarketAligner, MarketMinute, Released
 from stream_processors.feast_push import OnlineWriter
 from stream_processors.intake import BarIntake
 from stream_processors.outputs import FeatureOutputs
-from stream_processors.state_codec import encode_profile, encode_slot, read_profile, read_slot
+from stream_processors.state_codec import dirty_state, read_profile, read_slot
 from tickwatch.metrics import CONSUMER_LAG, EVENTS_IN, LAST_EVENT_TS
 from tickwatch.schemas import MarketReturn, SchemaError, decode
 from tickwatch.settings import Settings
@@ -144,21 +144,14 @@ class FeaturesAgent:
         (and later commits) the batch's offsets; Faust's per-message producer buffer managed only
         a few hundred changelog records a second.
         """
-        records = []
-        for symbol in self.aligner.dirty:
-            slot = self.aligner.slots[symbol]
-            records.append(_changelog(self.states, slot.partition, symbol, encode_slot(slot)))
-            for minute in slot.changed_minutes:
-                records.append(
-                    _changelog(
-                        self.profiles,
-                        slot.partition,
-                        f"{symbol}|{minute}",
-                        encode_profile(slot, minute),
-                    )
-                )
-            slot.changed_minutes.clear()
-        self.aligner.dirty.clear()
+        records = [
+            _changelog(self.states, partition, symbol, value)
+            if minute is None
+            else _changelog(self.profiles, partition, f"{symbol}|{minute}", value)
+            for partition, symbol, minute, value in dirty_state(
+                self.aligner.slots, self.aligner.dirty
+            )
+        ]
         await self.outputs.write_changelog(records)
 
     def _update_lag(self, events: list[faust.EventT]) -> None:

@@ -29,10 +29,6 @@ ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_o
 MarketMinute = tuple[int, float, float]  # bar start, the proxy's log return, volume surprise
 
 
-def _pack(values: list[float]) -> str:
-    return base64.b64encode(array("d", values).tobytes()).decode()
-
-
 def _unpack(text: str) -> list[float]:
     return array("d", base64.b64decode(text)).tolist()
 
@@ -52,31 +48,12 @@ class Slot:
     def last_start(self) -> int:
         return self.pending[-1].start_ms if self.pending else self.state.last_start_ms
 
-    def core_dict(self) -> dict[str, Any]:
-        """The state without the minute-of-day profile (persisted per minute, see profile_values).
-
-        Float windows are packed as base64 float64 arrays (exact, and 10x faster to serialise
-        than JSON numbers).
-        """
-        core = self.state.to_dict()
-        del core["tod"]
-        for key in PERSISTED_WINDOWS:
-            core[key] = _pack(core[key])
-        core.update(
-            partition=self.partition,
-            offset=self.offset,
-            recent=list(self.recent),
-            pending=[list(b) for b in self.pending],
-        )
-        return core
-
-    def profile_values(self, minute: int) -> list[float]:
-        return list(self.state.tod.get(minute, ()))
-
     @classmethod
-    def from_dicts(cls, core: dict[str, Any], profiles: dict[int, list[float]]) -> Slot:
+    def from_snapshot(cls, core: dict[str, Any]) -> Slot:
+        """A slot from the JSON snapshot the Faust tables held before the binary records (float
+        windows as base64 float64 arrays; the minute profiles were kept apart)."""
         unpacked = {key: _unpack(core[key]) for key in PERSISTED_WINDOWS}
-        state = SymbolState.from_dict({**core, **unpacked, "tod": profiles})
+        state = SymbolState.from_dict({**core, **unpacked, "tod": {}})
         return cls(
             state=state,
             partition=int(core["partition"]),

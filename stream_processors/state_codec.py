@@ -113,11 +113,28 @@ def decode_profile(data: bytes) -> array[float]:
     return _from_le("d", data)[-TOD_DAYS:]
 
 
+StateRecord = tuple[int, str, int | None, bytes]  # partition, symbol, minute (None: slot), value
+
+
+def dirty_state(slots: dict[str, Slot], dirty: set[str]) -> list[StateRecord]:
+    """A record for every changed slot and minute profile (both engines' changelog values, each
+    under its own keys); clears the marks."""
+    records: list[StateRecord] = []
+    for symbol in dirty:
+        slot = slots[symbol]
+        records.append((slot.partition, symbol, None, encode_slot(slot)))
+        for minute in slot.changed_minutes:
+            records.append((slot.partition, symbol, minute, encode_profile(slot, minute)))
+        slot.changed_minutes.clear()
+    dirty.clear()
+    return records
+
+
 def read_slot(symbol: str, value: bytes) -> Slot:
     """A Faust `symbol-state` table value: a binary record, or the JSON snapshot that versions
     before the binary records wrote (still in a changelog until compaction replaces it)."""
     if value[:1] == b"{":
-        return Slot.from_dicts(json.loads(value), {})
+        return Slot.from_snapshot(json.loads(value))
     return decode_slot(symbol, value)
 
 

@@ -13,8 +13,7 @@ from stream_processors.alignment import Slot
 from stream_processors.state_codec import (
     decode_profile,
     decode_slot,
-    encode_profile,
-    encode_slot,
+    dirty_state,
     profile_key,
     slot_key,
 )
@@ -45,16 +44,10 @@ def ensure_state_topic(group: str, settings: Settings) -> str:
 
 def dirty_records(slots: dict[str, Slot], dirty: set[str]) -> list[tuple[int, bytes, bytes]]:
     """(partition, key, value) for every changed slot and minute profile; clears the marks."""
-    records = []
-    for symbol in dirty:
-        slot = slots[symbol]
-        records.append((slot.partition, slot_key(symbol), encode_slot(slot)))
-        for minute in slot.changed_minutes:
-            value = encode_profile(slot, minute)
-            records.append((slot.partition, profile_key(symbol, minute), value))
-        slot.changed_minutes.clear()
-    dirty.clear()
-    return records
+    return [
+        (partition, slot_key(symbol) if minute is None else profile_key(symbol, minute), value)
+        for partition, symbol, minute, value in dirty_state(slots, dirty)
+    ]
 
 
 def read_slots(settings: Settings, topic: str, partitions: list[int]) -> dict[str, Slot]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import sys
+from array import array
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -17,9 +19,10 @@ from stream_processors.alignment import (
     REPLAYED,
     MarketAligner,
     Released,
+    Slot,
 )
 from stream_processors.state_codec import encode_profile, encode_slot, read_profile, read_slot
-from tickwatch.features import compute_features_batch
+from tickwatch.features import PERSISTED_WINDOWS, compute_features_batch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tickwatch"))
 from test_features import make_bars  # noqa: E402
@@ -68,6 +71,21 @@ def run_stream(events: list, beta_window: int = 60, restart_every: int = 0) -> R
     return out
 
 
+def _legacy_snapshot(slot: Slot) -> bytes:
+    """A slot's `symbol-state` value as Faust workers before the binary records wrote it."""
+    core = slot.state.to_dict()
+    del core["tod"]
+    for key in PERSISTED_WINDOWS:
+        core[key] = base64.b64encode(array("d", core[key]).tobytes()).decode()
+    core.update(
+        partition=slot.partition,
+        offset=slot.offset,
+        recent=list(slot.recent),
+        pending=[list(b) for b in slot.pending],
+    )
+    return json.dumps(core).encode()
+
+
 def _restarted(old: MarketAligner) -> MarketAligner:
     """The aligner a restarted Faust worker rebuilds from its tables: binary records, or (every
     other restart) the JSON snapshots earlier versions wrote, both read by its readers."""
@@ -77,11 +95,11 @@ def _restarted(old: MarketAligner) -> MarketAligner:
     new = MarketAligner("VOO", old.beta_window, allowed_lateness_s=120)
     slots = {}
     for symbol, slot in old.slots.items():
-        value = json.dumps(slot.core_dict()).encode() if legacy else encode_slot(slot)
+        value = _legacy_snapshot(slot) if legacy else encode_slot(slot)
         slots[symbol] = read_slot(symbol, value)
         for m in slot.state.tod:
             profile = (
-                json.dumps(slot.profile_values(m)).encode() if legacy else encode_profile(slot, m)
+                json.dumps(list(slot.state.tod[m])).encode() if legacy else encode_profile(slot, m)
             )
             slots[symbol].state.tod[m] = read_profile(profile)
     new.load(slots)
