@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from tickwatch.features import MAD_NORMAL
 from tickwatch.schemas import MINUTE_MS
 
 INPUTS: tuple[str, ...] = (
@@ -93,7 +94,6 @@ OWN_VOLUME = 1.0  # volume z explained by each unit of the bar's own return z be
 OWN_VOLUME_FROM = 1.5  # the bar's own return z where its move starts to explain its volume
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
 RECENT = 5  # the window's newest bars a burst is read from; the bars before are its reference
-MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median size into sigmas
 HUBER = 2.5  # robust units one bar may add to a decoupling sum
 DECOUPLE_BARS = (10, 15, 30)  # cumulative residual spans
 TREND_BARS = 15  # bars of a decoupling the residual beta is taken before
@@ -554,7 +554,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 11  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 12  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -8,8 +8,9 @@ FEATURE_NAMES; Feast views, models and the API all take the names from here.
 from __future__ import annotations
 
 import math
+import statistics
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from operator import mul
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from tickwatch.settings import BETA_WINDOW, MARKET_SYMBOL
 
 Z_CLIP = 50.0
 SIGMA_FLOOR = 1e-5  # 0.1 bp per minute: keeps z-scores finite on a frozen price
+MAD_NORMAL = 0.6745  # median |x| of a standard normal: turns a median deviation into sigmas
 VOLUME_WINDOW = 20
 RETURN_WINDOW = 60
 TOD_DAYS = 20
@@ -51,7 +53,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "session_open",  # 1 on the symbol's first bar of a trading day (its return spans the gap)
     "market_known",  # 1 when the market proxy's return for this minute was known
     "market_return_z",  # the market return over the std of the previous `beta_window` ones
-    "market_volume_z",  # the market proxy's volume_surprise in the same minute (0 if unknown)
+    "market_volume_z",  # the market proxy's volume surprise in the same minute (0 if unknown)
 )
 
 # What the models read: the scale-free subset (raw returns and vols differ 7x between symbols).
@@ -117,6 +119,20 @@ def _zscore(x: float, total: float, squares: float, n: int, min_n: int = 2) -> f
     if n < min_n or std == 0.0:
         return 0.0
     return _clip((x - total / n) / std)
+
+
+def _robust_z(x: float, window: Sequence[float]) -> float:
+    """x against a window's median and its median absolute deviation (scaled to a standard
+    deviation), clipped; the plain z-score where that deviation is 0 (a window mostly of one
+    value), 0 below two values."""
+    n = len(window)
+    if n < 2:
+        return 0.0
+    median = statistics.median(window)
+    mad = statistics.median([abs(v - median) for v in window])
+    if mad <= 1e-12:
+        return _zscore(x, sum(window), sum(v * v for v in window), n)
+    return _clip((x - median) * MAD_NORMAL / mad)
 
 
 def _clip(x: float) -> float:
@@ -319,7 +335,10 @@ class SymbolState:
         if market_return is None:
             market_volume = 0.0
         elif market_volume_z is None:
-            market_volume = volume_surprise(volume_z_tod, volume_z_20)
+            # the market's reading of a market-wide volume surge, which the stocks' volume is
+            # read against: robust to the proxy's own earlier spikes (a print, the last surge)
+            # in its 20 bars, which would inflate a standard deviation and shrink the reading
+            market_volume = volume_surprise(volume_z_tod, _robust_z(log_vol, volumes))
         else:
             market_volume = market_volume_z
         feats = {

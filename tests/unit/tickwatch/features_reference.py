@@ -123,9 +123,14 @@ def symbol_features(
         (m / m_sigma).clip(-CLIP, CLIP).where(paired & (m_n_prev.fillna(0) >= 2), 0.0)
     )
     out["market_known"] = m.notna().astype(float)
-    own = (0.5 * (out["volume_z_tod"] + out["volume_z_20"])).where(
-        out["volume_z_tod"] != 0.0, out["volume_z_20"]
-    )
+    # the proxy's own reading: its 20-bar volume z against the median and median deviation
+    roll = lv.rolling(20, min_periods=1)
+    med = roll.median().shift(1)
+    mad = roll.apply(lambda w: np.median(np.abs(w - np.median(w))), raw=True).shift(1)
+    n20 = roll.count().shift(1).fillna(0)
+    robust = ((lv - med) * 0.6745 / mad.where(mad > 1e-12)).clip(-CLIP, CLIP)
+    robust = robust.where(mad > 1e-12, out["volume_z_20"]).where(n20 >= 2, 0.0)
+    own = (0.5 * (out["volume_z_tod"] + robust)).where(out["volume_z_tod"] != 0.0, robust)
     mv = own if market_volume is None else df["start_ms"].map(market_volume)
     out["market_volume_z"] = mv.where(m.notna(), 0.0).fillna(0.0)
 

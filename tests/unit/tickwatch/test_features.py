@@ -229,3 +229,30 @@ def test_loaded_windows_are_trimmed_and_their_products_rebuilt() -> None:
         SymbolState().load_windows({"returns_sq": [1.0]})
     with pytest.raises(ValueError, match="differ in length"):
         SymbolState().load_windows({"pair_r": [0.1, 0.2], "pair_m": [0.1]})
+
+
+def test_an_earlier_spike_in_the_proxys_window_does_not_shrink_its_market_volume_reading() -> None:
+    """The proxy's market_volume_z (what a stock's volume surge is read against) uses the median
+    and median deviation of its last 20 volumes: an earlier print among them inflates a standard
+    deviation (its plain volume_z_20) but not the reading of a later market-wide surge."""
+    rng = np.random.default_rng(7)
+    start = FIRST_DAY_MS + SESSION_OPEN_UTC_MS
+    volumes = [float(v) for v in rng.lognormal(8, 0.2, 30)]
+    volumes[20] *= 30.0  # a block print five bars before the surge
+    volumes[25] *= 4.0  # the market-wide surge
+    state, market, price = SymbolState(), MarketState(), 100.0
+    got = []
+    for i, v in enumerate(volumes):
+        price *= math.exp(rng.normal(0, 0.001))
+        bar = Bar(
+            "VOO", start + i * 60_000, price, price * 1.001, price * 0.999, price, v, price, 50
+        )
+        feats = state.update(bar, market.update(bar))
+        assert feats is not None
+        got.append(feats)
+    surge = got[25]
+    # the print inflates the standard deviation the plain z divides by; the median deviation not
+    assert surge["volume_z_20"] < 2.5
+    assert surge["market_volume_z"] > 4.0
+    # a quiet bar reads as quiet either way
+    assert abs(got[28]["market_volume_z"]) < 2.5
