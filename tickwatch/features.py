@@ -121,18 +121,15 @@ def _zscore(x: float, total: float, squares: float, n: int, min_n: int = 2) -> f
     return _clip((x - total / n) / std)
 
 
-def _robust_z(x: float, window: Sequence[float]) -> float:
+def _robust_z(x: float, window: Sequence[float]) -> float | None:
     """x against a window's median and its median absolute deviation (scaled to a standard
-    deviation), clipped; the plain z-score where that deviation is 0 (a window mostly of one
-    value), 0 below two values."""
-    n = len(window)
-    if n < 2:
-        return 0.0
+    deviation), clipped; None below two values or where that deviation is 0 (a window mostly
+    of one value): the plain z-score then stands."""
+    if len(window) < 2:
+        return None
     median = statistics.median(window)
     mad = statistics.median([abs(v - median) for v in window])
-    if mad <= 1e-12:
-        return _zscore(x, sum(window), sum(v * v for v in window), n)
-    return _clip((x - median) * MAD_NORMAL / mad)
+    return _clip((x - median) * MAD_NORMAL / mad) if mad > 1e-12 else None
 
 
 def _clip(x: float) -> float:
@@ -338,7 +335,8 @@ class SymbolState:
             # the market's reading of a market-wide volume surge, which the stocks' volume is
             # read against: robust to the proxy's own earlier spikes (a print, the last surge)
             # in its 20 bars, which would inflate a standard deviation and shrink the reading
-            market_volume = volume_surprise(volume_z_tod, _robust_z(log_vol, volumes))
+            robust = _robust_z(log_vol, volumes)
+            market_volume = volume_surprise(volume_z_tod, volume_z_20 if robust is None else robust)
         else:
             market_volume = market_volume_z
         feats = {

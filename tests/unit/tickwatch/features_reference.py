@@ -12,6 +12,7 @@ import pandas as pd
 
 CLIP = 50.0
 FLOOR = 1e-5
+MAD_NORMAL = 0.6745  # median |x| of a standard normal
 
 
 def bars_frame(bars: list, market_symbol: str) -> pd.DataFrame:
@@ -128,7 +129,7 @@ def symbol_features(
     med = roll.median().shift(1)
     mad = roll.apply(lambda w: np.median(np.abs(w - np.median(w))), raw=True).shift(1)
     n20 = roll.count().shift(1).fillna(0)
-    robust = ((lv - med) * 0.6745 / mad.where(mad > 1e-12)).clip(-CLIP, CLIP)
+    robust = ((lv - med) * MAD_NORMAL / mad.where(mad > 1e-12)).clip(-CLIP, CLIP)
     robust = robust.where(mad > 1e-12, out["volume_z_20"]).where(n20 >= 2, 0.0)
     own = (0.5 * (out["volume_z_tod"] + robust)).where(out["volume_z_tod"] != 0.0, robust)
     mv = own if market_volume is None else df["start_ms"].map(market_volume)
