@@ -7,14 +7,17 @@ TensorFlow; the loaded pair is reused until the champion alias moves (checked at
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
+from tickwatch.metrics import ERRORS
 from tickwatch.schemas import MinuteBar
 from tickwatch.settings import Settings
 
 RECHECK_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class NoChampion(LookupError):
@@ -38,7 +41,16 @@ class ChampionScorer:
         with self._lock:
             if self._scorer is not None and time.monotonic() - self._checked < RECHECK_S:
                 return self._scorer
-            versions = champion_pair(self.settings)
+            try:
+                versions = champion_pair(self.settings)
+            except Exception:
+                if self._scorer is None:
+                    raise  # nothing loaded: the route answers 503 naming the registry
+                # the registry is briefly unreachable: keep serving the loaded pair, retry later
+                ERRORS.labels("api", "model_reload").inc()
+                log.warning("champion lookup failed; keeping %s", self._scorer.version)
+                self._checked = time.monotonic()
+                return self._scorer
             if versions is None:
                 raise NoChampion("no champion model loaded")
             if self._scorer is None or self._scorer.versions != versions:

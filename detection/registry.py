@@ -122,8 +122,17 @@ def log_lstm(
     return str(info.registered_model_version)
 
 
+# What the registry answers when a model or its alias does not exist (the alias is unset); any
+# other MlflowException (connection refused, a timeout, a server error) is an outage.
+UNSET_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def champion_pair(settings: Settings) -> tuple[str, str] | None:
-    """(forest version, autoencoder version) the champion alias points at, or None if unset."""
+    """(forest version, autoencoder version) the champion alias points at, or None if unset.
+
+    Raises MlflowException when the registry cannot answer: an outage is not "no champion" (the
+    training gate would promote anything, the API would say no model is registered).
+    """
     from mlflow.exceptions import MlflowException
 
     client = use_tracking(settings)
@@ -133,8 +142,10 @@ def champion_pair(settings: Settings) -> tuple[str, str] | None:
             str(client.get_model_version_by_alias(name, alias).version)
             for name in (settings.mlflow.iforest_model_name, settings.mlflow.lstm_model_name)
         )
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in UNSET_CODES:
+            return None
+        raise
     return forest, lstm
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import API_PREFIX, ApiKey
@@ -58,7 +59,12 @@ class ScoreResponse(BaseModel):
 @router.post(
     "",
     response_model=ScoreResponse,
-    responses={503: {"model": DependencyDown, "description": "no champion model loaded"}},
+    responses={
+        503: {
+            "model": DependencyDown,
+            "description": "no champion model registered, or the model registry is unreachable",
+        }
+    },
     summary="Score a window of bars with the champion models",
 )
 async def score(request: Request, body: ScoreRequest) -> ScoreResponse:
@@ -67,7 +73,9 @@ async def score(request: Request, body: ScoreRequest) -> ScoreResponse:
         version, rows = await run_in_threadpool(request.app.state.scorer.score, body.bars)
     except NoChampion as exc:
         raise DependencyUnavailable("models", str(exc)) from exc
-    except (OSError, ImportError) as exc:
+    except (MlflowException, OSError) as exc:  # the registry or its artifact store is down
+        raise DependencyUnavailable("mlflow", f"{type(exc).__name__}: {exc}"[:300]) from exc
+    except ImportError as exc:
         raise DependencyUnavailable("models", f"{type(exc).__name__}: {exc}"[:300]) from exc
     return ScoreResponse(
         model_version=version,

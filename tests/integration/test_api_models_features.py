@@ -140,3 +140,27 @@ def check_features_and_readiness(
     assert down.status_code == 503
     assert not down.json()["checks"]["models"]["ok"] and not down.json()["checks"]["kafka"]["ok"]
     assert down.json()["checks"]["redis"]["ok"]
+
+
+def test_an_unreachable_registry_is_a_503_naming_mlflow(settings: Settings, monkeypatch) -> None:
+    """Scoring and the model list say the registry is down, not "no champion registered"."""
+    broken = settings.model_copy(
+        update={"mlflow": settings.mlflow.model_copy(update={"tracking_uri": "http://127.0.0.1:9"})}
+    )
+    # as `tickwatch api` runs: one retry of a refused registry call, not MLflow's default seven
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    bar = {
+        "symbol": "AAPL",
+        "start_ms": 1_700_000_040_000,
+        "end_ms": 1_700_000_100_000,
+        **{"open": 10.0, "high": 10.5, "low": 9.5, "close": 10.2, "vwap": 10.1, "volume": 100.0},
+    }
+    with (
+        api_server(broken) as url,
+        httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=120) as client,
+    ):
+        score = client.post("/v1/score", json={"bars": [bar]})
+        models = client.get("/v1/models")
+    for resp in (score, models):
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["dependency"] == "mlflow" and resp.headers["Retry-After"] == "1"
