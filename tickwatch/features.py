@@ -163,8 +163,18 @@ def session_slot(start_ms: int) -> tuple[int, int]:
 
 
 def log_return(close: float, last_close: float, first: bool) -> float:
-    """A bar's log return, ln(close / the previous close); 0 for a series' first bar."""
-    return 0.0 if first else math.log(close / last_close)
+    """A bar's log return, ln(close / the previous close); 0 for a series' first bar.
+
+    Prices that are each valid but hundreds of orders of magnitude apart (1e-300 after 1e300)
+    overflow or underflow the ratio: the difference of the two logs is then taken, which is
+    finite for any two positive finite prices (ln(0) would raise and stop the stage on a bar
+    it cannot get past)."""
+    if first:
+        return 0.0
+    ratio = close / last_close
+    if 0.0 < ratio < math.inf:
+        return math.log(ratio)
+    return math.log(close) - math.log(last_close)
 
 
 def opens_session(features: Mapping[str, float]) -> bool:

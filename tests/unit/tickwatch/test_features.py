@@ -256,3 +256,28 @@ def test_an_earlier_spike_in_the_proxys_window_does_not_shrink_its_market_volume
     assert surge["market_volume_z"] > 4.0
     # a quiet bar reads as quiet either way
     assert abs(got[28]["market_volume_z"]) < 2.5
+
+
+@given(
+    st.lists(
+        st.floats(min_value=5e-324, max_value=1.7e308, allow_nan=False, allow_infinity=False),
+        min_size=2,
+        max_size=6,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_any_positive_finite_prices_give_finite_returns_and_never_raise(closes) -> None:
+    """Each price is valid (positive, finite) however far from the last: 1e-300 after 1e300
+    underflowed the ratio to 0 and ln(0) raised, a poison bar that stopped the stage each time it
+    was read again. The return is then the difference of the logs."""
+    state = SymbolState()
+    start = FIRST_DAY_MS + SESSION_OPEN_UTC_MS
+    for i, c in enumerate(closes):
+        bar = Bar("AAA", start + i * 60_000, c, c, c, c, 100.0, c, 3)
+        feats = state.update(bar, None)
+        assert feats is not None and math.isfinite(feats["log_return"])
+        if i:
+            prev = closes[i - 1]
+            assert feats["log_return"] == pytest.approx(math.log(c) - math.log(prev), abs=1e-9)
+            if 0.0 < c / prev < math.inf:  # the usual case: the ratio's log, bit for bit
+                assert feats["log_return"] == math.log(c / prev)
