@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from api.responses import ModelVersionInfo
+from detection.registry import UNSET_CODES
 from tickwatch.settings import Settings
 
 
@@ -16,7 +16,8 @@ def model_names(settings: Settings) -> list[str]:
 
 
 def _missing(exc: MlflowException) -> bool:
-    return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+    """The registry's answer for a model or alias that does not exist (not an outage)."""
+    return exc.error_code in UNSET_CODES
 
 
 def champion_model_versions(settings: Settings) -> list[ModelVersionInfo]:

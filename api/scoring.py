@@ -24,6 +24,10 @@ class NoChampion(LookupError):
     """No model version holds the champion alias."""
 
 
+class UnscorableBars(ValueError):
+    """The bars are valid one by one but their features are not all finite (the API: 422)."""
+
+
 class ChampionScorer:
     """Holds one detection.scorer.Scorer for the current champion versions."""
 
@@ -60,9 +64,12 @@ class ChampionScorer:
 
     def score(self, bars: list[MinuteBar]) -> tuple[str, list[Any]]:
         """(model version string, one RowScore per bar that has features) for the bars."""
-        from detection.scorer import vectors_from_bars
+        from detection.scorer import NonFiniteFeatures, vectors_from_bars
 
         scorer = self.get()
         f = self.settings.features
-        vectors = vectors_from_bars(bars, f.market_symbol, f.beta_window)
+        try:
+            vectors = vectors_from_bars(bars, f.market_symbol, f.beta_window)
+        except NonFiniteFeatures as exc:
+            raise UnscorableBars(str(exc)) from exc
         return scorer.version, scorer.score(vectors)

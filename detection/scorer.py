@@ -6,6 +6,7 @@ across batches so the LSTM sees each symbol's last `sequence_length` vectors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -413,21 +414,36 @@ class Cooldown:
         self.counted_ms.pop(symbol, None)
 
 
+class NonFiniteFeatures(ValueError):
+    """A bar whose features are not all finite: its prices are valid one by one but so far apart
+    (1e-300 against 1e300) that a ratio overflows. The stream sends such a row to the dead-letter
+    topic; a caller scoring bars it sent is told which bar it was."""
+
+
 def vectors_from_bars(
     bars: Iterable[Any], market_symbol: str = MARKET_SYMBOL, beta_window: int = BETA_WINDOW
 ) -> list[FeatureVector]:
-    """Feature vectors for bars, computed exactly as the streaming agents do."""
-    return [
-        FeatureVector(
-            symbol=b.symbol,
-            bar_start_ms=int(b.start_ms),
-            close=float(b.close),
-            volume=float(b.volume),
-            features=f,
-            warm=w,
+    """Feature vectors for bars, computed exactly as the streaming agents do (NonFiniteFeatures
+    names the first bar whose features are not all finite)."""
+    vectors = []
+    for b, f, w in compute_features_batch(bars, market_symbol, beta_window):
+        bad = [name for name, x in f.items() if not math.isfinite(x)]
+        if bad:
+            raise NonFiniteFeatures(
+                f"{b.symbol} bar {int(b.start_ms)}: features {', '.join(bad)} are not finite "
+                "(its prices or volume are too many orders of magnitude from its earlier bars')"
+            )
+        vectors.append(
+            FeatureVector(
+                symbol=b.symbol,
+                bar_start_ms=int(b.start_ms),
+                close=float(b.close),
+                volume=float(b.volume),
+                features=f,
+                warm=w,
+            )
         )
-        for b, f, w in compute_features_batch(bars, market_symbol, beta_window)
-    ]
+    return vectors
 
 
 def score_bars(

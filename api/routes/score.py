@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import API_PREFIX, ApiKey
 from api.errors import DependencyUnavailable
 from api.responses import DependencyDown
-from api.scoring import NoChampion
+from api.scoring import NoChampion, UnscorableBars
 from tickwatch.schemas import MinuteBar, ModelScore, Reason, Severity, make_event_id
 
 router = APIRouter(prefix=f"{API_PREFIX}/score", tags=["score"], dependencies=[ApiKey])
@@ -73,6 +74,9 @@ async def score(request: Request, body: ScoreRequest) -> ScoreResponse:
         version, rows = await run_in_threadpool(request.app.state.scorer.score, body.bars)
     except NoChampion as exc:
         raise DependencyUnavailable("models", str(exc)) from exc
+    except UnscorableBars as exc:
+        error = {"loc": ("body", "bars"), "msg": str(exc), "type": "value_error"}
+        raise RequestValidationError([error]) from exc
     except (MlflowException, OSError) as exc:  # the registry or its artifact store is down
         raise DependencyUnavailable("mlflow", f"{type(exc).__name__}: {exc}"[:300]) from exc
     except ImportError as exc:

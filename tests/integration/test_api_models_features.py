@@ -15,6 +15,7 @@ from api_support import api_server
 from mlflow import MlflowClient
 from sklearn.linear_model import LinearRegression
 
+from detection.registry import champion_pair
 from tickwatch.features import FEATURE_NAMES
 from tickwatch.settings import Settings
 
@@ -78,6 +79,12 @@ def test_models_lists_champion_model_versions_with_metrics(
     assert all(m["version"] is None for m in before.json()["models"])
 
     run_id = register_champion(settings, tmp_path)
+    # the autoencoder's model exists but no version holds the alias: an unset alias (the
+    # registry answers INVALID_PARAMETER_VALUE), not an outage
+    MlflowClient(tracking_uri=settings.mlflow_tracking_uri).create_registered_model(
+        settings.mlflow.lstm_model_name
+    )
+    assert champion_pair(settings) is None
     from api.routes import models as models_route
 
     models_route._cache.clear()  # the registry answer is cached for the TTL

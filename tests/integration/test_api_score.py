@@ -45,6 +45,13 @@ def test_score_a_window_of_bars_with_explanations(settings: Settings, tmp_path) 
         assert resp.status_code == 200, resp.text
         shuffled = client.post("/v1/score", json={"bars": body["bars"][::-1]})
         assert shuffled.status_code == 422 and "increasing start_ms" in shuffled.json()["message"]
+        # valid prices, but 1e308 apart from 1e-300 in one bar: its range overflows. The caller
+        # learns which bar it was (a 500 before)
+        tiny = 1e-300
+        wild = dict(body["bars"][-1], high=1e308, low=tiny, open=tiny, close=tiny, vwap=tiny)
+        unscorable = client.post("/v1/score", json={"bars": [*body["bars"][:-1], wild]})
+        assert unscorable.status_code == 422, unscorable.text
+        assert f"{wild['symbol']} bar {wild['start_ms']}" in unscorable.json()["message"]
 
     scorer = Scorer.from_registry(s)
     expected = scorer.score(vectors_from_bars(bars, s.features.market_symbol))
