@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -162,17 +163,20 @@ def session_slot(start_ms: int) -> tuple[int, int]:
     return active_calendar().slot(start_ms)
 
 
+FLOAT_MIN = sys.float_info.min  # the smallest normal float: below it a ratio has lost digits
+
+
 def log_return(close: float, last_close: float, first: bool) -> float:
     """A bar's log return, ln(close / the previous close); 0 for a series' first bar.
 
     Prices that are each valid but hundreds of orders of magnitude apart (1e-300 after 1e300)
-    overflow or underflow the ratio: the difference of the two logs is then taken, which is
-    finite for any two positive finite prices (ln(0) would raise and stop the stage on a bar
-    it cannot get past)."""
+    overflow or underflow the ratio (to infinity, 0 or a subnormal that has lost digits): the
+    difference of the two logs is then taken, which is finite and exact to rounding for any two
+    positive finite prices (ln(0) would raise and stop the stage on a bar it cannot get past)."""
     if first:
         return 0.0
     ratio = close / last_close
-    if 0.0 < ratio < math.inf:
+    if FLOAT_MIN <= ratio < math.inf:
         return math.log(ratio)
     return math.log(close) - math.log(last_close)
 

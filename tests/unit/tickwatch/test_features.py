@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 
 import numpy as np
 import pytest
 from features_reference import reference_features
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tickwatch.features import (
@@ -265,6 +266,9 @@ def test_an_earlier_spike_in_the_proxys_window_does_not_shrink_its_market_volume
         max_size=6,
     )
 )
+@example(closes=[1e300, 1e-300])  # the ratio underflows to 0
+@example(closes=[1e-300, 1e300])  # overflows
+@example(closes=[1.0, 5e-320])  # a subnormal ratio, digits lost
 @settings(max_examples=200, deadline=None)
 def test_any_positive_finite_prices_give_finite_returns_and_never_raise(closes) -> None:
     """Each price is valid (positive, finite) however far from the last: 1e-300 after 1e300
@@ -279,5 +283,5 @@ def test_any_positive_finite_prices_give_finite_returns_and_never_raise(closes) 
         if i:
             prev = closes[i - 1]
             assert feats["log_return"] == pytest.approx(math.log(c) - math.log(prev), abs=1e-9)
-            if 0.0 < c / prev < math.inf:  # the usual case: the ratio's log, bit for bit
+            if sys.float_info.min <= c / prev < math.inf:  # usual: the ratio's log, bit for bit
                 assert feats["log_return"] == math.log(c / prev)
