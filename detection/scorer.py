@@ -6,13 +6,13 @@ across batches so the LSTM sees each symbol's last `sequence_length` vectors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import ValidationError
 
 from detection.detector import (
     CHANNELS,
@@ -424,17 +424,11 @@ def vectors_from_bars(
     bars: Iterable[Any], market_symbol: str = MARKET_SYMBOL, beta_window: int = BETA_WINDOW
 ) -> list[FeatureVector]:
     """Feature vectors for bars, computed exactly as the streaming agents do (NonFiniteFeatures
-    names the first bar whose features are not all finite)."""
+    names the first bar FeatureVector refuses: its features are not all finite)."""
     vectors = []
     for b, f, w in compute_features_batch(bars, market_symbol, beta_window):
-        bad = [name for name, x in f.items() if not math.isfinite(x)]
-        if bad:
-            raise NonFiniteFeatures(
-                f"{b.symbol} bar {int(b.start_ms)}: features {', '.join(bad)} are not finite "
-                "(its prices or volume are too many orders of magnitude from its earlier bars')"
-            )
-        vectors.append(
-            FeatureVector(
+        try:
+            vector = FeatureVector(
                 symbol=b.symbol,
                 bar_start_ms=int(b.start_ms),
                 close=float(b.close),
@@ -442,7 +436,13 @@ def vectors_from_bars(
                 features=f,
                 warm=w,
             )
-        )
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+            raise NonFiniteFeatures(f"{b.symbol} bar {int(b.start_ms)}: {reasons}") from exc
+        vectors.append(vector)
     return vectors
 
 
