@@ -228,7 +228,7 @@ async def _read_market_returns(stage: FeaturesAgent, settings: Settings) -> None
                         offset=record.offset,
                     )
                     continue
-                returns.append((m.start_ms, m.log_return, m.volume_z))
+                returns.append((m.start_ms, m.log_return, m.volume_z, m.volume_excess))
             if returns:
                 await stage.on_market_returns(returns)
     finally:

@@ -26,7 +26,8 @@ RECENT_STARTS = 32  # remembered bar starts per symbol: a repeat of any of them 
 MARKET_HISTORY_MS = 7 * DAY_MS
 
 ACCEPTED, DUPLICATE, OUT_OF_ORDER, REPLAYED = "accepted", "duplicate", "out_of_order", "replayed"
-MarketMinute = tuple[int, float, float]  # bar start, the proxy's log return, volume surprise
+# bar start, the proxy's log return, volume surprise (z) and volume excess (log units)
+MarketMinute = tuple[int, float, float, float]
 
 
 def _unpack(text: str) -> list[float]:
@@ -81,7 +82,8 @@ class MarketAligner:
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self.lateness_s = allowed_lateness_s
         self.slots: dict[str, Slot] = {}
-        self.market_returns: dict[int, tuple[float, float]] = {}  # return, volume surprise
+        # return, volume surprise, volume excess
+        self.market_returns: dict[int, tuple[float, float, float]] = {}
         self.market_last = -1  # newest market minute known
         self.watermark = -1  # newest bar start seen (event time)
         self.dirty: set[str] = set()
@@ -126,10 +128,10 @@ class MarketAligner:
         return ACCEPTED
 
     def add_market_returns(self, returns: Iterable[MarketMinute]) -> None:
-        """Market minutes (start, return, volume surprise) computed by whichever worker owns the
-        market proxy."""
-        for start, r, volume_z in returns:
-            self.market_returns[start] = (r, volume_z)
+        """Market minutes (start, return, volume surprise, volume excess) computed by whichever
+        worker owns the market proxy."""
+        for start, r, volume_z, volume_excess in returns:
+            self.market_returns[start] = (r, volume_z, volume_excess)
             self.market_last = max(self.market_last, start)
             self.watermark = max(self.watermark, start)
 
@@ -157,7 +159,7 @@ class MarketAligner:
                     continue
                 slot.changed_minutes.add(session_slot(bar.start_ms)[1])
                 if m is not None and symbol == self.market_symbol:
-                    minute = (bar.start_ms, m[0], feats["market_volume_z"])
+                    minute = (bar.start_ms, m[0], feats["market_volume_z"], feats["volume_excess"])
                     out.market.append(minute)
                     self.add_market_returns([minute])
                 out.rows.append(

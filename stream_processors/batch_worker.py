@@ -195,7 +195,7 @@ class BatchFeaturesWorker:
                     offset=m.offset(),
                 )
                 continue
-            returns.append((r.start_ms, r.log_return, r.volume_z))
+            returns.append((r.start_ms, r.log_return, r.volume_z, r.volume_excess))
         return returns
 
 

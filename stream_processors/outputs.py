@@ -94,10 +94,14 @@ class FeatureOutputs:
         stamps: Stamps,
     ) -> Starts:
         """Produce market minutes and (finite) feature rows, not flushed; the rows' starts."""
-        for start, r, volume_z in market:
+        for start, r, volume_z, volume_excess in market:
             value = encode(
                 MarketReturn(
-                    symbol=self.market_symbol, start_ms=start, log_return=r, volume_z=volume_z
+                    symbol=self.market_symbol,
+                    start_ms=start,
+                    log_return=r,
+                    volume_z=volume_z,
+                    volume_excess=volume_excess,
                 )
             )
             produce(

@@ -55,6 +55,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "market_known",  # 1 when the market proxy's return for this minute was known
     "market_return_z",  # the market return over the std of the previous `beta_window` ones
     "market_volume_z",  # the market proxy's volume surprise in the same minute (0 if unknown)
+    "volume_excess",  # log1p(volume) above its expected level: volume_surprise in log units
+    "market_volume_excess",  # the market proxy's volume_excess in the same minute (0 if unknown)
 )
 
 # What the models read: the scale-free subset (raw returns and vols differ 7x between symbols).
@@ -193,6 +195,23 @@ def volume_surprise(volume_z_tod: float, volume_z_20: float) -> float:
     return 0.5 * (volume_z_tod + volume_z_20) if volume_z_tod != 0.0 else volume_z_20
 
 
+def volume_excess(
+    log_volume: float, window: Sequence[float], profile: Sequence[float] | None, volume_z_tod: float
+) -> float:
+    """`volume_surprise` in log units, without its standard deviations: the bar's log volume
+    above the mean of the last 20 bars, averaged with its excess over the same minute's mean on
+    earlier days where `volume_z_tod` is read (0 before two bars). A market-wide surge lifts the
+    log volume of every stock by about as much, while the z-scores of the same rise differ by
+    each window's estimated deviation: the excesses compare across symbols, the z-scores do
+    not."""
+    if len(window) < 2:
+        return 0.0
+    over_20 = log_volume - sum(window) / len(window)
+    if volume_z_tod == 0.0 or not profile:
+        return over_20
+    return 0.5 * (log_volume - sum(profile) / len(profile) + over_20)
+
+
 class SymbolState:
     """Everything one symbol's features need from its past; JSON-serialisable for Faust tables.
 
@@ -275,7 +294,11 @@ class SymbolState:
         )
 
     def update(
-        self, bar: Any, market_return: float | None, market_volume_z: float | None = None
+        self,
+        bar: Any,
+        market_return: float | None,
+        market_volume_z: float | None = None,
+        market_volume_excess: float = 0.0,
     ) -> dict[str, float] | None:
         """Advance by one closed bar; None (state unchanged) if the bar is not newer than the last.
 
@@ -283,6 +306,8 @@ class SymbolState:
         market bar for that minute is unknown (the relative features then read 0).
         `market_volume_z` is the proxy's `volume_surprise` of that minute; None with a market
         return means this bar is the proxy's own (its volume surprise is the market's).
+        `market_volume_excess` is the proxy's `volume_excess` of that minute (read with
+        `market_volume_z`).
         """
         start = int(bar.start_ms)
         if start <= self.last_start_ms:
@@ -343,16 +368,18 @@ class SymbolState:
             if profile
             else 0.0
         )
+        excess = volume_excess(log_vol, volumes, profile, volume_z_tod)
         if market_return is None:
-            market_volume = 0.0
+            market_volume, market_excess = 0.0, 0.0
         elif market_volume_z is None:
             # the market's reading of a market-wide volume surge, which the stocks' volume is
             # read against: robust to the proxy's own earlier spikes (a print, the last surge)
             # in its 20 bars, which would inflate a standard deviation and shrink the reading
             robust = _robust_z(log_vol, volumes)
             market_volume = volume_surprise(volume_z_tod, volume_z_20 if robust is None else robust)
+            market_excess = excess
         else:
-            market_volume = market_volume_z
+            market_volume, market_excess = market_volume_z, market_volume_excess
         feats = {
             "log_return": r,
             "return_z": _clip(r / sigma) if has_base else 0.0,
@@ -381,6 +408,8 @@ class SymbolState:
             "market_known": 0.0 if market_return is None else 1.0,
             "market_return_z": market_z,
             "market_volume_z": market_volume,
+            "volume_excess": excess,
+            "market_volume_excess": market_excess,
         }
 
         # append to each window, dropping its oldest value once full (a window and its
@@ -504,7 +533,8 @@ def compute_features_batch(
     """
     ordered = sorted(bars, key=lambda b: (int(b.start_ms), b.symbol != market_symbol, b.symbol))
     market = MarketState()
-    minutes: dict[int, tuple[float, float]] = {}  # minute -> the market's return, volume surprise
+    # minute -> the market's return, volume surprise and volume excess
+    minutes: dict[int, tuple[float, float, float]] = {}
     states: dict[str, SymbolState] = {}
     for bar in ordered:
         state = states.get(bar.symbol)
@@ -515,7 +545,7 @@ def compute_features_batch(
             m = market.update(bar)
             feats = state.update(bar, m) if m is not None else None
             if m is not None and feats is not None:
-                minutes[start] = (m, feats["market_volume_z"])
+                minutes[start] = (m, feats["market_volume_z"], feats["volume_excess"])
         else:
             known = minutes.get(start)
             feats = state.update(bar, *known) if known else state.update(bar, None)

@@ -108,14 +108,16 @@ class FeatureVector(WireModel):
 
 
 class MarketReturn(WireModel):
-    """The market proxy's log return and volume surprise for one minute (features stage,
-    internal; a record written before `volume_z` existed reads 0)."""
+    """The market proxy's log return, volume surprise and volume excess for one minute
+    (features stage, internal; a record written before `volume_z` or `volume_excess` existed
+    reads 0 for it)."""
 
     v: Literal[1] = 1
     symbol: Symbol
     start_ms: TimestampMs
     log_return: float
     volume_z: float = 0.0
+    volume_excess: float = 0.0
 
 
 class ModelScore(WireModel):

@@ -126,7 +126,7 @@ def test_stream_equals_batch_whatever_the_interleaving(
     want = {(b.symbol, b.start_ms): (f, w) for b, f, w in compute_features_batch(bars)}
     assert by_key(out.rows) == want
     assert len(out.rows) == len(want)
-    assert [start for start, _, _ in out.market] == sorted(
+    assert [start for start, *_ in out.market] == sorted(
         b.start_ms for b in bars if b.symbol == "VOO"
     )
 

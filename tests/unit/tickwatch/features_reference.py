@@ -49,10 +49,15 @@ def _last_std(r: pd.Series, window: int) -> pd.Series:
 
 
 def symbol_features(
-    df: pd.DataFrame, market: pd.Series, beta_window: int, market_volume: pd.Series | None = None
+    df: pd.DataFrame,
+    market: pd.Series,
+    beta_window: int,
+    market_volume: pd.Series | None = None,
+    market_excess: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Features of one symbol's bars (sorted, unique starts); `market` maps start -> return,
-    `market_volume` start -> the proxy's volume surprise (None: these are the proxy's bars)."""
+    `market_volume` and `market_excess` start -> the proxy's volume surprise and volume excess
+    (None: these are the proxy's bars)."""
     df = df.reset_index(drop=True)
     first = pd.Series(df.index == 0)
     r = np.log(df["close"] / df["close"].shift(1)).fillna(0.0)
@@ -75,10 +80,19 @@ def symbol_features(
     minute = pd.to_datetime(df["start_ms"], unit="ms", utc=True).dt.tz_convert("America/New_York")
     mod = minute.dt.hour * 60 + minute.dt.minute
     tod = pd.Series(0.0, index=df.index)
+    tod_mean = pd.Series(0.0, index=df.index)
     for _, idx in lv.groupby(mod).groups.items():
         part = lv.loc[idx]
-        tod.loc[idx] = _z(part, *_prev_stats(part, 20), min_n=3)
+        stats = _prev_stats(part, 20)
+        tod.loc[idx] = _z(part, *stats, min_n=3)
+        tod_mean.loc[idx] = stats[0]
     out["volume_z_tod"] = tod
+    # the volume surprise in log units: over the previous 20 bars' mean, averaged with the
+    # excess over the same minute's mean on earlier days where the time-of-day z is read
+    mean20, _, n20 = _prev_stats(lv, 20)
+    over20 = lv - mean20
+    excess = (0.5 * (lv - tod_mean + over20)).where(tod != 0.0, over20)
+    out["volume_excess"] = excess.where(n20 >= 2, 0.0)
     lx = np.log1p(df["transactions"].astype(float))
     out["transactions_z_20"] = _z(lx, *_prev_stats(lx, 20))
 
@@ -134,6 +148,8 @@ def symbol_features(
     own = (0.5 * (out["volume_z_tod"] + robust)).where(out["volume_z_tod"] != 0.0, robust)
     mv = own if market_volume is None else df["start_ms"].map(market_volume)
     out["market_volume_z"] = mv.where(m.notna(), 0.0).fillna(0.0)
+    mx = out["volume_excess"] if market_excess is None else df["start_ms"].map(market_excess)
+    out["market_volume_excess"] = mx.where(m.notna(), 0.0).fillna(0.0)
 
     day = minute.dt.date
     gap = df["start_ms"].diff() / 60_000
@@ -166,16 +182,19 @@ def reference_features(
     )
     out: dict[tuple[str, int], dict[str, float]] = {}
     proxy = symbol_features(mk, market, beta_window) if len(mk) else None
-    volume = (
-        pd.Series(proxy["market_volume_z"].values, index=proxy["start_ms"].values)
-        if proxy is not None
-        else pd.Series(dtype=float)
+    volume, excess = (
+        (
+            pd.Series(proxy[column].values, index=proxy["start_ms"].values)
+            if proxy is not None
+            else pd.Series(dtype=float)
+        )
+        for column in ("market_volume_z", "volume_excess")
     )
     for symbol, part in df.groupby("symbol"):
         if symbol == market_symbol:
             feats = proxy
         else:
-            feats = symbol_features(part, market, beta_window, volume)
+            feats = symbol_features(part, market, beta_window, volume, excess)
         for row in feats.to_dict("records"):
             key = (row.pop("symbol"), int(row.pop("start_ms")))
             out[key] = row
