@@ -13,11 +13,13 @@ low on it:
 - `volume`: the smaller of the volume z-score (same minute on earlier days, else the last 20
   bars) and the trade-count z-score: a block print (one big trade) lifts volume, not the count.
   The volume a market-wide move brings (the market's return z over the last bars) is normal, and
-  so is half of the market proxy's own volume surprise in the same minute, all of it beyond
-  MARKET_SURGE_Z (a market-wide surge lifts every stock's volume as much as the proxy's); the
-  larger of the two explains it, as both read the same market-wide volume. So does the bar's
-  own move (OWN_VOLUME per return z beyond OWN_VOLUME_FROM: that volume is the move's evidence,
-  read by the move channels); the largest of the three explanations is taken off.
+  so is the share of the stock's volume excess (log units) that the market proxy's own excess
+  in the same minute accounts for (a market-wide surge lifts every stock's log volume by about
+  as much as the proxy's; z-scores of that same rise differ by each window's estimated
+  deviation, so they are compared in log units); the larger of the two explains it, as both
+  read the same market-wide volume. So does the bar's own move (OWN_VOLUME per return z beyond
+  OWN_VOLUME_FROM: that volume is the move's evidence, read by the move channels); the largest
+  of the three explanations is taken off.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units of the bars before the last 15 (one fat-tailed bar is not a trend, and the
@@ -72,7 +74,8 @@ INPUTS: tuple[str, ...] = (
     "log_return",
     "relative_return",
     "beta",
-    "market_volume_z",
+    "volume_excess",
+    "market_volume_excess",
     "bar_range",
 )
 CHANNELS: tuple[str, ...] = (
@@ -88,8 +91,6 @@ CHANNELS: tuple[str, ...] = (
 MARKET_VOLUME = 2.0  # volume z explained by each market-return z beyond MARKET_VOLUME_FROM
 MARKET_VOLUME_FROM = 1.5  # market-return z (largest of the last MARKET_VOLUME_BARS) it starts at
 MARKET_VOLUME_BARS = 3  # market-wide moves and their volume span a few bars
-MARKET_VOLUME_SHARE = 0.5  # a stock's volume z explained per unit of the market's volume surprise
-MARKET_SURGE_Z = 2.0  # beyond it the market's volume surprise explains a stock's one for one
 OWN_VOLUME = 1.0  # volume z explained by each unit of the bar's own return z beyond OWN_VOLUME_FROM
 OWN_VOLUME_FROM = 1.5  # the bar's own return z where its move starts to explain its volume
 WINDOW = 30  # bars of each symbol's history the channels read (this one included)
@@ -230,12 +231,18 @@ def channel_values(
     # and so is what the market's own volume surge explains
     market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
     by_move = MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
-    # up to MARKET_SURGE_Z the market's own volume noise mostly (a share explains the stock's);
-    # beyond it a market-wide surge, which lifts every stock's volume as much as the proxy's
-    mv = np.maximum(w[:, -1, _I["market_volume_z"]], 0.0)
-    by_surge = np.maximum(
-        MARKET_VOLUME_SHARE * mv, mv - (1.0 - MARKET_VOLUME_SHARE) * MARKET_SURGE_Z
+    # a surge lifts every stock's log volume about as much as the proxy's: the share of the
+    # stock's excess (log units) that the proxy's excess accounts for is normal, that share of
+    # its z-score is taken off (the z-scores of one rise are divided by each window's estimated
+    # deviation, which 20 bars get right to about 16%: for a rise of 8 sigmas two symbols'
+    # z-scores differ by about 1.8 at one standard deviation, their excesses do not)
+    own_excess = w[:, -1, _I["volume_excess"]]
+    share = np.clip(
+        w[:, -1, _I["market_volume_excess"]] / np.where(own_excess > 0.0, own_excess, 1.0),
+        0.0,
+        1.0,
     )
+    by_surge = np.where(own_excess > 0.0, np.maximum(volume, 0.0) * share, 0.0)
     # the market's move and its volume surge are two readings of the same market-wide volume:
     # the larger explains it, they do not add up
     market = np.where(linked, np.maximum(by_move, by_surge), by_move)
@@ -554,7 +561,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 12  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 13  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

@@ -232,3 +232,38 @@ def test_a_price_pinned_at_one_level_does_not_turn_its_next_moves_into_a_burst()
     wild = channel_values(_burst_window(rng, 0.001, 0.01), np.array([False]), False)
     assert pinned[0, burst] < 3.0  # its 60-bar scale: two sigmas at most, not thousands
     assert wild[0, burst] > 5.0
+
+
+def _volume_window(volume_z: float, excess: float, market_excess: float) -> np.ndarray:
+    """One linked stock's input window, quiet but for its last bar's volume readings (z-scores,
+    excess) and the market proxy's excess in the same minute."""
+    w = np.zeros((1, WINDOW, len(INPUTS)))
+    w[0, :, INPUTS.index("minutes_since_last_bar")] = 1.0
+    w[0, :, INPUTS.index("market_known")] = 1.0
+    w[0, :, INPUTS.index("beta")] = 1.0
+    for name in ("volume_z_20", "volume_z_tod", "transactions_z_20"):
+        w[0, -1, INPUTS.index(name)] = volume_z
+    w[0, -1, INPUTS.index("volume_excess")] = excess
+    w[0, -1, INPUTS.index("market_volume_excess")] = market_excess
+    return w
+
+
+def test_a_market_wide_surge_is_read_in_log_units_not_in_z_scores() -> None:
+    volume = CHANNELS.index("volume")
+    stock = np.array([False])  # not the proxy: linked to the market by `market_known`
+
+    def reading(*args: float) -> float:
+        return float(channel_values(_volume_window(*args), stock, False)[0, volume])
+
+    # every log volume rose by 1.0 (the proxy's z-score may read 5 where the stock's reads 8:
+    # its 20 bars estimated a wider deviation): the surge is the market's, all of it
+    assert reading(8.0, 1.0, 1.0) == 0.0
+    # the proxy's surge accounts for half of the stock's rise: half of its z-score is left
+    assert abs(reading(8.0, 1.0, 0.5) - 4.0) < 1e-9
+    # a quiet market (its excess is noise) leaves the stock's own spike nearly whole
+    assert reading(8.0, 1.0, 0.05) > 7.5
+    # a market whose volume fell explains nothing
+    assert reading(8.0, 1.0, -0.4) == 8.0
+    # the proxy's own bar: its surge is the evidence, nothing explains it away
+    own = channel_values(_volume_window(8.0, 1.0, 1.0), np.array([True]), False)
+    assert own[0, volume] == 8.0
