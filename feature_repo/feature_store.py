@@ -73,8 +73,24 @@ def apply_definitions(store: FeatureStore) -> None:
     store.apply(definitions())
 
 
+def registry_is_current(store: FeatureStore) -> bool:
+    """True when the registry holds this version's feature view: its fields are the features
+    `tickwatch.features` names today (a version that adds a feature finds an older view)."""
+    from feast.errors import FeatureViewNotFoundException
+
+    from feature_repo.feature_views import FEATURE_VIEW, bar_features
+
+    try:
+        view = store.get_feature_view(FEATURE_VIEW)
+    except FeatureViewNotFoundException:
+        return False
+    return [f.name for f in view.features] == [f.name for f in bar_features.features]
+
+
 def get_store(settings: Settings) -> FeatureStore:
-    """The FeatureStore for these settings; applies the definitions when the registry is missing."""
+    """The FeatureStore for these settings; applies the definitions when the registry is missing
+    or was written by a version with other features (an upgrade: historical reads of the new
+    features would otherwise fail with "not found in projection")."""
     root = features_dir(settings)
     (root / "offline").mkdir(parents=True, exist_ok=True)
     config = repo_config(settings)
@@ -83,6 +99,6 @@ def get_store(settings: Settings) -> FeatureStore:
     with open(root / ".apply.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         store = FeatureStore(config=config)
-        if not (root / REGISTRY_FILE).exists():
+        if not (root / REGISTRY_FILE).exists() or not registry_is_current(store):
             apply_definitions(store)
     return store

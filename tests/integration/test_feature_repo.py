@@ -47,3 +47,33 @@ def test_materialize_then_historical_features_equal_the_batch_functions(settings
         start = int(row["event_timestamp"].timestamp() * 1000) - 30_000
         want = expected[(row["symbol"], start)]
         assert [row[n] for n in MODEL_FEATURES] == pytest.approx([want[n] for n in MODEL_FEATURES])
+
+
+@pytest.mark.timeout(120)
+def test_a_registry_written_before_a_feature_existed_is_reapplied(settings: Settings) -> None:
+    from feast import FeatureStore, FeatureView
+
+    from feature_repo.entities import symbol
+    from feature_repo.feature_store import apply_definitions, registry_is_current, repo_config
+    from feature_repo.feature_views import FEATURE_VIEW, bar_features
+    from feature_repo.sources import bar_features_push
+
+    features_dir(settings).joinpath("offline").mkdir(parents=True, exist_ok=True)
+    old = FeatureStore(config=repo_config(settings))
+    apply_definitions(old)
+    # what an earlier version registered: the same view without its newest feature
+    older = FeatureView(
+        name=FEATURE_VIEW,
+        entities=[symbol],
+        ttl=bar_features.ttl,
+        schema=[f for f in bar_features.schema if f.name != "market_volume_excess"],
+        source=bar_features_push,
+        online=True,
+    )
+    old.apply([older])
+    assert not registry_is_current(FeatureStore(config=repo_config(settings)))
+
+    store = get_store(settings)
+    names = [f.name for f in store.get_feature_view(FEATURE_VIEW).features]
+    assert "market_volume_excess" in names
+    assert registry_is_current(store)
