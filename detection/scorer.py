@@ -33,6 +33,7 @@ from detection.models.lstm_ae import autoencoder_errors, autoencoder_scores, tai
 from detection.registry import LoadedModel, champion_pair, load_pair
 from detection.rules import fired_rules
 from tickwatch.features import (
+    ADDED_FEATURES,
     MODEL_FEATURES,
     active_calendar,
     compute_features_batch,
@@ -370,9 +371,23 @@ class Scorer:
         )
 
 
+# what scoring reads of a vector, less the features an older vector may lack (ADDED_FEATURES,
+# read as their defaults): a vector without one of these cannot be scored
+REQUIRED_FEATURES: tuple[str, ...] = tuple(
+    dict.fromkeys(k for k in (*MODEL_FEATURES, *INPUTS) if k not in ADDED_FEATURES)
+)
+
+
 def input_matrix(vectors: Sequence[FeatureVector]) -> np.ndarray:
-    """detector.INPUTS of each vector as float32 (n, inputs)."""
-    return np.array([[v.features[k] for k in INPUTS] for v in vectors], dtype=np.float32)
+    """detector.INPUTS of each vector as float32 (n, inputs); a feature added after the vector
+    was written (ADDED_FEATURES) reads its default, any other missing one raises KeyError."""
+    return np.array(
+        [
+            [f[k] if k in f else ADDED_FEATURES[k] for k in INPUTS]
+            for f in (v.features for v in vectors)
+        ],
+        dtype=np.float32,
+    )
 
 
 def feature_matrix(vectors: Sequence[FeatureVector]) -> np.ndarray:

@@ -21,10 +21,9 @@ import time
 
 from confluent_kafka import Message, TopicPartition
 
-from detection.scorer import Cooldown, Scorer, SequenceBuffer
+from detection.scorer import REQUIRED_FEATURES, Cooldown, Scorer, SequenceBuffer
 from model_workers.model_watch import ModelWatcher, publish_model_info
 from tickwatch.dead_letter import DeadLetterSink
-from tickwatch.features import MODEL_FEATURES
 from tickwatch.kafka import (
     consume_batch,
     ensure_topics,
@@ -188,10 +187,10 @@ class ScoreWorker:
             except SchemaError as exc:
                 reason = str(exc)
             if v is not None:
-                missing = [k for k in MODEL_FEATURES if k not in v.features]
+                missing = [k for k in REQUIRED_FEATURES if k not in v.features]
                 prev = latest.get(v.symbol)
                 if missing:
-                    reason, kind = f"missing model features {missing}", "missing_features"
+                    reason, kind = f"missing features {missing}", "missing_features"
                 elif (prev is not None and v.bar_start_ms <= prev) or not self.buffer.is_new(
                     v.symbol, v.bar_start_ms
                 ):

@@ -75,6 +75,11 @@ MODEL_FEATURES: tuple[str, ...] = (
     "unchanged_close_run",
 )
 
+# features added after feature vectors were first published, with the value a vector written
+# before them reads (0: no volume excess, none known for the market): a score worker meets such
+# vectors in the features topic after an upgrade
+ADDED_FEATURES: dict[str, float] = {"volume_excess": 0.0, "market_volume_excess": 0.0}
+
 WARM_BARS = RETURN_WINDOW + 1
 # SymbolState's float windows that make up its persisted state (with the scalars and `tod`)
 PERSISTED_WINDOWS = (

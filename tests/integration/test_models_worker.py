@@ -33,6 +33,7 @@ from detection.scorer import (
     vectors_from_bars,
 )
 from model_workers.worker import ScoreWorker
+from tickwatch.features import ADDED_FEATURES
 from tickwatch.kafka import (
     delete_prefixed_topics,
     ensure_topics,
@@ -314,10 +315,27 @@ def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings,
         update={"bar_start_ms": head[-1].bar_start_ms + 3_600_000, "features": {"return_z": 1.0}}
     )
     produce(producer, features, encode(broken), key=broken.symbol)
+    # every model feature but not the detector's inputs (a crash before they were checked)
+    no_beta = head[-1].model_copy(
+        update={
+            "bar_start_ms": head[-1].bar_start_ms + 2 * 3_600_000,
+            "features": {k: x for k, x in head[-1].features.items() if k != "beta"},
+        }
+    )
+    # written before the newest features existed: scored, reading their defaults
+    older = head[-1].model_copy(
+        update={
+            "bar_start_ms": head[-1].bar_start_ms + 3 * 3_600_000,
+            "features": {k: x for k, x in head[-1].features.items() if k not in ADDED_FEATURES},
+        }
+    )
+    for vector in (no_beta, older):
+        produce(producer, features, encode(vector), key=vector.symbol)
     flush_or_raise(producer)
     worker = ScoreWorker(s, "dead")
     try:
-        _run_until(worker, s, len(head) + 3)
+        _run_until(worker, s, len(head) + 5)
+        assert not worker.buffer.is_new(older.symbol, older.bar_start_ms)  # it was scored
     finally:
         worker.close()
     letters = [decode(DeadLetter, m.value()) for m in read_messages(s, topic_name(DEAD_LETTER, s))]
@@ -325,6 +343,8 @@ def test_undecodable_and_duplicate_vectors_go_to_the_dead_letter_topic(settings,
         "duplicate",
         "invalid",
         "missing_features",
+        "missing_features",
     ]
+    assert any("'beta'" in d.reason for d in letters)
     assert {d.source for d in letters} == {"score"}
     assert any(d.raw == "{not json" for d in letters)
