@@ -20,6 +20,8 @@ low on it:
   read the same market-wide volume. So does the bar's own move (OWN_VOLUME per return z beyond
   OWN_VOLUME_FROM: that volume is the move's evidence, read by the move channels); the largest
   of the three explanations is taken off.
+- `volume_2`: the last two bars' `volume` evidence together (their sum over sqrt(2)): a surge of
+  a few bars, each under the one-bar threshold, is rarer as a pair; a block print is one bar.
 - `stale`: how many bars in a row closed exactly unchanged.
 - `decouple`: the cumulative market residual over 10, 15 and 30 bars, each bar capped at 2.5
   robust units of the bars before the last 15 (one fat-tailed bar is not a trend, and the
@@ -31,8 +33,8 @@ low on it:
   drags its rolling beta towards zero and would hide its own residual.
 
 Fitted on the user's history (`fit_detector`): each channel's intraday seasonality (per
-half-hour of the exchange day: the open and close are busier; `volume` is only damped, its
-z-scores already read the time of day) and its normal tail, which turns a
+half-hour of the exchange day: the open and close are busier; the volume channels are only
+damped, their z-scores already read the time of day) and its normal tail, which turns a
 value into a surprise `-log10 P(normal >= value)`. The models (Isolation Forest, LSTM
 autoencoder) are calibrated the same way. The bar's score is the largest channel surprise, or
 the models' where both agree (`combine`).
@@ -84,6 +86,7 @@ CHANNELS: tuple[str, ...] = (
     "move_5",
     "burst",
     "volume",
+    "volume_2",
     "stale",
     "decouple",
     "against_market",
@@ -107,7 +110,7 @@ BUCKET_MINUTES = 30  # intraday seasonality resolution
 # the seasonality damps their busy buckets but does not amplify their quiet ones (a bucket
 # where volume usually falls against the last 20 bars, after the open, would turn an ordinary
 # rise into a surprise)
-SEASON_DAMPEN_ONLY: tuple[str, ...] = ("volume",)
+SEASON_DAMPEN_ONLY: tuple[str, ...] = ("volume", "volume_2")
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
@@ -127,6 +130,7 @@ _KIND_OF_CHANNEL = {
     "move_5": 0,
     "burst": 1,
     "volume": 2,
+    "volume_2": 2,
     "stale": 3,
     "decouple": 4,
     "against_market": 4,
@@ -223,34 +227,42 @@ def channel_values(
     widening = np.median(ranges[:, -RECENT:], axis=1) / _robust_scale(ranges[:, ref], 0.5)
     burst = np.minimum(size, widening)
 
-    vz_tod, vz_20 = w[:, -1, _I["volume_z_tod"]], w[:, -1, _I["volume_z_20"]]
-    vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)  # features.volume_surprise
-    tz = w[:, -1, _I["transactions_z_20"]]
-    volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
-    # a market-wide move brings market-wide volume: what the market's move explains is normal,
-    # and so is what the market's own volume surge explains
-    market_move = np.abs(w[:, -MARKET_VOLUME_BARS:, _I["market_return_z"]]).max(axis=1)
-    by_move = MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
-    # a surge lifts every stock's log volume about as much as the proxy's: the share of the
-    # stock's excess (log units) that the proxy's excess accounts for is normal, that share of
-    # its z-score is taken off (the z-scores of one rise are divided by each window's estimated
-    # deviation, which 20 bars get right to about 16%: for a rise of 8 sigmas two symbols'
-    # z-scores differ by about 1.8 at one standard deviation, their excesses do not)
-    own_excess = w[:, -1, _I["volume_excess"]]
-    share = np.clip(
-        w[:, -1, _I["market_volume_excess"]] / np.where(own_excess > 0.0, own_excess, 1.0),
-        0.0,
-        1.0,
-    )
-    by_surge = np.where(own_excess > 0.0, np.maximum(volume, 0.0) * share, 0.0)
-    # the market's move and its volume surge are two readings of the same market-wide volume:
-    # the larger explains it, they do not add up
-    market = np.where(linked, np.maximum(by_move, by_surge), by_move)
-    # a bar's own large move brings volume too (volume and volatility rise together): that
-    # volume is the move's evidence, read by the move channels, not a volume anomaly; the
-    # market's share of the move is in it, so the larger explanation wins here as well
-    by_own = OWN_VOLUME * np.maximum(np.abs(rz[:, -1]) - OWN_VOLUME_FROM, 0.0)
-    volume = volume - np.maximum(market, by_own)
+    def volume_at(j: int) -> np.ndarray:
+        """The volume evidence of the window's bar `j` (-1 the newest)."""
+        end = w.shape[1] + j + 1  # the bars up to and including j
+        vz_tod, vz_20 = w[:, j, _I["volume_z_tod"]], w[:, j, _I["volume_z_20"]]
+        vz = np.where(vz_tod != 0.0, 0.5 * (vz_tod + vz_20), vz_20)  # features.volume_surprise
+        tz = w[:, j, _I["transactions_z_20"]]
+        volume = np.where(tz != 0.0, np.minimum(vz, tz), vz)  # no trade counts: volume alone
+        # a market-wide move brings market-wide volume: what the market's move explains is
+        # normal, and so is what the market's own volume surge explains
+        recent = w[:, end - MARKET_VOLUME_BARS : end, _I["market_return_z"]]
+        market_move = np.abs(recent).max(axis=1)
+        by_move = MARKET_VOLUME * np.maximum(market_move - MARKET_VOLUME_FROM, 0.0)
+        # a surge lifts every stock's log volume about as much as the proxy's: the share of the
+        # stock's excess (log units) that the proxy's excess accounts for is normal, that share
+        # of its z-score is taken off (the z-scores of one rise are divided by each window's
+        # estimated deviation, which 20 bars get right to about 16%: for a rise of 8 sigmas two
+        # symbols' z-scores differ by about 1.8 at one standard deviation, their excesses do not)
+        own_excess = w[:, j, _I["volume_excess"]]
+        share = np.clip(
+            w[:, j, _I["market_volume_excess"]] / np.where(own_excess > 0.0, own_excess, 1.0),
+            0.0,
+            1.0,
+        )
+        by_surge = np.where(own_excess > 0.0, np.maximum(volume, 0.0) * share, 0.0)
+        # the market's move and its volume surge are two readings of the same market-wide
+        # volume: the larger explains it, they do not add up
+        market = np.where(linked, np.maximum(by_move, by_surge), by_move)
+        # a bar's own large move brings volume too (volume and volatility rise together): that
+        # volume is the move's evidence, read by the move channels, not a volume anomaly; the
+        # market's share of the move is in it, so the larger explanation wins here as well
+        by_own = OWN_VOLUME * np.maximum(np.abs(rz[:, j]) - OWN_VOLUME_FROM, 0.0)
+        return np.maximum(volume - np.maximum(market, by_own), 0.0)
+
+    volume = volume_at(-1)
+    # a surge of several bars: the last two bars' evidence together
+    volume_2 = (volume + volume_at(-2)) / math.sqrt(2.0)
 
     stale = w[:, -1, _I["unchanged_close_run"]]
     # decoupling: the cumulative market residual with each bar capped at HUBER robust units (a
@@ -276,7 +288,7 @@ def channel_values(
     decouple = np.where(linked, decouple, 0.0)
     trend = np.where(linked, trend, 0.0)
     return np.column_stack(
-        [move(1), move(2), move(5), burst, np.maximum(volume, 0.0), stale, decouple, trend]
+        [move(1), move(2), move(5), burst, volume, volume_2, stale, decouple, trend]
     )
 
 
@@ -561,7 +573,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 13  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 14  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 

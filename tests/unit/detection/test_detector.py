@@ -267,3 +267,22 @@ def test_a_market_wide_surge_is_read_in_log_units_not_in_z_scores() -> None:
     # the proxy's own bar: its surge is the evidence, nothing explains it away
     own = channel_values(_volume_window(8.0, 1.0, 1.0), np.array([True]), False)
     assert own[0, volume] == 8.0
+
+
+def test_a_surge_over_two_bars_reads_on_volume_2_and_a_one_bar_print_does_not() -> None:
+    one, two = CHANNELS.index("volume"), CHANNELS.index("volume_2")
+    stock = np.array([False])
+    spike = _volume_window(3.0, 1.0, 0.0)  # the newest bar only
+    surge = spike.copy()
+    for name in ("volume_z_20", "volume_z_tod", "transactions_z_20"):
+        surge[0, -2, INPUTS.index(name)] = 3.0
+    surge[0, -2, INPUTS.index("volume_excess")] = 1.0
+    lone, both = (channel_values(w, stock, False)[0] for w in (spike, surge))
+    assert lone[one] == both[one] == 3.0
+    # two bars of 3 sigmas each are together 3 * sqrt(2): rarer than either alone
+    assert abs(both[two] - 6.0 / np.sqrt(2.0)) < 1e-9
+    assert abs(lone[two] - 3.0 / np.sqrt(2.0)) < 1e-9
+    # a block print lifts volume, not the trade count: neither channel reads it
+    surge[0, -2:, INPUTS.index("transactions_z_20")] = 0.1
+    printed = channel_values(surge, stock, False)[0]
+    assert abs(printed[one] - 0.1) < 1e-9 and abs(printed[two] - 0.2 / np.sqrt(2.0)) < 1e-9
