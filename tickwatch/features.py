@@ -200,21 +200,17 @@ def volume_surprise(volume_z_tod: float, volume_z_20: float) -> float:
     return 0.5 * (volume_z_tod + volume_z_20) if volume_z_tod != 0.0 else volume_z_20
 
 
-def volume_excess(
-    log_volume: float, window: Sequence[float], profile: Sequence[float] | None, volume_z_tod: float
-) -> float:
+def volume_excess(log_volume: float, mean_20: float | None, mean_tod: float | None) -> float:
     """`volume_surprise` in log units, without its standard deviations: the bar's log volume
-    above the mean of the last 20 bars, averaged with its excess over the same minute's mean on
-    earlier days where `volume_z_tod` is read (0 before two bars). A market-wide surge lifts the
-    log volume of every stock by about as much, while the z-scores of the same rise differ by
-    each window's estimated deviation: the excesses compare across symbols, the z-scores do
-    not."""
-    if len(window) < 2:
+    above `mean_20` (the mean of the last 20 bars; None before two bars: 0), averaged with its
+    excess over `mean_tod` (the same minute's mean on earlier days, where `volume_z_tod` is
+    read; else None). A market-wide surge lifts the log volume of every stock by about as much,
+    while the z-scores of the same rise differ by each window's estimated deviation: the
+    excesses compare across symbols, the z-scores do not."""
+    if mean_20 is None:
         return 0.0
-    over_20 = log_volume - sum(window) / len(window)
-    if volume_z_tod == 0.0 or not profile:
-        return over_20
-    return 0.5 * (log_volume - sum(profile) / len(profile) + over_20)
+    over_20 = log_volume - mean_20
+    return over_20 if mean_tod is None else 0.5 * (log_volume - mean_tod + over_20)
 
 
 class SymbolState:
@@ -365,15 +361,19 @@ class SymbolState:
             market_z = _clip(market_return / (m_sigma if m_sigma > SIGMA_FLOOR else SIGMA_FLOOR))
         unchanged = 0 if first or close != self.last_close else self.unchanged_run + 1
 
-        volume_z_20 = _zscore(log_vol, sum(volumes), sum(self.log_volumes_sq), len(volumes))
+        nv, v_sum = len(volumes), sum(volumes)
+        volume_z_20 = _zscore(log_vol, v_sum, sum(self.log_volumes_sq), nv)
+        p_sum = sum(profile) if profile else 0.0
         volume_z_tod = (
-            _zscore(
-                log_vol, sum(profile), sum(map(mul, profile, profile)), len(profile), TOD_MIN_OBS
-            )
+            _zscore(log_vol, p_sum, sum(map(mul, profile, profile)), len(profile), TOD_MIN_OBS)
             if profile
             else 0.0
         )
-        excess = volume_excess(log_vol, volumes, profile, volume_z_tod)
+        excess = volume_excess(
+            log_vol,
+            v_sum / nv if nv >= 2 else None,
+            p_sum / len(profile) if profile and volume_z_tod != 0.0 else None,
+        )
         if market_return is None:
             market_volume, market_excess = 0.0, 0.0
         elif market_volume_z is None:
