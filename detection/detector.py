@@ -114,6 +114,13 @@ SEASON_DAMPEN_ONLY: tuple[str, ...] = ("volume", "volume_2")
 TAIL_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)  # knots of the empirical normal tail
 GRID = np.round(np.arange(1.0, 12.01, 0.1), 2)  # threshold levels whose event rates are counted
 TAIL_FLOOR = 0.5  # narrowest tail step, in channel units (sigmas, z, bars): discrete columns
+TAIL_SPAN_SHARE = 0.25  # ... and at least this share of the channel's median-to-q99 span
+# channels of z-scores of log volume, whose normal tail is close to a normal distribution's (log
+# volume is about normal around its expected level): their tail goes on at the slope of their own
+# q98-q99 step, at most a normal's (0.28 sigma from q98 to q99). The floors above read such a
+# tail about half as steep as it is (a volume spike of five sigmas scored as a move of three).
+NORMAL_TAIL_CHANNELS: tuple[str, ...] = ("volume", "volume_2")
+NORMAL_TAIL_STEP = 0.25
 FIT_BAND = (2.0, 20.0)  # rates (budget multiples) where the log-rate line is fitted
 CAP_SPAN = 2.0  # levels above a threshold whose events the budget's cap leaves out
 MAX_BAR_SHARE = 0.005  # alerts never budgeted on more than this share of bars (daily bars: 0.5%)
@@ -348,17 +355,24 @@ class Tail:
     slope: np.ndarray  # (columns,): surprise per unit beyond the last knot
 
     @classmethod
-    def fit(cls, x: np.ndarray, floor: float = 0.5) -> Tail:
-        """`floor`: the narrowest tail step in the columns' units (TAIL_FLOOR for channels)."""
+    def fit(
+        cls,
+        x: np.ndarray,
+        floor: float | np.ndarray = 0.5,
+        span_share: float | np.ndarray = TAIL_SPAN_SHARE,
+    ) -> Tail:
+        """`floor`: the narrowest tail step in the columns' units; `span_share`: the step is at
+        least this share of the median-to-q99 span too (each a value, or one per column:
+        `channel_tail_limits()` for the channels)."""
         x = np.asarray(x, dtype=np.float64)
         qs = np.quantile(x, [1 - p for p in TAIL_LEVELS], axis=0)  # (levels, columns)
         knots = np.vstack([x.min(axis=0), qs]).T
         knots = np.maximum.accumulate(knots, axis=1)
-        # beyond the last knot the tail goes on at the slope of the last segment (q95 to q99):
+        # beyond the last knot the tail goes on at the slope of the last segment (q98 to q99):
         # the history's own anomalies sit beyond it and must not flatten the tail
         rise = math.log10(TAIL_LEVELS[-2] / TAIL_LEVELS[-1])
         width = knots[:, -1] - knots[:, -2]
-        width = np.maximum(width, 0.25 * (knots[:, -1] - knots[:, 1]))
+        width = np.maximum(width, span_share * (knots[:, -1] - knots[:, 1]))
         slope = rise / np.maximum(width, floor)
         return cls(knots, slope)
 
@@ -383,6 +397,12 @@ class Tail:
         return cls(
             np.asarray(d["knots"], dtype=np.float64), np.asarray(d["slope"], dtype=np.float64)
         )
+
+
+def channel_tail_limits() -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's narrowest tail step and span share (see NORMAL_TAIL_CHANNELS)."""
+    normal = np.array([c in NORMAL_TAIL_CHANNELS for c in CHANNELS])
+    return np.where(normal, NORMAL_TAIL_STEP, TAIL_FLOOR), np.where(normal, 0.0, TAIL_SPAN_SHARE)
 
 
 def _strict(k: np.ndarray) -> np.ndarray:
@@ -573,7 +593,7 @@ class OnlineThreshold:
 
 
 MEMBERS: tuple[str, ...] = (*CHANNELS, "iforest", "lstm_ae")  # every column of the surprise
-DETECTOR_VERSION = 14  # bump when the channels' inputs or meaning change: older fits are refused
+DETECTOR_VERSION = 15  # bump when the channels' inputs or meaning change: older fits are refused
 SEVERITY_STEPS = (0.5, 1.0, 2.0)  # surprise above the threshold (log10 units): low..critical
 
 
@@ -759,7 +779,7 @@ def fit_detector(
     season = Season.fit(raw[fit_rows], buckets[fit_rows])
     ch = season.apply(raw, buckets)
     scores = np.asarray(model_scores, dtype=np.float64)
-    ch_tail = Tail.fit(ch[fit_rows], TAIL_FLOOR)
+    ch_tail = Tail.fit(ch[fit_rows], *channel_tail_limits())
     model_tails = []
     for j in range(scores.shape[1]):
         col = scores[fit_rows, j]

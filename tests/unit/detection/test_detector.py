@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from detection.detector import (
     CHANNELS,
@@ -10,10 +13,14 @@ from detection.detector import (
     GRID,
     INPUTS,
     MEMBERS,
+    NORMAL_TAIL_CHANNELS,
     RECENT,
+    TAIL_FLOOR,
+    TAIL_SPAN_SHARE,
     WINDOW,
     OnlineThreshold,
     Tail,
+    channel_tail_limits,
     channel_values,
     event_counts,
     evidence_kinds,
@@ -33,6 +40,23 @@ def test_tail_surprise_is_monotone_and_reads_the_normal_levels() -> None:
     assert np.all(np.diff(s) >= 0)
     assert abs(tail.surprise(np.array([[q99]]))[0, 0] - 2.0) < 1e-6
     assert s[-1] > 4.0  # far beyond anything normal
+
+
+def test_a_volume_channel_keeps_a_normal_tail_and_the_others_their_floors() -> None:
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.standard_normal((50_000, len(CHANNELS))))
+    tail = Tail.fit(x, *channel_tail_limits())
+    probe = np.full((1, len(CHANNELS)), 4.0)
+    s = tail.surprise(probe)[0]
+    # P(|N| >= 4) = 6.3e-5: 4.2 in log10 units; the line from q98-q99 reads a little less (a
+    # normal's log tail bends down), not half of it as the floors did
+    for name in NORMAL_TAIL_CHANNELS:
+        assert 3.4 < s[CHANNELS.index(name)] < 4.3
+    # the other channels keep the floors: a quarter of the median-to-q99 span at least
+    span = np.quantile(x[:, 0], 0.99) - np.quantile(x[:, 0], 0.5)
+    floored = math.log10(2.0) / max(TAIL_FLOOR, TAIL_SPAN_SHARE * span)
+    assert tail.slope[CHANNELS.index("move_1")] == pytest.approx(floored, rel=0.02)
+    assert s[CHANNELS.index("move_1")] < 3.4
 
 
 def test_a_few_huge_outliers_do_not_flatten_the_tail() -> None:
