@@ -358,7 +358,7 @@ class Tail:
     def fit(
         cls,
         x: np.ndarray,
-        floor: float | np.ndarray = 0.5,
+        floor: float | np.ndarray = TAIL_FLOOR,
         span_share: float | np.ndarray = TAIL_SPAN_SHARE,
     ) -> Tail:
         """`floor`: the narrowest tail step in the columns' units; `span_share`: the step is at
